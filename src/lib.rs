@@ -1,0 +1,16 @@
+//! tarpit — a userspace TCP tarpit for Linux.
+//!
+//! The binary is a thin shell over this library. One module per concern:
+//!
+//! * [`listener`] — `tarpit serve`, the zero-window socket engine;
+//! * [`record`] — the facts kept per trapped connection, shared by all;
+//! * [`config`] — the TOML file and its located errors;
+//! * [`cli`] — the command line, gluing the rest together;
+//! * [`sys`] — the only `unsafe`: socket options libc/socket2 lack.
+
+pub mod cli;
+pub mod config;
+pub mod listener;
+pub mod logging;
+pub mod record;
+pub mod sys;

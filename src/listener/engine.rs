@@ -1,0 +1,502 @@
+//! The socket engine: one task that accepts, holds and releases.
+//!
+//! Everything happens on one thread with three event sources, none of them
+//! per connection:
+//!
+//! * the listening sockets (accept until `EAGAIN`);
+//! * one epoll set in which every held socket is registered for
+//!   EPOLLRDHUP/EPOLLERR/EPOLLHUP, edge-triggered — the kernel wakes us only
+//!   when a peer tries to close, resets, or its keepalives fail;
+//! * a coarse tick that releases connections whose lifetime is over.
+//!
+//! We never read or write a held socket: the kernel answers window probes and
+//! keepalives on its own, so holding costs no CPU at all.
+
+use super::table::{Held, Table, F_FIN};
+use super::{Command, Observer, ServeOptions, Snapshot, Totals};
+use crate::record::{escape_bytes, tcp_state_name, ConnRecord, EndReason, LiveConn};
+use crate::sys;
+use rand::Rng;
+use socket2::{SockAddr, Socket, TcpKeepalive};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, IntoRawFd};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, watch};
+
+/// One tick of the engine clock: 100 ms.
+const TICK: Duration = Duration::from_millis(100);
+
+/// How many bytes of what the peer sent are peeked into the record.
+const HEAD_BYTES: usize = 48;
+
+pub(super) struct Listener {
+    pub sock: AsyncFd<Socket>,
+    pub label: String,
+}
+
+pub(super) struct Engine {
+    opts: ServeOptions,
+    listeners: Vec<Listener>,
+    table: Table,
+    epoll: AsyncFd<sys::Epoll>,
+    epoch: Instant,
+    epoch_wall: SystemTime,
+    observers: Vec<Arc<dyn Observer>>,
+    max_conns: usize,
+    totals: Totals,
+    accept_errors: RateLimited,
+    accept_paused_until: Option<tokio::time::Instant>,
+    next_listener: usize,
+}
+
+/// Logs a repeated condition at most once per second, with how many times
+/// it happened since the last line.
+struct RateLimited {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimited {
+    fn hit(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < Duration::from_secs(1) => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                let n = self.suppressed + 1;
+                self.suppressed = 0;
+                Some(n)
+            }
+        }
+    }
+}
+
+impl Engine {
+    pub fn new(
+        opts: ServeOptions,
+        listeners: Vec<Listener>,
+        observers: Vec<Arc<dyn Observer>>,
+        max_conns: usize,
+    ) -> io::Result<Self> {
+        let epoll = sys::register_async(sys::Epoll::new()?)?;
+        let table = Table::new(opts.ipv6_prefix);
+        Ok(Engine {
+            opts,
+            listeners,
+            table,
+            epoll,
+            epoch: Instant::now(),
+            epoch_wall: SystemTime::now(),
+            observers,
+            max_conns,
+            totals: Totals::default(),
+            accept_errors: RateLimited {
+                last: None,
+                suppressed: 0,
+            },
+            accept_paused_until: None,
+            next_listener: 0,
+        })
+    }
+
+    fn now_ticks(&self) -> u32 {
+        (self.epoch.elapsed().as_millis() / TICK.as_millis()).min(u128::from(u32::MAX - 1)) as u32
+    }
+
+    fn ticks_to_secs(t: u32) -> f64 {
+        f64::from(t) / 10.0
+    }
+
+    /// Runs until `shutdown` fires, then releases everything.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Totals {
+        let scan_every = (self.opts.lifetime.0 / 10).clamp(TICK, Duration::from_secs(1));
+        let mut scan = tokio::time::interval(scan_every);
+        scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut expired = Vec::new();
+        let mut events = vec![(0u64, 0u32); 256];
+        loop {
+            let paused = self.accept_paused_until;
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                cmd = commands.recv() => if let Some(c) = cmd { self.command(c) },
+                guard = self.epoll.readable() => {
+                    match guard {
+                        Ok(mut g) => {
+                            let n = g.get_inner().wait(&mut events).unwrap_or(0);
+                            if n < events.len() {
+                                g.clear_ready();
+                            }
+                            for &(token, bits) in &events[..n] {
+                                self.peer_event(token as u32, bits);
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "epoll failed"),
+                    }
+                }
+                _ = scan.tick() => {
+                    expired.clear();
+                    self.table.expired(self.now_ticks(), &mut expired);
+                    for &slot in &expired {
+                        self.release(slot, EndReason::Lifetime);
+                    }
+                }
+                _ = async { tokio::time::sleep_until(paused.unwrap_or_else(tokio::time::Instant::now)).await }, if paused.is_some() => {
+                    self.accept_paused_until = None;
+                }
+                (li, res) = accept_any(&self.listeners, self.next_listener), if paused.is_none() => {
+                    self.next_listener = (li + 1) % self.listeners.len().max(1);
+                    match res {
+                        Ok((sock, peer)) => self.trap(li, sock, peer),
+                        Err(e) => self.accept_error(e),
+                    }
+                }
+            }
+        }
+        // Release everything, oldest first.
+        let all: Vec<u32> = self.table.iter_oldest_first().map(|(s, _)| s).collect();
+        for slot in all {
+            self.release(slot, EndReason::Shutdown);
+        }
+        self.totals.clone()
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Snapshot(tx) => {
+                let _ = tx.send(self.snapshot());
+            }
+        }
+    }
+
+    fn accept_error(&mut self, e: io::Error) {
+        let kind = accept_error_kind(&e);
+        for o in &self.observers {
+            o.accept_error(kind);
+        }
+        *self
+            .totals
+            .accept_errors
+            .entry(kind.to_string())
+            .or_default() += 1;
+        // Out of descriptors or memory: back off briefly so we neither spin
+        // nor exit; held connections keep being served meanwhile and their
+        // release frees descriptors for the next accept.
+        let backoff = match kind {
+            "emfile" | "enfile" | "enobufs" | "enomem" => Some(Duration::from_millis(100)),
+            "econnaborted" => None,
+            _ => Some(Duration::from_millis(20)),
+        };
+        if let Some(b) = backoff {
+            self.accept_paused_until = Some(tokio::time::Instant::now() + b);
+        }
+        if let Some(n) = self.accept_errors.hit() {
+            tracing::warn!(error = %e, kind, count = n, held = self.table.len(), "accept failed; backing off");
+        }
+    }
+
+    /// Sets up and stores a freshly accepted connection.
+    fn trap(&mut self, li: usize, sock: Socket, peer: SockAddr) {
+        let Some(peer) = peer.as_socket() else {
+            return;
+        };
+        let peer = normalize(peer);
+        let mut rng = rand::rng();
+        let idle = rand_between(&mut rng, self.opts.keepalive);
+        let intvl = rand_between(&mut rng, self.opts.keepalive);
+        let ka = TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(intvl)
+            .with_retries(self.opts.keepalive_count);
+        if let Err(e) = sock
+            .set_tcp_keepalive(&ka)
+            .and_then(|_| sock.set_keepalive(true))
+        {
+            tracing::debug!(error = %e, %peer, "keepalive setup failed");
+        }
+        // Abortive close on release: RST, no TIME_WAIT on our side.
+        let _ = sock.set_linger(Some(Duration::ZERO));
+        let local = sock
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(normalize)
+            .unwrap_or(peer);
+        let orig = sys::original_dst(sock.as_raw_fd(), local.is_ipv6())
+            .map(normalize)
+            .unwrap_or(local);
+
+        // Caps: the freshest attacker is the one worth holding.
+        if self.opts.per_ip > 0 && self.table.count_of(peer.ip()) as usize >= self.opts.per_ip {
+            if let Some(old) = self.table.oldest_of(peer.ip()) {
+                self.release(old, EndReason::EvictedPerIp);
+            }
+        }
+        while self.table.len() >= self.max_conns {
+            match self.table.oldest() {
+                Some(old) => self.release(old, EndReason::EvictedGlobal),
+                None => break,
+            }
+        }
+        if self.max_conns == 0 {
+            return; // holding nothing: drop (RST via linger 0)
+        }
+
+        let now = self.now_ticks();
+        let life = rand_between(&mut rng, self.opts.lifetime);
+        let life_ticks =
+            (life.as_millis() / TICK.as_millis()).clamp(1, u128::from(u32::MAX / 2)) as u32;
+        let local_i = self.table.addrs.intern(local.ip());
+        let orig_i = self.table.addrs.intern(orig.ip());
+        let fd = sock.into_raw_fd();
+        let h = Held::new(
+            fd,
+            peer.ip(),
+            peer.port(),
+            local_i,
+            orig_i,
+            orig.port(),
+            li.min(255) as u8,
+            now,
+            now.saturating_add(life_ticks),
+        );
+        let slot = self.table.insert(h);
+        if let Err(e) = self.epoll.get_ref().add(fd, u64::from(slot)) {
+            tracing::warn!(error = %e, %peer, "cannot watch connection; dropping it");
+            if let Some(h) = self.table.remove(slot) {
+                sys::close(h.fd);
+            }
+            return;
+        }
+        self.totals.trapped += 1;
+        let label = &self.listeners[li].label;
+        for o in &self.observers {
+            o.trapped(label);
+        }
+        tracing::debug!(%peer, %orig, listener = %label, lifetime_secs = life.as_secs(), "trapped");
+    }
+
+    /// A peer tried to close (FIN), reset, or stopped answering keepalives.
+    fn peer_event(&mut self, slot: u32, bits: u32) {
+        let now = self.now_ticks();
+        let Some(h) = self.table.get_mut(slot) else {
+            return;
+        };
+        let mut first_fin = false;
+        if bits & sys::ev::RDHUP != 0 && h.flags & F_FIN == 0 {
+            h.flags |= F_FIN;
+            h.fin_at = now;
+            first_fin = true;
+        }
+        let fd = h.fd;
+        let li = usize::from(h.listener);
+        if first_fin {
+            self.totals.close_attempts += 1;
+            if let Some(l) = self.listeners.get(li) {
+                for o in &self.observers {
+                    o.peer_close_attempt(&l.label);
+                }
+            }
+        }
+        if bits & (sys::ev::ERR | sys::ev::HUP) != 0 {
+            let reason = match sys::take_error(fd) {
+                Ok(e) if e == libc::ETIMEDOUT => EndReason::PeerTimeout,
+                _ => EndReason::PeerReset,
+            };
+            self.release(slot, reason);
+        }
+    }
+
+    /// Ends a held connection: reads its final facts, closes it (RST), emits
+    /// its record.
+    fn release(&mut self, slot: u32, reason: EndReason) {
+        let Some(h) = self.table.remove(slot) else {
+            return;
+        };
+        let now = self.now_ticks();
+        let info = sys::tcp_info(h.fd).unwrap_or_default();
+        let mut head = [0u8; HEAD_BYTES];
+        let n = sys::peek(h.fd, &mut head).unwrap_or(0);
+        sys::close(h.fd);
+        // The peer's FIN takes one sequence number; it is not a byte sent.
+        let bytes = info.bytes_received.saturating_sub(u64::from(h.fin_seen()));
+        let rec = self.record(&h, now, reason, bytes, &head[..n]);
+        self.totals.ended += 1;
+        self.totals.held_secs += rec.held_secs;
+        *self
+            .totals
+            .by_reason
+            .entry(reason.as_str().to_string())
+            .or_default() += 1;
+        emit(&rec);
+        for o in &self.observers {
+            o.ended(&rec);
+        }
+    }
+
+    fn addrs(&self, h: &Held) -> (SocketAddr, SocketAddr, SocketAddr, String) {
+        let label = self
+            .listeners
+            .get(usize::from(h.listener))
+            .map(|l| l.label.clone())
+            .unwrap_or_default();
+        let lport = label
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let peer = SocketAddr::new(h.peer(), h.peer_port);
+        let local = SocketAddr::new(self.table.addrs.get(h.local_ip), lport);
+        let orig = SocketAddr::new(self.table.addrs.get(h.orig_ip), h.orig_port);
+        (peer, local, orig, label)
+    }
+
+    fn record(&self, h: &Held, now: u32, end: EndReason, bytes: u64, head: &[u8]) -> ConnRecord {
+        let (peer, local, original_dst, listener) = self.addrs(h);
+        ConnRecord {
+            listener,
+            peer,
+            local,
+            original_dst,
+            start: self.epoch_wall + TICK * h.start,
+            held_secs: Self::ticks_to_secs(now.saturating_sub(h.start)),
+            bytes_received: bytes,
+            fin_after_secs: h
+                .fin_seen()
+                .then(|| Self::ticks_to_secs(h.fin_at.saturating_sub(h.start))),
+            end,
+            head: escape_bytes(head),
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let now = self.now_ticks();
+        let mut conns = Vec::with_capacity(self.table.len());
+        let mut live_secs = 0.0;
+        for (_, h) in self.table.iter_oldest_first() {
+            let (peer, local, original_dst, listener) = self.addrs(h);
+            let info = sys::tcp_info(h.fd).unwrap_or_default();
+            let held = Self::ticks_to_secs(now.saturating_sub(h.start));
+            live_secs += held;
+            conns.push(LiveConn {
+                listener,
+                peer,
+                local,
+                original_dst,
+                start: self.epoch_wall + TICK * h.start,
+                held_secs: held,
+                lifetime_left_secs: Self::ticks_to_secs(h.deadline.saturating_sub(now)),
+                bytes_queued: sys::inq(h.fd).unwrap_or(0),
+                bytes_received: info.bytes_received,
+                fin_after_secs: h
+                    .fin_seen()
+                    .then(|| Self::ticks_to_secs(h.fin_at.saturating_sub(h.start))),
+                rtt_us: info.rtt_us,
+                state: tcp_state_name(info.state).to_string(),
+            });
+        }
+        let mut totals = self.totals.clone();
+        totals.held_now = self.table.len() as u64;
+        totals.live_held_secs = live_secs;
+        Snapshot { conns, totals }
+    }
+}
+
+/// Emits the record as one tracing event (one JSON object in json mode).
+/// `fin_after_secs` is present only when the peer tried to close.
+fn emit(r: &ConnRecord) {
+    macro_rules! rec {
+        ($($extra:tt)*) => {
+            tracing::info!(
+                target: "tarpit::record",
+                listener = %r.listener,
+                peer = %r.peer,
+                local = %r.local,
+                original_dst = %r.original_dst,
+                start = %humantime::format_rfc3339_millis(r.start),
+                held_secs = r.held_secs,
+                bytes_received = r.bytes_received,
+                peer_tried_close = r.fin_after_secs.is_some(),
+                $($extra)*
+                end = %r.end,
+                head = %r.head,
+                "connection released"
+            )
+        };
+    }
+    match r.fin_after_secs {
+        Some(f) => rec!(fin_after_secs = f,),
+        None => rec!(),
+    }
+}
+
+/// IPv4-mapped IPv6 addresses are IPv4 peers.
+fn normalize(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => a,
+        },
+        v4 => v4,
+    }
+}
+
+fn rand_between(rng: &mut impl Rng, (lo, hi): (Duration, Duration)) -> Duration {
+    if hi <= lo {
+        return lo;
+    }
+    Duration::from_millis(rng.random_range(lo.as_millis() as u64..=hi.as_millis() as u64))
+}
+
+fn accept_error_kind(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EMFILE) => "emfile",
+        Some(libc::ENFILE) => "enfile",
+        Some(libc::ENOBUFS) => "enobufs",
+        Some(libc::ENOMEM) => "enomem",
+        Some(libc::ECONNABORTED) => "econnaborted",
+        Some(libc::EPERM) => "eperm",
+        _ => "other",
+    }
+}
+
+/// Accepts one connection from whichever listener is ready, starting the
+/// search at `start` so no listener starves.
+async fn accept_any(
+    listeners: &[Listener],
+    start: usize,
+) -> (usize, io::Result<(Socket, SockAddr)>) {
+    if listeners.is_empty() {
+        return std::future::pending().await;
+    }
+    std::future::poll_fn(|cx| {
+        let n = listeners.len();
+        for k in 0..n {
+            let i = (start + k) % n;
+            let l = &listeners[i];
+            loop {
+                match l.sock.poll_read_ready(cx) {
+                    Poll::Ready(Ok(mut guard)) => match guard.try_io(|s| s.get_ref().accept()) {
+                        Ok(res) => return Poll::Ready((i, res)),
+                        Err(_would_block) => continue,
+                    },
+                    Poll::Ready(Err(e)) => return Poll::Ready((i, Err(e))),
+                    Poll::Pending => break,
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}

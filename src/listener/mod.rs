@@ -1,0 +1,207 @@
+//! `tarpit serve`: accept every connection, never read, hold it 12–24 minutes.
+//!
+//! The public surface is [`ServeOptions`] (what to do), [`Server`] (bound
+//! listeners, ready to run), [`Handle`] (ask a running server for a live
+//! snapshot) and [`Observer`] (be told about every trapped and ended
+//! connection — the statistics side plugs in here).
+
+mod bind;
+mod engine;
+pub mod table;
+
+use crate::record::{ConnRecord, LiveConn};
+use serde::{Deserialize, Serialize};
+use socket2::Socket;
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use bind::{inspect as inspect_listener, listen as bind_listener};
+
+/// Descriptors kept free for everything that is not a held connection
+/// (listeners, epoll, log files, databases, the control socket).
+pub const FD_RESERVE: u64 = 64;
+
+/// Everything `tarpit serve` needs to know, already validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeOptions {
+    pub listen: Vec<SocketAddr>,
+    /// Lifetime of a held connection, drawn uniformly from this range.
+    pub lifetime: (Duration, Duration),
+    /// TCP_KEEPIDLE and TCP_KEEPINTVL, each drawn uniformly from this range.
+    pub keepalive: (Duration, Duration),
+    /// TCP_KEEPCNT: unanswered probes before the peer counts as gone.
+    pub keepalive_count: u32,
+    /// Global cap; `None` = RLIMIT_NOFILE minus [`FD_RESERVE`].
+    pub max_conns: Option<usize>,
+    /// Per-peer cap (IPv4 address or IPv6 prefix); 0 = unlimited.
+    pub per_ip: usize,
+    /// IPv6 peers are grouped by this prefix length for `per_ip` (16–64).
+    pub ipv6_prefix: u8,
+    pub backlog: u32,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            listen: vec![
+                "0.0.0.0:2222".parse().expect("literal"),
+                "[::]:2222".parse().expect("literal"),
+            ],
+            lifetime: (Duration::from_secs(12 * 60), Duration::from_secs(24 * 60)),
+            keepalive: (Duration::from_secs(60), Duration::from_secs(240)),
+            keepalive_count: 3,
+            max_conns: None,
+            per_ip: 32,
+            ipv6_prefix: 64,
+            backlog: 4096,
+        }
+    }
+}
+
+/// Told about every connection; implementations must be cheap and must not
+/// block (they run on the engine's thread).
+pub trait Observer: Send + Sync {
+    fn trapped(&self, _listener: &str) {}
+    fn peer_close_attempt(&self, _listener: &str) {}
+    fn ended(&self, _record: &ConnRecord) {}
+    fn accept_error(&self, _kind: &str) {}
+}
+
+/// Running totals since start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub held_now: u64,
+    pub trapped: u64,
+    pub ended: u64,
+    /// Seconds attackers spent in connections that have ended.
+    pub held_secs: f64,
+    /// Seconds attackers have spent so far in connections still held.
+    pub live_held_secs: f64,
+    pub close_attempts: u64,
+    pub by_reason: BTreeMap<String, u64>,
+    pub accept_errors: BTreeMap<String, u64>,
+}
+
+/// What a running server answers to "what are you holding?".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub conns: Vec<LiveConn>,
+    pub totals: Totals,
+}
+
+pub(crate) enum Command {
+    Snapshot(oneshot::Sender<Snapshot>),
+}
+
+/// Asks a running server for information. Cheap to clone.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Command>,
+    shutdown: Arc<watch::Sender<bool>>,
+}
+
+impl Handle {
+    /// Live connections and totals, or `None` once the server has stopped.
+    pub async fn snapshot(&self) -> Option<Snapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Snapshot(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Makes the server release everything and return.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// A bound listener with its label (its address as the user gave it).
+pub struct BoundListener {
+    pub sock: Socket,
+    pub label: String,
+}
+
+/// Binds every address in `opts.listen`. The error names the address.
+pub fn bind_all(opts: &ServeOptions) -> Result<Vec<BoundListener>, (SocketAddr, io::Error)> {
+    opts.listen
+        .iter()
+        .map(|&a| {
+            bind::listen(a, opts.backlog)
+                .map(|sock| BoundListener {
+                    sock,
+                    label: a.to_string(),
+                })
+                .map_err(|e| (a, e))
+        })
+        .collect()
+}
+
+/// The global cap actually in force: the configured one, or what the
+/// descriptor limit allows.
+pub fn effective_max_conns(opts: &ServeOptions, nofile: u64) -> usize {
+    opts.max_conns
+        .unwrap_or_else(|| nofile.saturating_sub(FD_RESERVE).max(1) as usize)
+}
+
+/// Bound listeners plus everything needed to run the engine.
+pub struct Server {
+    engine: engine::Engine,
+    rx: mpsc::Receiver<Command>,
+    shutdown_rx: watch::Receiver<bool>,
+    handle: Handle,
+}
+
+impl Server {
+    /// Must be called inside a tokio runtime (registers the listeners).
+    pub fn new(
+        opts: ServeOptions,
+        listeners: Vec<BoundListener>,
+        observers: Vec<Arc<dyn Observer>>,
+        max_conns: usize,
+    ) -> io::Result<Self> {
+        let ls = listeners
+            .into_iter()
+            .map(|b| {
+                b.sock.set_nonblocking(true)?;
+                Ok(engine::Listener {
+                    sock: crate::sys::register_async(b.sock)?,
+                    label: b.label,
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let engine = engine::Engine::new(opts, ls, observers, max_conns)?;
+        let (tx, rx) = mpsc::channel(16);
+        let (stx, shutdown_rx) = watch::channel(false);
+        Ok(Server {
+            engine,
+            rx,
+            shutdown_rx,
+            handle: Handle {
+                tx,
+                shutdown: Arc::new(stx),
+            },
+        })
+    }
+
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Serves until [`Handle::shutdown`], then releases every connection
+    /// (emitting its record) and returns the totals.
+    pub async fn run(self) -> Totals {
+        let Server {
+            engine,
+            rx,
+            shutdown_rx,
+            handle,
+        } = self;
+        let totals = engine.run(rx, shutdown_rx).await;
+        drop(handle);
+        totals
+    }
+}

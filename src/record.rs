@@ -1,0 +1,194 @@
+//! The facts the tarpit keeps about one trapped connection.
+//!
+//! `ConnRecord` is the contract between the listener (which produces one per
+//! ended connection) and everything that consumes them: the log line, the
+//! history database and the metrics. `LiveConn` is the same for connections
+//! still held, as answered to the control socket.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+/// Why a held connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// Its random lifetime ran out; we released it with an RST.
+    Lifetime,
+    /// The peer sent an RST.
+    PeerReset,
+    /// Keepalive probes went unanswered: the peer vanished.
+    PeerTimeout,
+    /// The global `--max-conns` cap was hit and this was the oldest.
+    EvictedGlobal,
+    /// The `--per-ip` cap was hit for this peer and this was its oldest.
+    EvictedPerIp,
+    /// The tarpit shut down.
+    Shutdown,
+}
+
+impl EndReason {
+    pub const ALL: [EndReason; 6] = [
+        EndReason::Lifetime,
+        EndReason::PeerReset,
+        EndReason::PeerTimeout,
+        EndReason::EvictedGlobal,
+        EndReason::EvictedPerIp,
+        EndReason::Shutdown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Lifetime => "lifetime",
+            EndReason::PeerReset => "peer_reset",
+            EndReason::PeerTimeout => "peer_timeout",
+            EndReason::EvictedGlobal => "evicted_global",
+            EndReason::EvictedPerIp => "evicted_per_ip",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One ended connection: who, what it aimed at, how long it was held, what it
+/// tried to send, how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnRecord {
+    /// The listener that accepted it, labelled by its address (`0.0.0.0:2222`).
+    pub listener: String,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// Where the peer aimed (before an nftables redirect); equals `local` for
+    /// direct connections.
+    pub original_dst: SocketAddr,
+    /// Wall-clock time the connection was accepted.
+    #[serde(with = "unix_secs")]
+    pub start: SystemTime,
+    /// Seconds we held it.
+    pub held_secs: f64,
+    /// Bytes the peer sent that we never read (TCP_INFO `bytes_received`).
+    pub bytes_received: u64,
+    /// Seconds after `start` at which the peer tried to close (sent FIN), if it did.
+    pub fin_after_secs: Option<f64>,
+    pub end: EndReason,
+    /// The first bytes the peer sent, escaped (peeked at release, never read).
+    pub head: String,
+}
+
+impl ConnRecord {
+    pub fn peer_tried_close(&self) -> bool {
+        self.fin_after_secs.is_some()
+    }
+}
+
+/// A connection held right now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveConn {
+    pub listener: String,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub original_dst: SocketAddr,
+    #[serde(with = "unix_secs")]
+    pub start: SystemTime,
+    pub held_secs: f64,
+    pub lifetime_left_secs: f64,
+    /// Bytes sitting unread in our receive queue (SIOCINQ).
+    pub bytes_queued: u32,
+    /// Bytes the peer has sent in all (TCP_INFO).
+    pub bytes_received: u64,
+    pub fin_after_secs: Option<f64>,
+    /// Smoothed RTT from TCP_INFO, microseconds.
+    pub rtt_us: u32,
+    /// TCP state name (`ESTABLISHED`, `CLOSE_WAIT`, ...).
+    pub state: String,
+}
+
+/// Linux TCP state number to its `ss` name.
+pub fn tcp_state_name(state: u8) -> &'static str {
+    match state {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        _ => "UNKNOWN",
+    }
+}
+
+/// Escapes peer bytes for logs: printable ASCII as is, the rest as `\xNN`.
+pub fn escape_bytes(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len());
+    for &c in b {
+        match c {
+            b'\\' => s.push_str("\\\\"),
+            b'\r' => s.push_str("\\r"),
+            b'\n' => s.push_str("\\n"),
+            b'\t' => s.push_str("\\t"),
+            0x20..=0x7e => s.push(c as char),
+            _ => s.push_str(&format!("\\x{c:02x}")),
+        }
+    }
+    s
+}
+
+/// Seconds since the Unix epoch as a float, for storage and JSON.
+pub fn to_unix(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+pub fn from_unix(secs: f64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0))
+}
+
+mod unix_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::SystemTime;
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64((super::to_unix(*t) * 1000.0).round() / 1000.0)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let v = f64::deserialize(d)?;
+        Ok(super::from_unix(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_keeps_printables_and_hexes_the_rest() {
+        assert_eq!(
+            escape_bytes(b"SSH-2.0\r\n\x00\xff\\"),
+            "SSH-2.0\\r\\n\\x00\\xff\\\\"
+        );
+    }
+
+    #[test]
+    fn end_reason_round_trips() {
+        for r in EndReason::ALL {
+            assert_eq!(EndReason::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(EndReason::parse("nope"), None);
+    }
+}
