@@ -407,3 +407,17 @@ impl std::os::fd::AsFd for Epoll {
         self.fd.as_fd()
     }
 }
+
+/// Moves the *calling thread* into the network namespace `ns` (a handle such
+/// as `/run/netns/NAME` opened read-only). Sockets the thread creates
+/// afterwards live in that namespace. Used by tests and tools that act as a
+/// host inside a namespace they created.
+pub fn enter_netns(ns: &std::fs::File) -> io::Result<()> {
+    // SAFETY: `ns` is an open namespace file; setns only reads the fd and
+    // affects the calling thread.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
