@@ -111,6 +111,9 @@ pub struct LiveConn {
     pub rtt_us: u32,
     /// TCP state name (`ESTABLISHED`, `CLOSE_WAIT`, ...).
     pub state: String,
+    /// TCP_KEEPIDLE / TCP_KEEPINTVL drawn for this connection, seconds.
+    pub keepalive_idle_secs: u32,
+    pub keepalive_intvl_secs: u32,
 }
 
 /// Linux TCP state number to its `ss` name.

@@ -387,6 +387,7 @@ impl Engine {
         for (_, h) in self.table.iter_oldest_first() {
             let (peer, local, original_dst, listener) = self.addrs(h);
             let info = sys::tcp_info(h.fd).unwrap_or_default();
+            let ka = sys::keepalive_times(h.fd).unwrap_or((0, 0));
             let held = Self::ticks_to_secs(now.saturating_sub(h.start));
             live_secs += held;
             conns.push(LiveConn {
@@ -404,6 +405,8 @@ impl Engine {
                     .then(|| Self::ticks_to_secs(h.fin_at.saturating_sub(h.start))),
                 rtt_us: info.rtt_us,
                 state: tcp_state_name(info.state).to_string(),
+                keepalive_idle_secs: ka.0,
+                keepalive_intvl_secs: ka.1,
             });
         }
         let mut totals = self.totals.clone();

@@ -23,8 +23,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use bind::{inspect as inspect_listener, listen as bind_listener};
 
 /// Descriptors kept free for everything that is not a held connection
-/// (listeners, epoll, log files, databases, the control socket).
-pub const FD_RESERVE: u64 = 64;
+/// (listeners, epoll, log files, databases, the control socket): 1/16 of
+/// the limit, between 16 and 64.
+pub fn fd_reserve(nofile: u64) -> u64 {
+    (nofile / 16).clamp(16, 64)
+}
 
 /// Everything `tarpit serve` needs to know, already validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +39,7 @@ pub struct ServeOptions {
     pub keepalive: (Duration, Duration),
     /// TCP_KEEPCNT: unanswered probes before the peer counts as gone.
     pub keepalive_count: u32,
-    /// Global cap; `None` = RLIMIT_NOFILE minus [`FD_RESERVE`].
+    /// Global cap; `None` = RLIMIT_NOFILE minus [`fd_reserve`].
     pub max_conns: Option<usize>,
     /// Per-peer cap (IPv4 address or IPv6 prefix); 0 = unlimited.
     pub per_ip: usize,
@@ -130,12 +133,13 @@ pub fn bind_all(opts: &ServeOptions) -> Result<Vec<BoundListener>, (SocketAddr, 
     opts.listen
         .iter()
         .map(|&a| {
-            bind::listen(a, opts.backlog)
-                .map(|sock| BoundListener {
-                    sock,
-                    label: a.to_string(),
-                })
-                .map_err(|e| (a, e))
+            let sock = bind::listen(a, opts.backlog).map_err(|e| (a, e))?;
+            // Label by the bound address, so `:0` shows the port it got.
+            let label = bind::inspect(&sock)
+                .map(|(b, _)| b)
+                .unwrap_or(a)
+                .to_string();
+            Ok(BoundListener { sock, label })
         })
         .collect()
 }
@@ -144,7 +148,7 @@ pub fn bind_all(opts: &ServeOptions) -> Result<Vec<BoundListener>, (SocketAddr, 
 /// descriptor limit allows.
 pub fn effective_max_conns(opts: &ServeOptions, nofile: u64) -> usize {
     opts.max_conns
-        .unwrap_or_else(|| nofile.saturating_sub(FD_RESERVE).max(1) as usize)
+        .unwrap_or_else(|| nofile.saturating_sub(fd_reserve(nofile)).max(1) as usize)
 }
 
 /// Bound listeners plus everything needed to run the engine.

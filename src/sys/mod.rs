@@ -421,3 +421,26 @@ pub fn enter_netns(ns: &std::fs::File) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// TCP_KEEPIDLE and TCP_KEEPINTVL of a socket, in seconds.
+pub fn keepalive_times(fd: RawFd) -> io::Result<(u32, u32)> {
+    let get = |opt: libc::c_int| -> io::Result<u32> {
+        let mut v: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v` is a writable int of `len` bytes.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                opt,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(v.max(0) as u32)
+    };
+    Ok((get(libc::TCP_KEEPIDLE)?, get(libc::TCP_KEEPINTVL)?))
+}
