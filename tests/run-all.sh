@@ -11,6 +11,11 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ss >/dev/null 2>&1 || need+=(iproute2)
+# deploy tests: systemd-analyze checks the units, the real fail2ban drives our
+# action and jail, man-db reads the packaged man page.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v fail2ban-server >/dev/null 2>&1 || need+=(fail2ban)
+command -v man >/dev/null 2>&1 || need+=(man-db)
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "run-all: need root to install: ${need[*]}" >&2
