@@ -6,6 +6,7 @@
 //! * [`record`] — the facts kept per trapped connection, shared by all;
 //! * [`config`] — the TOML file and its located errors;
 //! * [`cli`] — the command line, gluing the rest together;
+//! * [`systemd`] — readiness/status notifications and socket activation;
 //! * [`sys`] — the only `unsafe`: socket options libc/socket2 lack.
 
 pub mod cli;
@@ -14,3 +15,4 @@ pub mod listener;
 pub mod logging;
 pub mod record;
 pub mod sys;
+pub mod systemd;

@@ -5,6 +5,7 @@ use super::{fail, Cli, EXIT_CONFIG};
 use crate::config::{self, parse_duration, ConfigError, ServeSection, Source};
 use crate::listener::{self, ServeOptions, Server};
 use crate::sys;
+use crate::systemd;
 use clap::Args;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -201,20 +202,33 @@ pub fn run(cli: &Cli, a: &ServeArgs) -> ExitCode {
     };
     let max_conns = listener::effective_max_conns(&opts, nofile);
 
-    // Bind each address; with the built-in defaults a host without IPv6
-    // still serves IPv4.
+    // Listeners systemd bound for us (tarpit.socket) win over the addresses
+    // in the flags or the file.
+    let activated = match systemd::activated_listeners() {
+        Ok(v) => v,
+        Err(e) => return fail(1, e),
+    };
     let mut bound = Vec::new();
-    for addr in &opts.listen {
-        let one = ServeOptions {
-            listen: vec![*addr],
-            ..opts.clone()
-        };
-        match listener::bind_all(&one) {
-            Ok(mut b) => bound.append(&mut b),
-            Err((a, e)) if defaults_used && a.is_ipv6() && bound.len() == 1 => {
-                tracing::warn!(address = %a, error = %e, "IPv6 unavailable; serving IPv4 only");
+    if let Some(ls) = activated {
+        if !defaults_used {
+            tracing::warn!("socket-activated: ignoring the configured listen addresses");
+        }
+        bound = ls;
+    } else {
+        // Bind each address; with the built-in defaults a host without IPv6
+        // still serves IPv4.
+        for addr in &opts.listen {
+            let one = ServeOptions {
+                listen: vec![*addr],
+                ..opts.clone()
+            };
+            match listener::bind_all(&one) {
+                Ok(mut b) => bound.append(&mut b),
+                Err((a, e)) if defaults_used && a.is_ipv6() && bound.len() == 1 => {
+                    tracing::warn!(address = %a, error = %e, "IPv6 unavailable; serving IPv4 only");
+                }
+                Err((a, e)) => return fail(EXIT_CONFIG, format!("cannot listen on {a}: {e}")),
             }
-            Err((a, e)) => return fail(EXIT_CONFIG, format!("cannot listen on {a}: {e}")),
         }
     }
     for b in &bound {
@@ -239,9 +253,14 @@ pub fn run(cli: &Cli, a: &ServeArgs) -> ExitCode {
         let server = Server::new(opts.clone(), bound, Vec::new(), max_conns)?;
         let handle = server.handle();
         tracing::info!(max_conns, per_ip = opts.per_ip, lifetime = ?opts.lifetime, keepalive = ?opts.keepalive, "serving");
+        systemd::notify_ready(&systemd::status_line(0, 0, 0.0));
+        if std::env::var_os("NOTIFY_SOCKET").is_some() {
+            tokio::spawn(report_status(handle.clone()));
+        }
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("signal received; releasing all connections");
+            systemd::notify_stopping("releasing all connections");
             handle.shutdown();
         });
         let totals = server.run().await;
@@ -251,6 +270,30 @@ pub fn run(cli: &Cli, a: &ServeArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, e),
+    }
+}
+
+/// Keeps `systemctl status` showing how many connections are held, until
+/// the server stops answering.
+async fn report_status(handle: listener::Handle) {
+    let mut tick = tokio::time::interval(systemd::STATUS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = String::new();
+    loop {
+        tick.tick().await;
+        let Some(snap) = handle.snapshot().await else {
+            return;
+        };
+        let t = &snap.totals;
+        let line = systemd::status_line(
+            t.held_now,
+            t.trapped,
+            (t.held_secs + t.live_held_secs) / 3600.0,
+        );
+        if line != last {
+            systemd::notify_status(&line);
+            last = line;
+        }
     }
 }
 
