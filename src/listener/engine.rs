@@ -12,7 +12,7 @@
 //! We never read or write a held socket: the kernel answers window probes and
 //! keepalives on its own, so holding costs no CPU at all.
 
-use super::table::{Held, Table, F_FIN};
+use super::table::{Held, Table};
 use super::{Command, Observer, ServeOptions, Snapshot, Totals};
 use crate::record::{escape_bytes, tcp_state_name, ConnRecord, EndReason, LiveConn};
 use crate::sys;
@@ -51,6 +51,8 @@ pub(super) struct Engine {
     accept_errors: RateLimited,
     accept_paused_until: Option<tokio::time::Instant>,
     next_listener: usize,
+    /// Earliest lifetime deadline of any held connection (ticks).
+    next_due: u32,
 }
 
 /// Logs a repeated condition at most once per second, with how many times
@@ -86,7 +88,7 @@ impl Engine {
         max_conns: usize,
     ) -> io::Result<Self> {
         let epoll = sys::register_async(sys::Epoll::new()?)?;
-        let table = Table::new(opts.ipv6_prefix);
+        let table = Table::new(opts.ipv6_prefix, max_conns, opts.per_ip > 0);
         Ok(Engine {
             opts,
             listeners,
@@ -103,6 +105,7 @@ impl Engine {
             },
             accept_paused_until: None,
             next_listener: 0,
+            next_due: u32::MAX,
         })
     }
 
@@ -146,10 +149,15 @@ impl Engine {
                     }
                 }
                 _ = scan.tick() => {
-                    expired.clear();
-                    self.table.expired(self.now_ticks(), &mut expired);
-                    for &slot in &expired {
-                        self.release(slot, EndReason::Lifetime);
+                    // Scan only once the earliest deadline has passed: while
+                    // nothing is due, holding costs one wake-up per tick.
+                    let now = self.now_ticks();
+                    if now >= self.next_due {
+                        expired.clear();
+                        self.next_due = self.table.expired(now, &mut expired);
+                        for &slot in &expired {
+                            self.release(slot, EndReason::Lifetime);
+                        }
                     }
                 }
                 _ = async { tokio::time::sleep_until(paused.unwrap_or_else(tokio::time::Instant::now)).await }, if paused.is_some() => {
@@ -272,6 +280,7 @@ impl Engine {
             now.saturating_add(life_ticks),
         );
         let slot = self.table.insert(h);
+        self.next_due = self.next_due.min(h.deadline);
         if let Err(e) = self.epoll.get_ref().add(fd, u64::from(slot)) {
             tracing::warn!(error = %e, %peer, "cannot watch connection; dropping it");
             if let Some(h) = self.table.remove(slot) {
@@ -294,9 +303,8 @@ impl Engine {
             return;
         };
         let mut first_fin = false;
-        if bits & sys::ev::RDHUP != 0 && h.flags & F_FIN == 0 {
-            h.flags |= F_FIN;
-            h.fin_at = now;
+        if bits & sys::ev::RDHUP != 0 && !h.fin_seen() {
+            h.mark_fin(now);
             first_fin = true;
         }
         let fd = h.fd;
@@ -374,7 +382,7 @@ impl Engine {
             bytes_received: bytes,
             fin_after_secs: h
                 .fin_seen()
-                .then(|| Self::ticks_to_secs(h.fin_at.saturating_sub(h.start))),
+                .then(|| Self::ticks_to_secs(u32::from(h.fin_after))),
             end,
             head: escape_bytes(head),
         }
@@ -402,7 +410,7 @@ impl Engine {
                 bytes_received: info.bytes_received,
                 fin_after_secs: h
                     .fin_seen()
-                    .then(|| Self::ticks_to_secs(h.fin_at.saturating_sub(h.start))),
+                    .then(|| Self::ticks_to_secs(u32::from(h.fin_after))),
                 rtt_us: info.rtt_us,
                 state: tcp_state_name(info.state).to_string(),
                 keepalive_idle_secs: ka.0,

@@ -1,14 +1,21 @@
 //! The compact table of held connections.
 //!
 //! A tarpit is worth as many attackers as it can hold, so each held
-//! connection costs one fixed-size [`Held`] slot (60 bytes) in a slab and
+//! connection costs one fixed-size [`Held`] slot (52 bytes) in a slab and
 //! nothing else in userspace: no task, no timer, no tokio registration, no
 //! heap allocation. Two intrusive lists thread through the slots so the
 //! eviction policies are O(1):
 //!
-//! * the *age* list, oldest first, for the global `--max-conns` cap;
-//! * one circular list per peer (IPv4 address or IPv6 prefix), oldest first,
-//!   for the `--per-ip` cap; the per-peer map holds only its head and count.
+//! * the *age* list (doubly linked), oldest first, for the global
+//!   `--max-conns` cap;
+//! * one singly linked list per peer (IPv4 address or IPv6 prefix), oldest
+//!   first, for the `--per-ip` cap. Unlinking walks the peer's own list,
+//!   which the cap keeps short (32 by default); with no per-peer cap the
+//!   lists are not kept at all.
+//!
+//! The slab's capacity is reserved once for the global cap: the kernel only
+//! backs the pages actually written, so memory grows with the connections
+//! held and the slab never moves.
 //!
 //! Lifetimes are checked by a coarse periodic scan (see `engine`): at 15,000
 //! slots one scan reads under 1 MiB, far cheaper than a timer per connection.
@@ -42,9 +49,9 @@ pub struct Held {
     pub flags: u8,
     pub start: u32,
     pub deadline: u32,
-    /// Tick at which the peer sent FIN (valid when `flags & F_FIN`).
-    pub fin_at: u32,
-    ip_prev: u32,
+    /// Ticks after `start` at which the peer sent FIN (valid when
+    /// `flags & F_FIN`; saturates after 109 minutes).
+    pub fin_after: u16,
     ip_next: u32,
     age_prev: u32,
     age_next: u32,
@@ -79,8 +86,7 @@ impl Held {
             flags: 0,
             start,
             deadline,
-            fin_at: 0,
-            ip_prev: NIL,
+            fin_after: 0,
             ip_next: NIL,
             age_prev: NIL,
             age_next: NIL,
@@ -101,6 +107,12 @@ impl Held {
 
     pub fn fin_seen(&self) -> bool {
         self.flags & F_FIN != 0
+    }
+
+    /// Records that the peer sent FIN at tick `now`.
+    pub fn mark_fin(&mut self, now: u32) {
+        self.flags |= F_FIN;
+        self.fin_after = now.saturating_sub(self.start).min(u32::from(u16::MAX)) as u16;
     }
 }
 
@@ -127,8 +139,10 @@ pub fn peer_key(ip: IpAddr, v6_prefix: u8) -> u64 {
 
 #[derive(Debug, Clone, Copy)]
 struct Group {
-    /// Oldest slot of this peer; its `ip_prev` is the newest (circular list).
+    /// Oldest slot of this peer.
     head: u32,
+    /// Newest slot of this peer.
+    tail: u32,
     count: u32,
 }
 
@@ -174,19 +188,24 @@ pub struct Table {
     age_head: u32,
     age_tail: u32,
     groups: HashMap<u64, Group>,
+    /// Whether per-peer lists are kept (only needed for a per-peer cap).
+    track_peers: bool,
     v6_prefix: u8,
     pub addrs: Interner,
 }
 
 impl Table {
-    pub fn new(v6_prefix: u8) -> Self {
+    /// `capacity`: the most slots ever needed (reserved, not touched);
+    /// `track_peers`: keep per-peer lists for a per-peer cap.
+    pub fn new(v6_prefix: u8, capacity: usize, track_peers: bool) -> Self {
         Table {
-            slots: Vec::new(),
+            slots: Vec::with_capacity(capacity.min(1 << 24)),
             free: NIL,
             len: 0,
             age_head: NIL,
             age_tail: NIL,
             groups: HashMap::new(),
+            track_peers,
             v6_prefix,
             addrs: Interner::default(),
         }
@@ -247,28 +266,26 @@ impl Table {
             self.age_head = slot;
         }
         self.age_tail = slot;
-        // Peer group: append before the head of its circular list.
-        let key = peer_key(h.peer(), self.v6_prefix);
-        match self.groups.get_mut(&key) {
-            Some(g) => {
-                let head = g.head;
-                let tail = self.slots[head as usize].ip_prev;
-                h.ip_prev = tail;
-                h.ip_next = head;
-                g.count += 1;
-                self.slots[tail as usize].ip_next = slot;
-                self.slots[head as usize].ip_prev = slot;
-            }
-            None => {
-                h.ip_prev = slot;
-                h.ip_next = slot;
-                self.groups.insert(
-                    key,
-                    Group {
-                        head: slot,
-                        count: 1,
-                    },
-                );
+        // Peer group: append at its tail.
+        h.ip_next = NIL;
+        if self.track_peers {
+            let key = peer_key(h.peer(), self.v6_prefix);
+            match self.groups.get_mut(&key) {
+                Some(g) => {
+                    self.slots[g.tail as usize].ip_next = slot;
+                    g.tail = slot;
+                    g.count += 1;
+                }
+                None => {
+                    self.groups.insert(
+                        key,
+                        Group {
+                            head: slot,
+                            tail: slot,
+                            count: 1,
+                        },
+                    );
+                }
             }
         }
         self.slots[slot as usize] = h;
@@ -290,18 +307,29 @@ impl Table {
         } else {
             self.age_tail = h.age_prev;
         }
-        // Peer group.
-        let key = peer_key(h.peer(), self.v6_prefix);
-        if let Some(g) = self.groups.get_mut(&key) {
-            if g.count <= 1 {
-                self.groups.remove(&key);
-            } else {
-                self.slots[h.ip_prev as usize].ip_next = h.ip_next;
-                self.slots[h.ip_next as usize].ip_prev = h.ip_prev;
-                if g.head == slot {
-                    g.head = h.ip_next;
+        // Peer group: find the predecessor along the (short) list.
+        if self.track_peers {
+            let key = peer_key(h.peer(), self.v6_prefix);
+            if let Some(g) = self.groups.get_mut(&key) {
+                if g.count <= 1 {
+                    self.groups.remove(&key);
+                } else {
+                    if g.head == slot {
+                        g.head = h.ip_next;
+                    } else {
+                        let mut prev = g.head;
+                        while prev != NIL && self.slots[prev as usize].ip_next != slot {
+                            prev = self.slots[prev as usize].ip_next;
+                        }
+                        if prev != NIL {
+                            self.slots[prev as usize].ip_next = h.ip_next;
+                            if g.tail == slot {
+                                g.tail = prev;
+                            }
+                        }
+                    }
+                    g.count -= 1;
                 }
-                g.count -= 1;
             }
         }
         let s = &mut self.slots[slot as usize];
@@ -310,9 +338,9 @@ impl Table {
         self.free = slot;
         self.len -= 1;
         if self.len == 0 {
-            // Give the memory back after a flood: a tarpit that held 15,000
-            // connections once should not keep their slots forever.
-            self.slots = Vec::new();
+            // Start over: the free list is dropped with the slots (the
+            // reserved capacity stays; its pages are reused, not re-faulted).
+            self.slots.clear();
             self.free = NIL;
             self.groups.shrink_to_fit();
         }
@@ -320,14 +348,21 @@ impl Table {
     }
 
     /// Slots whose deadline is at or before `now`, appended to `out`.
-    pub fn expired(&self, now: u32, out: &mut Vec<u32>) {
-        out.extend(
-            self.slots
-                .iter()
-                .enumerate()
-                .filter(|(_, h)| !h.is_free() && h.deadline <= now)
-                .map(|(i, _)| i as u32),
-        );
+    /// Returns the earliest deadline among the others (`u32::MAX` if none),
+    /// so the caller can skip scanning until then.
+    pub fn expired(&self, now: u32, out: &mut Vec<u32>) -> u32 {
+        let mut next = u32::MAX;
+        for (i, h) in self.slots.iter().enumerate() {
+            if h.is_free() {
+                continue;
+            }
+            if h.deadline <= now {
+                out.push(i as u32);
+            } else {
+                next = next.min(h.deadline);
+            }
+        }
+        next
     }
 
     /// All held slots, oldest first.
@@ -382,7 +417,7 @@ mod tests {
 
     #[test]
     fn ages_and_groups_track_insert_and_remove() {
-        let mut t = Table::new(64);
+        let mut t = Table::new(64, 16, true);
         let a = t.insert(held(10, "10.0.0.1", 1));
         let b = t.insert(held(11, "10.0.0.2", 2));
         let c = t.insert(held(12, "10.0.0.1", 3));
@@ -409,8 +444,37 @@ mod tests {
     }
 
     #[test]
+    fn group_tail_survives_removals_in_the_middle_and_end() {
+        let mut t = Table::new(64, 16, true);
+        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        let s: Vec<u32> = (0..4)
+            .map(|i| t.insert(held(i, "10.0.0.7", i as u32)))
+            .collect();
+        t.remove(s[2]).unwrap(); // middle
+        t.remove(s[3]).unwrap(); // tail
+        let n = t.insert(held(9, "10.0.0.7", 9)); // appended after the new tail
+        assert_eq!(t.count_of(ip), 3);
+        t.remove(s[0]).unwrap();
+        assert_eq!(t.oldest_of(ip), Some(s[1]));
+        t.remove(s[1]).unwrap();
+        assert_eq!(t.oldest_of(ip), Some(n));
+        assert_eq!(t.count_of(ip), 1);
+    }
+
+    #[test]
+    fn without_a_per_peer_cap_no_groups_are_kept() {
+        let mut t = Table::new(64, 16, false);
+        let a = t.insert(held(1, "10.0.0.1", 0));
+        t.insert(held(2, "10.0.0.1", 1));
+        assert_eq!(t.count_of("10.0.0.1".parse().unwrap()), 0);
+        assert_eq!(t.oldest(), Some(a));
+        t.remove(a).unwrap();
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
     fn removing_everything_resets() {
-        let mut t = Table::new(64);
+        let mut t = Table::new(64, 16, true);
         let s: Vec<u32> = (0..50)
             .map(|i| t.insert(held(i, "10.0.0.9", i as u32)))
             .collect();
@@ -441,11 +505,11 @@ mod tests {
 
     #[test]
     fn expired_finds_due_slots() {
-        let mut t = Table::new(64);
+        let mut t = Table::new(64, 16, true);
         let a = t.insert(held(1, "10.0.0.1", 0)); // deadline 100
         let _b = t.insert(held(2, "10.0.0.2", 50)); // deadline 150
         let mut out = vec![];
-        t.expired(120, &mut out);
+        assert_eq!(t.expired(120, &mut out), 150);
         assert_eq!(out, vec![a]);
     }
 
