@@ -7,6 +7,8 @@
 //! * [`config`] — the TOML file and its located errors;
 //! * [`cli`] — the command line, gluing the rest together;
 //! * [`systemd`] — readiness/status notifications and socket activation;
+//! * [`stateless`] — the stateless engine: answers trapped packets from
+//!   nfnetlink_log with SYN cookies, no per-connection state;
 //! * [`sys`] — the only `unsafe`: socket options libc/socket2 lack.
 
 pub mod cli;
@@ -14,5 +16,6 @@ pub mod config;
 pub mod listener;
 pub mod logging;
 pub mod record;
+pub mod stateless;
 pub mod sys;
 pub mod systemd;
