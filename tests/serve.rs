@@ -537,3 +537,114 @@ fn vanished_peer_is_freed_by_keepalive() {
     assert_eq!(srv.snapshot().conns.len(), 0);
     drop(c);
 }
+
+#[test]
+fn flood_beyond_the_caps_keeps_the_freshest() {
+    let mut o = opts("127.0.0.1:0");
+    o.per_ip = 5;
+    o.max_conns = Some(50);
+    let srv = InProc::start(o);
+    let mut cs = Vec::new();
+    for i in 0..500 {
+        cs.push(connect_from(&format!("127.0.2.{}", 1 + i % 20), srv.addr()));
+    }
+    let recs = srv.wait_records(450, 10.0);
+    let snap = srv.snapshot();
+    assert_eq!(snap.totals.trapped, 500);
+    assert_eq!(snap.conns.len(), 50);
+    assert_eq!(recs.len(), 450);
+    let mut per_ip = std::collections::HashMap::new();
+    for c in &snap.conns {
+        *per_ip.entry(c.peer.ip()).or_insert(0) += 1;
+    }
+    assert!(per_ip.values().all(|&n| n <= 5), "{per_ip:?}");
+    // The 50 held are the last 50 that connected.
+    let held: std::collections::HashSet<u16> = snap.conns.iter().map(|c| c.peer.port()).collect();
+    let last: std::collections::HashSet<u16> = cs[450..].iter().map(local_port).collect();
+    assert_eq!(held, last);
+    assert!(recs
+        .iter()
+        .all(|r| matches!(r.end, EndReason::EvictedPerIp | EndReason::EvictedGlobal)));
+}
+
+#[test]
+fn drops_privileges_after_binding() {
+    if !common::netns::is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        eprintln!("SKIP drops_privileges_after_binding: needs root");
+        return;
+    }
+    let p = Proc::serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--user",
+        "nobody",
+        "--group",
+        "nogroup",
+    ]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
+    let uid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_string();
+    assert!(
+        uid.split_whitespace().skip(1).all(|u| u == "65534"),
+        "{uid}"
+    );
+    let mut c = TcpStream::connect(p.addr()).unwrap();
+    assert_eq!(
+        read_outcome(&mut c, Duration::from_millis(500)),
+        Seen::Nothing
+    );
+}
+
+#[test]
+fn half_open_connections_do_not_disturb_trapping() {
+    if !privileged("half_open_connections_do_not_disturb_trapping") {
+        return;
+    }
+    let client_ns = Netns::new("half");
+    let server_ns = Netns::new("half");
+    veth(&client_ns, "10.77.4.1/24", &server_ns, "10.77.4.2/24");
+    let iface = String::from_utf8(
+        client_ns
+            .run("ip -o link show | grep -o \"va[0-9x]*\" | head -1")
+            .stdout,
+    )
+    .unwrap();
+    client_ns.run(&format!("ip addr add 10.77.4.3/24 dev {}", iface.trim()));
+    // The half-open source never sees the SYN/ACK, so it never completes.
+    client_ns.run("nft add table inet h && nft add chain inet h in \"{ type filter hook input priority 0; }\" && nft add rule inet h in ip daddr 10.77.4.1 tcp flags \\& \\(syn\\|ack\\) == syn\\|ack drop");
+    let srv = server_ns.in_thread(|| InProc::start(opts("10.77.4.2:0")));
+    let addr = srv.addr();
+    let half = client_ns.in_thread(move || {
+        (0..200)
+            .map(|_| {
+                let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                s.bind(&SockAddr::from(
+                    "10.77.4.1:0".parse::<SocketAddr>().unwrap(),
+                ))
+                .unwrap();
+                s.set_nonblocking(true).unwrap();
+                let _ = s.connect(&SockAddr::from(addr));
+                s
+            })
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let synrecv = server_ns.run("ss -tnH state syn-recv | wc -l");
+    let n: usize = String::from_utf8_lossy(&synrecv.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(n > 0, "no half-open connections on the server");
+    let good = client_ns.in_thread(move || connect_from("10.77.4.3", addr));
+    let snap = wait_for(3.0, "the real client held", || {
+        let s = srv.snapshot();
+        (!s.conns.is_empty()).then_some(s)
+    });
+    assert_eq!(snap.conns.len(), 1);
+    assert_eq!(snap.conns[0].peer, good.local_addr().unwrap());
+    drop(half);
+}
