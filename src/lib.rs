@@ -5,6 +5,8 @@
 //! * [`listener`] — `tarpit serve`, the zero-window socket engine;
 //! * [`record`] — the facts kept per trapped connection, shared by all;
 //! * [`config`] — the TOML file and its located errors;
+//! * [`control`] — the unix control socket `tarpit stats` talks to;
+//! * [`stats`] — live view, Prometheus metrics, history database and report;
 //! * [`cli`] — the command line, gluing the rest together;
 //! * [`systemd`] — readiness/status notifications and socket activation;
 //! * [`stateless`] — the stateless engine: answers trapped packets from
@@ -13,9 +15,11 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod listener;
 pub mod logging;
 pub mod record;
 pub mod stateless;
+pub mod stats;
 pub mod sys;
 pub mod systemd;

@@ -2,6 +2,8 @@
 //! validated options to the module that does the work.
 
 mod serve;
+mod serve_stats;
+mod stats;
 
 use crate::logging::{self, LogFormat};
 use clap::{Parser, Subcommand};
@@ -35,6 +37,8 @@ pub struct Cli {
 pub enum Command {
     /// Accept every connection with a zero window and hold it.
     Serve(serve::ServeArgs),
+    /// Show the connections a running `tarpit serve` holds right now.
+    Stats(stats::StatsArgs),
 }
 
 /// Entry point of the binary.
@@ -43,6 +47,7 @@ pub fn main() -> ExitCode {
     logging::init(cli.log_format, &cli.log_level);
     match cli.command {
         Command::Serve(ref a) => serve::run(&cli, a),
+        Command::Stats(ref a) => stats::run(&cli, a),
     }
 }
 

@@ -49,6 +49,8 @@ pub struct ServeArgs {
     /// Switch to this group after binding.
     #[arg(long)]
     pub group: Option<String>,
+    #[command(flatten)]
+    pub stats: super::serve_stats::StatsFlags,
 }
 
 /// Merges flags over the file over the defaults, and validates.
@@ -191,6 +193,10 @@ pub fn run(cli: &Cli, a: &ServeArgs) -> ExitCode {
         Ok(o) => o,
         Err(e) => return fail(EXIT_CONFIG, e),
     };
+    let stats_opts = match super::serve_stats::resolve(&a.stats, section) {
+        Ok(o) => o,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
     let defaults_used = a.listen.is_empty() && section.is_none_or(|(s, _)| s.listen.is_none());
 
     let nofile = match sys::raise_nofile_limit() {
@@ -236,6 +242,11 @@ pub fn run(cli: &Cli, a: &ServeArgs) -> ExitCode {
         tracing::info!(listener = %b.label, rcvbuf, "listening");
     }
 
+    let stats = match super::serve_stats::prepare(&stats_opts) {
+        Ok(s) => s,
+        Err(e) => return fail(1, e),
+    };
+
     if cli_has_privdrop(a) {
         if let Err(e) = sys::drop_privileges(a.user.as_deref(), a.group.as_deref()) {
             return fail(1, format!("cannot drop privileges: {e}"));
@@ -250,8 +261,9 @@ pub fn run(cli: &Cli, a: &ServeArgs) -> ExitCode {
         Err(e) => return fail(1, format!("cannot start runtime: {e}")),
     };
     let result = rt.block_on(async move {
-        let server = Server::new(opts.clone(), bound, Vec::new(), max_conns)?;
+        let server = Server::new(opts.clone(), bound, stats.observers(), max_conns)?;
         let handle = server.handle();
+        let stats = stats.start(handle.clone());
         tracing::info!(max_conns, per_ip = opts.per_ip, lifetime = ?opts.lifetime, keepalive = ?opts.keepalive, "serving");
         systemd::notify_ready(&systemd::status_line(0, 0, 0.0));
         if std::env::var_os("NOTIFY_SOCKET").is_some() {
@@ -264,6 +276,7 @@ pub fn run(cli: &Cli, a: &ServeArgs) -> ExitCode {
             handle.shutdown();
         });
         let totals = server.run().await;
+        stats.finish().await;
         tracing::info!(trapped = totals.trapped, ended = totals.ended, attacker_secs = totals.held_secs, "stopped");
         Ok::<_, std::io::Error>(())
     });

@@ -101,6 +101,14 @@ pub struct ServeSection {
     pub backlog: Option<u32>,
     pub user: Option<String>,
     pub group: Option<String>,
+    /// Control socket path, or `"off"`.
+    pub control: Option<String>,
+    /// `/metrics` address (`127.0.0.1:9464`); absent = off.
+    pub metrics: Option<Spanned<String>>,
+    /// History database path, or `"off"`.
+    pub history: Option<String>,
+    /// Days of history kept.
+    pub history_days: Option<u32>,
 }
 
 /// Reads and parses `path`.

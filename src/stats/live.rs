@@ -1,0 +1,201 @@
+//! The live view: the `snapshot` control command on the serve side and the
+//! table `tarpit stats` prints from its answer.
+
+use crate::control::{Handler, Reply, Request};
+use crate::listener::{Handle, Snapshot};
+use crate::record::LiveConn;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+/// Control command name answered by [`snapshot_handler`].
+pub const SNAPSHOT_CMD: &str = "snapshot";
+
+/// Answers `{"cmd":"snapshot"}` with the engine's [`Snapshot`]. The figures
+/// come from TCP_INFO on demand; no held socket is ever read.
+pub fn snapshot_handler(handle: Handle) -> Arc<dyn Handler> {
+    Arc::new(move |_req: Request| -> Reply {
+        let h = handle.clone();
+        Box::pin(async move {
+            let snap = h
+                .snapshot()
+                .await
+                .ok_or_else(|| "server is shutting down".to_string())?;
+            serde_json::to_value(snap).map_err(|e| e.to_string())
+        })
+    })
+}
+
+/// Attacker-hours wasted so far: ended plus still-held connections.
+pub fn attacker_hours(s: &Snapshot) -> f64 {
+    (s.totals.held_secs + s.totals.live_held_secs) / 3600.0
+}
+
+/// Sorts longest-held first (the order the table shows).
+pub fn sort_by_held(conns: &mut [LiveConn]) {
+    conns.sort_by(|a, b| b.held_secs.total_cmp(&a.held_secs));
+}
+
+/// Compact duration: `45s`, `12m05s`, `3h02m`, `2d04h`.
+pub fn fmt_secs(s: f64) -> String {
+    let t = s.max(0.0) as u64;
+    match t {
+        0..=59 => format!("{t}s"),
+        60..=3599 => format!("{}m{:02}s", t / 60, t % 60),
+        3600..=86399 => format!("{}h{:02}m", t / 3600, (t % 3600) / 60),
+        _ => format!("{}d{:02}h", t / 86400, (t % 86400) / 3600),
+    }
+}
+
+/// The `tarpit stats` table: one row per held connection, longest-held
+/// first, at most `max_rows` rows (a line says how many were left out),
+/// then the totals line.
+pub fn render_table(snap: &Snapshot, max_rows: Option<usize>) -> String {
+    let mut conns = snap.conns.clone();
+    sort_by_held(&mut conns);
+    let header = [
+        "PEER", "AIMED AT", "LISTENER", "HELD", "LEFT", "QUEUED", "RECEIVED", "CLOSE", "STATE",
+        "RTT",
+    ];
+    let shown = max_rows.unwrap_or(usize::MAX).min(conns.len());
+    let rows: Vec<[String; 10]> = conns[..shown]
+        .iter()
+        .map(|c| {
+            [
+                c.peer.to_string(),
+                c.original_dst.to_string(),
+                c.listener.clone(),
+                fmt_secs(c.held_secs),
+                fmt_secs(c.lifetime_left_secs),
+                c.bytes_queued.to_string(),
+                c.bytes_received.to_string(),
+                match c.fin_after_secs {
+                    Some(f) => format!("yes@{}", fmt_secs(f)),
+                    None => "no".into(),
+                },
+                c.state.clone(),
+                format!("{:.1}ms", f64::from(c.rtt_us) / 1000.0),
+            ]
+        })
+        .collect();
+    let mut width = header.map(str::len);
+    for r in &rows {
+        for (w, cell) in width.iter_mut().zip(r) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &[&str]| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(width).enumerate() {
+            // Numbers right-aligned, text left-aligned.
+            if (3..=6).contains(&i) || i == 9 {
+                let _ = write!(l, "{c:>w$}  ");
+            } else {
+                let _ = write!(l, "{c:<w$}  ");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut out, &header);
+    for r in &rows {
+        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
+        line(&mut out, &cells);
+    }
+    if shown < conns.len() {
+        let _ = writeln!(out, "... and {} more", conns.len() - shown);
+    }
+    out.push_str(&totals_line(snap));
+    out.push('\n');
+    out
+}
+
+/// `held now 3 · trapped since start 10 · attacker-hours wasted 1.25 · ended: lifetime 5, peer_reset 2`
+pub fn totals_line(snap: &Snapshot) -> String {
+    let t = &snap.totals;
+    let mut s = format!(
+        "held now {} · trapped since start {} · attacker-hours wasted {:.2} · peer close attempts {}",
+        t.held_now,
+        t.trapped,
+        attacker_hours(snap),
+        t.close_attempts
+    );
+    if t.by_reason.is_empty() {
+        s.push_str(" · ended: none");
+    } else {
+        s.push_str(" · ended:");
+        let parts: Vec<String> = t
+            .by_reason
+            .iter()
+            .map(|(k, v)| format!(" {k} {v}"))
+            .collect();
+        s.push_str(&parts.join(","));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listener::Totals;
+    use std::time::SystemTime;
+
+    fn conn(peer: &str, held: f64) -> LiveConn {
+        LiveConn {
+            listener: "127.0.0.1:2222".into(),
+            peer: peer.parse().unwrap(),
+            local: "127.0.0.1:2222".parse().unwrap(),
+            original_dst: "127.0.0.1:22".parse().unwrap(),
+            start: SystemTime::now(),
+            held_secs: held,
+            lifetime_left_secs: 100.0,
+            bytes_queued: 5,
+            bytes_received: 5,
+            fin_after_secs: None,
+            rtt_us: 1500,
+            state: "ESTABLISHED".into(),
+        }
+    }
+
+    #[test]
+    fn table_sorted_longest_first_with_totals() {
+        let mut by_reason = std::collections::BTreeMap::new();
+        by_reason.insert("lifetime".to_string(), 4);
+        let snap = Snapshot {
+            conns: vec![conn("127.0.0.2:1000", 5.0), conn("127.0.0.3:1001", 3700.0)],
+            totals: Totals {
+                held_now: 2,
+                trapped: 6,
+                ended: 4,
+                held_secs: 3600.0,
+                live_held_secs: 3705.0,
+                by_reason,
+                ..Default::default()
+            },
+        };
+        let t = render_table(&snap, None);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("PEER"));
+        assert!(lines[1].starts_with("127.0.0.3:1001"), "{t}");
+        assert!(lines[1].contains("1h01m"));
+        assert!(lines[2].starts_with("127.0.0.2:1000"));
+        assert!(lines[3].contains("held now 2"));
+        assert!(lines[3].contains("trapped since start 6"));
+        assert!(
+            lines[3].contains("attacker-hours wasted 2.03"),
+            "{}",
+            lines[3]
+        );
+        assert!(lines[3].contains("lifetime 4"));
+        let t = render_table(&snap, Some(1));
+        assert!(t.contains("... and 1 more"));
+    }
+
+    #[test]
+    fn durations_are_compact() {
+        assert_eq!(fmt_secs(45.2), "45s");
+        assert_eq!(fmt_secs(725.0), "12m05s");
+        assert_eq!(fmt_secs(10920.0), "3h02m");
+        assert_eq!(fmt_secs(187200.0), "2d04h");
+    }
+}

@@ -1,0 +1,199 @@
+//! `tarpit stats` against a real `tarpit serve`: the table and JSON show
+//! exactly the connections this test holds, totals follow them as they end,
+//! a stopped server is reported plainly, and misbehaving control clients do
+//! not stall trapping.
+
+mod stats_support;
+use serde_json::Value;
+use stats_support::*;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+fn conns(snap: &Value) -> Vec<Value> {
+    snap["conns"].as_array().cloned().unwrap_or_default()
+}
+
+fn find<'a>(cs: &'a [Value], peer: &str) -> &'a Value {
+    cs.iter()
+        .find(|c| c["peer"] == peer)
+        .unwrap_or_else(|| panic!("{peer} not in snapshot: {cs:?}"))
+}
+
+#[test]
+fn live_table_matches_held_connections() {
+    let dir = TempDir::new("live");
+    let mut srv = Serve::start(dir.path(), NO_HISTORY);
+    let mode = std::fs::metadata(&srv.control)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o660, "control socket mode");
+
+    // Five clients from distinct sources; two send bytes, one half-closes.
+    let mut clients = Vec::new();
+    for i in 0..5u8 {
+        let c = connect_from(Ipv4Addr::new(127, 0, 0, 20 + i), srv.addr()).unwrap();
+        clients.push(c);
+    }
+    clients[0].write_all(b"SSH-2.0-test\r\n").unwrap();
+    clients[1].write_all(b"0123456789").unwrap();
+    clients[2].shutdown(Shutdown::Write).unwrap();
+    let peers: Vec<String> = clients
+        .iter()
+        .map(|c| c.local_addr().unwrap().to_string())
+        .collect();
+
+    let snap = wait_for(Duration::from_secs(10), || {
+        let s = srv.snapshot();
+        let cs = conns(&s);
+        let ready = cs.len() == 5
+            && find(&cs, &peers[0])["bytes_received"] == 14
+            && find(&cs, &peers[1])["bytes_received"] == 10
+            && !find(&cs, &peers[2])["fin_after_secs"].is_null();
+        ready.then_some(s)
+    })
+    .expect("snapshot never showed the five connections with their bytes");
+    let cs = conns(&snap);
+    for p in &peers {
+        let c = find(&cs, p);
+        assert_eq!(c["listener"], format!("127.0.0.1:{}", srv.port));
+        assert_eq!(c["original_dst"], srv.addr().to_string());
+        assert!(c["lifetime_left_secs"].as_f64().unwrap() > 0.0);
+        assert_eq!(c["state"].as_str().map(|s| s.is_empty()), Some(false));
+    }
+    assert_eq!(find(&cs, &peers[0])["bytes_queued"], 14, "never read");
+    assert!(find(&cs, &peers[3])["fin_after_secs"].is_null());
+    assert_eq!(snap["totals"]["held_now"], 5);
+    assert_eq!(snap["totals"]["trapped"], 5);
+    assert_eq!(snap["totals"]["close_attempts"], 1);
+
+    // The table: every peer, its aimed-at port, and the totals line.
+    let o = srv.stats(&[]);
+    assert!(o.status.success());
+    let table = String::from_utf8_lossy(&o.stdout).to_string();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("PEER"), "{table}");
+    assert_eq!(lines.len(), 1 + 5 + 1, "{table}");
+    for p in &peers {
+        assert!(table.contains(p.as_str()), "{p} missing in\n{table}");
+    }
+    let close_row = lines.iter().find(|l| l.starts_with(&peers[2])).unwrap();
+    assert!(close_row.contains("yes@"), "{close_row}");
+    let totals = lines.last().unwrap();
+    assert!(totals.contains("held now 5"), "{totals}");
+    assert!(totals.contains("trapped since start 5"), "{totals}");
+    assert!(totals.contains("ended: none"), "{totals}");
+
+    // Two peers reset: the live view drops them and counts the reason.
+    let c4 = clients.pop().unwrap();
+    let c3 = clients.pop().unwrap();
+    reset(c4);
+    reset(c3);
+    let snap = wait_for(Duration::from_secs(10), || {
+        let s = srv.snapshot();
+        (s["totals"]["held_now"] == 3).then_some(s)
+    })
+    .expect("resets never seen");
+    assert_eq!(snap["totals"]["by_reason"]["peer_reset"], 2);
+    assert!(conns(&snap)
+        .iter()
+        .all(|c| c["peer"] != peers[3] && c["peer"] != peers[4]));
+    let table = String::from_utf8_lossy(&srv.stats(&[]).stdout).to_string();
+    assert!(table.contains("peer_reset 2"), "{table}");
+
+    // A stopped server: a plain message and exit 1.
+    assert!(srv.stop().success());
+    let o = srv.stats(&[]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not running"), "{err}");
+    assert!(!srv.control.exists(), "socket file removed on exit");
+}
+
+#[test]
+fn misbehaving_control_clients_do_not_stall_trapping() {
+    let dir = TempDir::new("ctlabuse");
+    let srv = Serve::start(dir.path(), NO_HISTORY);
+
+    // Idle clients that never send a byte.
+    let idle: Vec<UnixStream> = (0..10)
+        .map(|_| UnixStream::connect(&srv.control).unwrap())
+        .collect();
+    // A client that streams garbage without a newline.
+    let mut flood = UnixStream::connect(&srv.control).unwrap();
+    flood
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = flood.write_all(&vec![b'x'; 200 * 1024]);
+    // A client with a garbage line gets an error answer.
+    let mut garbage = UnixStream::connect(&srv.control).unwrap();
+    garbage.write_all(b"\x00\xffnot json\n").unwrap();
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = garbage.read_to_string(&mut answer);
+    let v: Value = serde_json::from_str(answer.trim()).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(v["error"].as_str().unwrap().contains("bad request"));
+
+    // Hold some connections first so each snapshot answer is sizeable, then a
+    // client that asks for many snapshots and never reads the answers.
+    let mut held = Vec::new();
+    for i in 0..40u8 {
+        held.push(connect_from(Ipv4Addr::new(127, 0, 1, 1 + i), srv.addr()).unwrap());
+    }
+    let mut deaf = UnixStream::connect(&srv.control).unwrap();
+    deaf.set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    for _ in 0..300 {
+        if deaf.write_all(b"{\"cmd\":\"snapshot\"}\n").is_err() {
+            break;
+        }
+    }
+
+    // Trapping and answering go on while all of them hang around.
+    for i in 0..40u8 {
+        held.push(connect_from(Ipv4Addr::new(127, 0, 2, 1 + i), srv.addr()).unwrap());
+    }
+    let snap = wait_for(Duration::from_secs(10), || {
+        let s = srv.snapshot();
+        (s["totals"]["held_now"] == 80).then_some(s)
+    })
+    .expect("server stopped trapping or answering while control clients misbehaved");
+    assert_eq!(snap["totals"]["trapped"], 80);
+
+    // The idle ones are eventually dropped by the server (read timeout).
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(c.read(&mut b).unwrap_or(0), 0, "idle client closed");
+    }
+    // An oversized line is refused with an error.
+    let mut big = UnixStream::connect(&srv.control).unwrap();
+    let mut req = vec![b' '; 70 * 1024];
+    req.extend_from_slice(b"\n");
+    let _ = big.write_all(&req);
+    big.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = String::new();
+    let _ = big.read_to_string(&mut answer);
+    assert!(answer.contains("longer than"), "{answer}");
+    drop((flood, deaf, held));
+}
+
+#[test]
+fn second_server_on_same_control_socket_is_refused() {
+    let dir = TempDir::new("ctlinuse");
+    let _a = Serve::start(dir.path(), NO_HISTORY);
+    let o = std::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--control"])
+        .arg(dir.path().join("control.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("already answering"), "{err}");
+}

@@ -1,0 +1,181 @@
+//! Helpers for the statistics tests: a real `tarpit serve` process killed on
+//! drop, free ports, clients bound to chosen 127.0.0.x sources.
+#![allow(dead_code)]
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tarpit")
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("tarpit-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, at most `limit`.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if t0.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Connects to `dst` from `src` (any 127.0.0.0/8 address works on Linux
+/// loopback without configuration).
+pub fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&SockAddr::from(SocketAddr::new(src.into(), 0)))?;
+    s.connect_timeout(&SockAddr::from(dst), Duration::from_secs(5))?;
+    Ok(s.into())
+}
+
+/// Closes with an RST rather than a FIN.
+pub fn reset(s: TcpStream) {
+    let s = Socket::from(s);
+    let _ = s.set_linger(Some(Duration::ZERO));
+    drop(s);
+}
+
+/// A running `tarpit serve`; SIGKILLed on drop if still running.
+pub struct Serve {
+    pub child: Child,
+    pub port: u16,
+    pub control: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Serve {
+    /// Starts `tarpit serve` on 127.0.0.1:<free port> with the control socket
+    /// in `dir` plus `extra` flags, and waits for the control socket.
+    pub fn start(dir: &Path, extra: &[&str]) -> Serve {
+        let port = free_port();
+        let control = dir.join("control.sock");
+        let log = dir.join("serve.log");
+        let mut args: Vec<String> = vec![
+            "--log-format".into(),
+            "json".into(),
+            "serve".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--per-ip".into(),
+            "0".into(),
+            "--control".into(),
+            control.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(bin())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut s = Serve {
+            child,
+            port,
+            control,
+            log,
+        };
+        let up = wait_for(Duration::from_secs(20), || {
+            if let Ok(Some(st)) = s.child.try_wait() {
+                panic!("serve exited early ({st}): {}", s.log_text());
+            }
+            std::os::unix::net::UnixStream::connect(&s.control)
+                .ok()
+                .map(|_| ())
+        });
+        assert!(
+            up.is_some(),
+            "control socket never appeared: {}",
+            s.log_text()
+        );
+        s
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let st = wait_for(Duration::from_secs(20), || {
+            self.child.try_wait().ok().flatten()
+        });
+        st.unwrap_or_else(|| panic!("serve did not exit on SIGTERM: {}", self.log_text()))
+    }
+
+    /// Runs `tarpit stats` against this server.
+    pub fn stats(&self, extra: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("stats")
+            .arg("--control")
+            .arg(&self.control)
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+
+    /// `tarpit stats --json`, parsed.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let o = self.stats(&["--json"]);
+        assert!(
+            o.status.success(),
+            "stats failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Flags for a server whose test does not look at the history.
+pub const NO_HISTORY: &[&str] = &[];
