@@ -153,6 +153,8 @@ mod tests {
             bytes_received: 5,
             fin_after_secs: None,
             rtt_us: 1500,
+            keepalive_idle_secs: 60,
+            keepalive_intvl_secs: 60,
             state: "ESTABLISHED".into(),
         }
     }
