@@ -11,6 +11,7 @@
 //! * [`systemd`] — readiness/status notifications and socket activation;
 //! * [`stateless`] — the stateless engine: answers trapped packets from
 //!   nfnetlink_log with SYN cookies, no per-connection state;
+//! * [`watcher`] — `tarpit watch`: logs to bans in nftables sets;
 //! * [`sys`] — the only `unsafe`: socket options libc/socket2 lack.
 
 pub mod cli;
@@ -23,3 +24,4 @@ pub mod stateless;
 pub mod stats;
 pub mod sys;
 pub mod systemd;
+pub mod watcher;

@@ -8,6 +8,7 @@
 //! line too.
 
 pub mod duration;
+pub mod watch;
 
 use serde::Deserialize;
 use std::fmt;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 pub use duration::parse_duration;
+pub use watch::{DurationValue, JailSection, StrList, WatchSection};
 
 /// A configuration mistake, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +85,8 @@ impl Source {
 pub struct FileConfig {
     #[serde(default)]
     pub serve: Option<ServeSection>,
+    #[serde(default)]
+    pub watch: Option<WatchSection>,
 }
 
 /// `[serve]`: every field optional; command-line flags override it.

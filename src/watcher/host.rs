@@ -1,0 +1,267 @@
+//! Who gets counted and banned: an IPv4 address or an IPv6 prefix.
+//!
+//! An attacker with an IPv6 /64 can walk through 2^64 addresses, so counting
+//! and banning per address would be useless; hits are counted per prefix
+//! (`/64` by default) and the whole prefix is trapped. IPv4-mapped IPv6
+//! (`::ffff:192.0.2.1`) is the IPv4 host it names.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+/// The unit of counting, storage and banning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostKey {
+    V4(Ipv4Addr),
+    /// Network address (host bits zero) and prefix length.
+    V6(Ipv6Addr, u8),
+}
+
+impl HostKey {
+    /// The key for `ip`, aggregating IPv6 to `v6_prefix` bits.
+    pub fn from_ip(ip: IpAddr, v6_prefix: u8) -> HostKey {
+        match ip {
+            IpAddr::V4(a) => HostKey::V4(a),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => HostKey::V4(v4),
+                None => {
+                    let p = v6_prefix.min(128);
+                    HostKey::V6(Ipv6Addr::from(u128::from(a) & prefix_mask(p)), p)
+                }
+            },
+        }
+    }
+
+    /// True when `ip` falls inside this key.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (*self, HostKey::from_ip(ip, 128)) {
+            (HostKey::V4(a), HostKey::V4(b)) => a == b,
+            (HostKey::V6(net, p), HostKey::V6(b, _)) => {
+                u128::from(b) & prefix_mask(p) == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn prefix_mask(p: u8) -> u128 {
+    if p == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(p.min(128)))
+    }
+}
+
+impl fmt::Display for HostKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostKey::V4(a) => write!(f, "{a}"),
+            HostKey::V6(a, 128) => write!(f, "{a}"),
+            HostKey::V6(a, p) => write!(f, "{a}/{p}"),
+        }
+    }
+}
+
+impl FromStr for HostKey {
+    type Err = String;
+    /// Parses the stored form (`192.0.2.1`, `2001:db8::/64`, `2001:db8::1`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('/') {
+            None => s
+                .parse::<IpAddr>()
+                .map(|ip| HostKey::from_ip(ip, 128))
+                .map_err(|_| format!("not an address: {s:?}")),
+            Some((a, p)) => {
+                let a: Ipv6Addr = a
+                    .parse()
+                    .map_err(|_| format!("not an IPv6 prefix: {s:?}"))?;
+                let p: u8 = p
+                    .parse()
+                    .ok()
+                    .filter(|p| *p <= 128)
+                    .ok_or_else(|| format!("bad prefix length in {s:?}"))?;
+                Ok(HostKey::from_ip(IpAddr::V6(a), p))
+            }
+        }
+    }
+}
+
+/// An address range from `ignoreip`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: u128,
+    /// Prefix length in the 128-bit space (IPv4 ranges are stored mapped).
+    len: u8,
+}
+
+impl Cidr {
+    fn to_128(ip: IpAddr) -> u128 {
+        match ip {
+            IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => u128::from(v4.to_ipv6_mapped()),
+                None => u128::from(a),
+            },
+        }
+    }
+
+    pub fn single(ip: IpAddr) -> Cidr {
+        Cidr {
+            net: Self::to_128(ip),
+            len: 128,
+        }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        Self::to_128(ip) & prefix_mask(self.len) == self.net
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    /// `192.0.2.1`, `192.0.2.0/24`, `2001:db8::/32`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let ip: IpAddr = a
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or CIDR range"))?;
+        let max: u8 = if ip.is_ipv4() { 32 } else { 128 };
+        let plen = match p {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("bad prefix length in {s:?} (0..={max})"))?,
+        };
+        let len = if ip.is_ipv4() { plen + 96 } else { plen };
+        Ok(Cidr {
+            net: Self::to_128(ip) & prefix_mask(len),
+            len,
+        })
+    }
+}
+
+/// Addresses that are never banned: loopback, the machine's own, and the
+/// configured `ignoreip` ranges.
+#[derive(Debug, Clone, Default)]
+pub struct IgnoreList {
+    ranges: Vec<Cidr>,
+}
+
+impl IgnoreList {
+    /// Loopback plus `own` (the machine's addresses) plus `extra`.
+    pub fn new(own: &[IpAddr], extra: &[Cidr]) -> IgnoreList {
+        let mut ranges = vec![
+            Cidr {
+                net: Cidr::to_128(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0))),
+                len: 96 + 8,
+            },
+            Cidr::single(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            Cidr::single(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+            Cidr::single(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        ];
+        ranges.extend(own.iter().map(|ip| Cidr::single(*ip)));
+        ranges.extend_from_slice(extra);
+        IgnoreList { ranges }
+    }
+
+    /// With the machine's own addresses read from the system.
+    pub fn with_own_addresses(extra: &[Cidr]) -> IgnoreList {
+        let own = crate::sys::local_addresses().unwrap_or_default();
+        Self::new(&own, extra)
+    }
+
+    pub fn add(&mut self, more: &[Cidr]) {
+        self.ranges.extend_from_slice(more);
+    }
+
+    pub fn is_ignored(&self, ip: IpAddr) -> bool {
+        self.ranges.iter().any(|c| c.contains(ip))
+    }
+
+    /// True when banning `key` would trap an ignored address (for an IPv6
+    /// prefix: one of our own addresses inside it).
+    pub fn covers_key(&self, key: &HostKey) -> bool {
+        match key {
+            HostKey::V4(a) => self.is_ignored(IpAddr::V4(*a)),
+            HostKey::V6(net, _) => {
+                self.is_ignored(IpAddr::V6(*net))
+                    || self
+                        .ranges
+                        .iter()
+                        .filter(|c| c.len == 128)
+                        .any(|c| key.contains(IpAddr::V6(Ipv6Addr::from(c.net))))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_is_aggregated_per_64() {
+        let a = HostKey::from_ip(ip("2001:db8:1:2:aaaa::1"), 64);
+        let b = HostKey::from_ip(ip("2001:db8:1:2:ffff:1:2:3"), 64);
+        let c = HostKey::from_ip(ip("2001:db8:1:3::1"), 64);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a.to_string(), "2001:db8:1:2::/64");
+        assert_eq!("2001:db8:1:2::/64".parse::<HostKey>().unwrap(), a);
+        assert!(a.contains(ip("2001:db8:1:2::77")));
+        assert!(!a.contains(ip("2001:db8:1:3::77")));
+    }
+
+    #[test]
+    fn prefix_is_configurable_and_128_is_per_address() {
+        let a = HostKey::from_ip(ip("2001:db8:1:2::1"), 48);
+        assert_eq!(a.to_string(), "2001:db8:1::/48");
+        let b = HostKey::from_ip(ip("2001:db8::1"), 128);
+        assert_eq!(b.to_string(), "2001:db8::1");
+        assert_eq!("2001:db8::1".parse::<HostKey>().unwrap(), b);
+    }
+
+    #[test]
+    fn ipv4_mapped_counts_as_ipv4() {
+        let k = HostKey::from_ip(ip("::ffff:192.0.2.7"), 64);
+        assert_eq!(k, HostKey::V4("192.0.2.7".parse().unwrap()));
+        assert_eq!(k.to_string(), "192.0.2.7");
+    }
+
+    #[test]
+    fn ignore_list_always_has_loopback_and_own() {
+        let own = [ip("10.77.0.1"), ip("fd77::1")];
+        let l = IgnoreList::new(&own, &["192.0.2.0/24".parse().unwrap()]);
+        assert!(l.is_ignored(ip("127.0.0.1")));
+        assert!(l.is_ignored(ip("127.3.4.5")));
+        assert!(l.is_ignored(ip("::1")));
+        assert!(l.is_ignored(ip("::ffff:127.0.0.1")));
+        assert!(l.is_ignored(ip("10.77.0.1")));
+        assert!(!l.is_ignored(ip("10.77.0.2")));
+        assert!(l.is_ignored(ip("192.0.2.200")));
+        assert!(!l.is_ignored(ip("192.0.3.1")));
+        // Our own address inside a /64 protects the whole prefix.
+        assert!(l.covers_key(&HostKey::from_ip(ip("fd77::99"), 64)));
+        assert!(!l.covers_key(&HostKey::from_ip(ip("fd78::99"), 64)));
+    }
+
+    #[test]
+    fn cidr_parse_errors() {
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("host.example".parse::<Cidr>().is_err());
+        assert!("2001:db8::/129".parse::<Cidr>().is_err());
+        let c: Cidr = "2001:db8::/32".parse().unwrap();
+        assert!(c.contains(ip("2001:db8:ffff::1")));
+        assert!(!c.contains(ip("2001:db9::1")));
+    }
+}

@@ -1,0 +1,20 @@
+//! `tarpit watch`: follows logs, counts offences per host in a sliding
+//! window, and traps repeat offenders by adding them to nftables sets.
+//!
+//! * [`settings`] — `[watch]` / `[[watch.jail]]` validated;
+//! * [`filter`] — fail2ban-style `failregex` with `<HOST>`;
+//! * [`timestamp`] — the time a line says it was written;
+//! * [`window`] — when hits make a ban and for how long;
+//! * [`host`] — the unit of counting (IPv4 address, IPv6 prefix) and `ignoreip`;
+//! * [`state`] — SQLite: bans, hits, log positions.
+
+pub mod filter;
+pub mod host;
+pub mod settings;
+pub mod state;
+pub mod timestamp;
+pub mod window;
+
+pub use host::{Cidr, HostKey, IgnoreList};
+pub use settings::{Jail, WatchSettings};
+pub use state::{BanRow, State, StateError};

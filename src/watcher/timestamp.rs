@@ -1,0 +1,285 @@
+//! The time a log line says it was written.
+//!
+//! A hit counts at the time of the event, not of our reading it: after a
+//! restart or when catching up on a backlog, arrival time would squeeze a
+//! day of offences into one second. Recognised at the start of a line:
+//!
+//! * fail2ban's `2024-01-15 10:23:45,123` (local time);
+//! * ISO 8601 / RFC 3339 `2024-01-15T10:23:45.123456+01:00` (`Z`, an offset,
+//!   or none = local; `/` as date separator is accepted too);
+//! * classic syslog `Jan 15 10:23:45` (local; the year is the one that puts
+//!   the time nearest before now).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A timestamp found at the start of a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub time: SystemTime,
+    /// Bytes of the line the timestamp took (the rest is what regexes see).
+    pub len: usize,
+}
+
+/// Parses the timestamp at the start of `line`, if any. `now` resolves the
+/// missing year of syslog stamps.
+pub fn parse_prefix(line: &str, now: SystemTime) -> Option<Stamp> {
+    let b = line.as_bytes();
+    iso(b).or_else(|| syslog(b, now))
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Cursor<'_> {
+    fn digits(&mut self, n: usize) -> Option<u32> {
+        let s = self.b.get(self.i..self.i + n)?;
+        if !s.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        self.i += n;
+        Some(s.iter().fold(0u32, |a, d| a * 10 + u32::from(d - b'0')))
+    }
+    fn byte(&mut self, set: &[u8]) -> Option<u8> {
+        let c = *self.b.get(self.i)?;
+        if set.contains(&c) {
+            self.i += 1;
+            Some(c)
+        } else {
+            None
+        }
+    }
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+}
+
+fn iso(b: &[u8]) -> Option<Stamp> {
+    let mut c = Cursor { b, i: 0 };
+    let year = c.digits(4)? as i32;
+    let sep = c.byte(b"-/")?;
+    let month = c.digits(2)?;
+    c.byte(&[sep])?;
+    let day = c.digits(2)?;
+    c.byte(b"T ")?;
+    let (hour, min, sec) = hms(&mut c)?;
+    let mut nanos = 0u32;
+    if c.byte(b".,").is_some() {
+        let start = c.i;
+        while c.peek().is_some_and(|d| d.is_ascii_digit()) {
+            c.i += 1;
+        }
+        let frac = &b[start..c.i];
+        if frac.is_empty() {
+            return None;
+        }
+        for (k, d) in frac.iter().take(9).enumerate() {
+            nanos += u32::from(d - b'0') * 10u32.pow(8 - k as u32);
+        }
+    }
+    if !valid_date(year, month, day) {
+        return None;
+    }
+    let secs = match c.peek() {
+        Some(b'Z') => {
+            c.i += 1;
+            Some(utc_secs(year, month, day, hour, min, sec))
+        }
+        Some(s @ (b'+' | b'-')) => {
+            let save = c.i;
+            c.i += 1;
+            match (c.digits(2), {
+                c.byte(b":");
+                c.digits(2)
+            }) {
+                (Some(oh), Some(om)) if oh < 24 && om < 60 => {
+                    let off = i64::from(oh * 3600 + om * 60);
+                    let utc = utc_secs(year, month, day, hour, min, sec);
+                    Some(if s == b'+' { utc - off } else { utc + off })
+                }
+                _ => {
+                    c.i = save;
+                    crate::sys::local_time_to_unix(year, month, day, hour, min, sec)
+                }
+            }
+        }
+        _ => crate::sys::local_time_to_unix(year, month, day, hour, min, sec),
+    }?;
+    // A stamp must end at a word boundary, or it is something else.
+    if c.peek().is_some_and(|x| x.is_ascii_alphanumeric()) {
+        return None;
+    }
+    Some(Stamp {
+        time: to_time(secs, nanos)?,
+        len: c.i,
+    })
+}
+
+fn hms(c: &mut Cursor) -> Option<(u32, u32, u32)> {
+    let h = c.digits(2)?;
+    c.byte(b":")?;
+    let m = c.digits(2)?;
+    c.byte(b":")?;
+    let s = c.digits(2)?;
+    (h < 24 && m < 60 && s <= 60).then_some((h, m, s.min(59)))
+}
+
+const MONTHS: [&[u8; 3]; 12] = [
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+];
+
+fn syslog(b: &[u8], now: SystemTime) -> Option<Stamp> {
+    let mon = MONTHS.iter().position(|m| b.get(..3) == Some(&m[..]))? as u32 + 1;
+    let mut c = Cursor { b, i: 3 };
+    c.byte(b" ")?;
+    let day = if c.byte(b" ").is_some() {
+        c.digits(1)?
+    } else {
+        c.digits(2).or_else(|| c.digits(1))?
+    };
+    c.byte(b" ")?;
+    let (hour, min, sec) = hms(&mut c)?;
+    if c.peek().is_some_and(|x| x.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let now_secs = now.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64;
+    let this_year = civil_from_days(now_secs.div_euclid(86400)).0;
+    // The year that puts the stamp at or before now (allowing a day of
+    // clock skew): a December line read in January is last year's.
+    for year in [this_year, this_year - 1] {
+        if !valid_date(year, mon, day) {
+            continue;
+        }
+        let t = crate::sys::local_time_to_unix(year, mon, day, hour, min, sec)?;
+        if t <= now_secs + 86400 {
+            return Some(Stamp {
+                time: to_time(t, 0)?,
+                len: c.i,
+            });
+        }
+    }
+    None
+}
+
+fn to_time(secs: i64, nanos: u32) -> Option<SystemTime> {
+    let s = u64::try_from(secs).ok()?;
+    UNIX_EPOCH.checked_add(Duration::new(s, nanos))
+}
+
+fn is_leap(y: i32) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn valid_date(y: i32, m: u32, d: u32) -> bool {
+    let dim = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if is_leap(y) => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1970..=9999).contains(&y) && d >= 1 && d <= dim
+}
+
+/// Days since 1970-01-01 of a civil date (H. Hinnant's algorithm).
+fn days_from_civil(y: i32, m: u32, d: u32) -> i64 {
+    let y = i64::from(if m <= 2 { y - 1 } else { y });
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+fn civil_from_days(z: i64) -> (i32, u32, u32) {
+    let z = z + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    ((if m <= 2 { y + 1 } else { y }) as i32, m, d)
+}
+
+fn utc_secs(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
+    days_from_civil(y, mo, d) * 86400 + i64::from(h * 3600 + mi * 60 + s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(t: SystemTime) -> f64 {
+        t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    }
+
+    fn local(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> f64 {
+        crate::sys::local_time_to_unix(y, mo, d, h, mi, s).unwrap() as f64
+    }
+
+    #[test]
+    fn fail2ban_format_is_local_with_millis() {
+        let line =
+            "2024-01-15 10:23:45,123 fail2ban.actions        [811]: NOTICE  [sshd] Ban 192.0.2.1";
+        let st = parse_prefix(line, SystemTime::now()).unwrap();
+        assert_eq!(&line[st.len..st.len + 1], " ");
+        assert!((secs(st.time) - (local(2024, 1, 15, 10, 23, 45) + 0.123)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn iso8601_with_zone_and_fraction() {
+        let st = parse_prefix("2024-01-15T10:23:45.5Z sshd[1]: x", SystemTime::now()).unwrap();
+        assert_eq!(secs(st.time), 1705314225.5);
+        assert_eq!(st.len, "2024-01-15T10:23:45.5Z".len());
+        let st = parse_prefix("2024-01-15T11:23:45+01:00 host x", SystemTime::now()).unwrap();
+        assert_eq!(secs(st.time), 1705314225.0);
+        let st = parse_prefix("2024-01-15T05:23:45-0500 host x", SystemTime::now()).unwrap();
+        assert_eq!(secs(st.time), 1705314225.0);
+        let st = parse_prefix("2024-02-29T00:00:00Z", SystemTime::now()).unwrap();
+        assert_eq!(secs(st.time), 1709164800.0);
+    }
+
+    #[test]
+    fn syslog_year_is_inferred_from_now() {
+        // "now" = 2024-01-10: a Dec 31 line is from 2023, a Jan 9 line 2024.
+        let now = UNIX_EPOCH + Duration::from_secs(1704844800);
+        let st = parse_prefix("Dec 31 23:59:59 host sshd[1]: Failed", now).unwrap();
+        assert_eq!(secs(st.time), local(2023, 12, 31, 23, 59, 59));
+        assert_eq!(st.len, "Dec 31 23:59:59".len());
+        let st = parse_prefix("Jan  9 01:02:03 host sshd[1]: Failed", now).unwrap();
+        assert_eq!(secs(st.time), local(2024, 1, 9, 1, 2, 3));
+    }
+
+    #[test]
+    fn garbage_is_not_a_timestamp() {
+        let now = SystemTime::now();
+        for l in [
+            "",
+            "hello",
+            "2024-13-01 00:00:00 x",
+            "2023-02-29 00:00:00 x",
+            "2024-01-15 25:00:00 x",
+            "2024-01-15 10:23 x",
+            "2024-01-15 10:23:45,x",
+            "Foo 12 10:00:00 x",
+            "Jan 12 10:00 x",
+            "12345-01-15 10:23:45",
+            "2024-01-15 10:23:45abc",
+        ] {
+            assert_eq!(parse_prefix(l, now), None, "{l:?}");
+        }
+    }
+
+    #[test]
+    fn civil_round_trip() {
+        for d in [-1000i64, 0, 59, 60, 365, 10957, 19737, 100000] {
+            let (y, m, dd) = civil_from_days(d);
+            assert_eq!(days_from_civil(y, m, dd), d);
+        }
+    }
+}
