@@ -7,6 +7,7 @@
 //! * [`config`] — the TOML file and its located errors;
 //! * [`control`] — the unix control socket `tarpit stats` talks to;
 //! * [`stats`] — live view, Prometheus metrics, history database and report;
+//! * [`firewall`] — the nftables table and sets that trap hosts;
 //! * [`cli`] — the command line, gluing the rest together;
 //! * [`systemd`] — readiness/status notifications and socket activation;
 //! * [`stateless`] — the stateless engine: answers trapped packets from
@@ -17,6 +18,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod firewall;
 pub mod listener;
 pub mod logging;
 pub mod record;

@@ -1,0 +1,437 @@
+//! The text of nft batches. Pure functions, so what we send to the kernel is
+//! unit-tested without root.
+//!
+//! Names from the config are validated as plain identifiers before they are
+//! pasted into a batch: nft has no quoting for table/set names, so this check
+//! is what keeps a config value from injecting nft syntax.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::target::{mask_v6, v6_mask, Ban, Target};
+use super::{FwError, NftConfig};
+
+/// The chain we own inside our table.
+pub const CHAIN: &str = "prerouting";
+
+/// Longest element timeout we ask for. nft 1.0.x rejects values somewhere
+/// above ~50 M seconds ("value too large"); a year is far beyond any sane ban
+/// and the watcher re-adds bans on restore anyway.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Longest accepted table/set name (the kernel allows 255 bytes; nobody needs
+/// that, and short names keep error messages readable).
+const MAX_NAME: usize = 64;
+
+/// Checks that `name` is `[A-Za-z_][A-Za-z0-9_]*` and not too long. `what`
+/// names the config key in the error.
+pub fn validate_name(what: &str, name: &str) -> Result<(), FwError> {
+    let bad = |why: &str| {
+        Err(FwError::Config(format!(
+            "{what} {name:?} {why}: use letters, digits and '_' only, starting with a letter or '_', at most {MAX_NAME} characters"
+        )))
+    };
+    let mut chars = name.chars();
+    match chars.next() {
+        None => return bad("is empty"),
+        Some(c) if !(c.is_ascii_alphabetic() || c == '_') => {
+            return bad("does not start with a letter or '_'")
+        }
+        Some(_) => {}
+    }
+    if !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return bad("contains a character other than a letter, digit or '_'");
+    }
+    if name.len() > MAX_NAME {
+        return bad("is too long");
+    }
+    Ok(())
+}
+
+/// Validates everything in `cfg` that ends up in a batch.
+pub fn validate(cfg: &NftConfig) -> Result<(), FwError> {
+    validate_name("table name", &cfg.family_table)?;
+    validate_name("IPv4 set name", &cfg.set4)?;
+    validate_name("IPv6 set name", &cfg.set6)?;
+    if cfg.set4 == cfg.set6 {
+        return Err(FwError::Config(format!(
+            "the IPv4 and IPv6 sets must have different names (both are {:?})",
+            cfg.set4
+        )));
+    }
+    if cfg.port == 0 {
+        return Err(FwError::Config("redirect port must not be 0".into()));
+    }
+    if !(1..=128).contains(&cfg.v6_prefix) {
+        return Err(FwError::Config(format!(
+            "IPv6 prefix length {} is outside 1..=128",
+            cfg.v6_prefix
+        )));
+    }
+    Ok(())
+}
+
+/// Element timeout in whole seconds: rounded up (a 1.2 s ban lasts 2 s, never
+/// 1 s), at least 1 s, at most [`MAX_TIMEOUT`].
+pub fn timeout_secs(d: Duration) -> u64 {
+    let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
+    secs.clamp(1, MAX_TIMEOUT.as_secs())
+}
+
+/// The set element text for `target` in a set of `v6_prefix` granularity.
+/// IPv6 elements are network addresses; the rule masks the packet's source
+/// the same way, so a plain hash set does the /64 matching (an interval set
+/// would, but nft 1.0.x needs ~10 s to refresh 5,000 interval elements).
+fn element(target: &Target, v6_prefix: u8) -> Result<(bool, String), FwError> {
+    match target {
+        Target::V4(a) => Ok((true, a.to_string())),
+        Target::V6Net(a, p) => {
+            if *p < v6_prefix {
+                return Err(FwError::Config(format!(
+                    "cannot trap {target}: the IPv6 set holds /{v6_prefix} networks, \
+                     a shorter prefix does not fit"
+                )));
+            }
+            Ok((false, mask_v6(*a, v6_prefix).to_string()))
+        }
+    }
+}
+
+/// The part of the rule that matches the packet's IPv6 source against the set.
+fn v6_match(cfg: &NftConfig) -> String {
+    if cfg.v6_prefix >= 128 {
+        format!("ip6 saddr @{}", cfg.set6)
+    } else {
+        format!("ip6 saddr & {} @{}", v6_mask(cfg.v6_prefix), cfg.set6)
+    }
+}
+
+/// Commands that create our table, sets and chain if missing and (re)write
+/// the chain's rules. Re-running them changes nothing but the rules, which are
+/// replaced atomically (`flush chain` + `add rule` in the same transaction),
+/// and existing set elements survive.
+pub fn ensure_commands(cfg: &NftConfig, out: &mut String) -> Result<(), FwError> {
+    validate(cfg)?;
+    let t = &cfg.family_table;
+    let p = cfg.port;
+    let _ = writeln!(out, "add table inet {t}");
+    let _ = writeln!(
+        out,
+        "add set inet {t} {} {{ type ipv4_addr; flags timeout; }}",
+        cfg.set4
+    );
+    let _ = writeln!(
+        out,
+        "add set inet {t} {} {{ type ipv6_addr; flags timeout; }}",
+        cfg.set6
+    );
+    let _ = writeln!(
+        out,
+        "add chain inet {t} {CHAIN} {{ type nat hook prerouting priority dstnat - 10; policy accept; }}"
+    );
+    let _ = writeln!(out, "flush chain inet {t} {CHAIN}");
+    let _ = writeln!(
+        out,
+        "add rule inet {t} {CHAIN} ip saddr @{} meta l4proto tcp redirect to :{p}",
+        cfg.set4
+    );
+    let _ = writeln!(
+        out,
+        "add rule inet {t} {CHAIN} {} meta l4proto tcp redirect to :{p}",
+        v6_match(cfg)
+    );
+    Ok(())
+}
+
+/// Splits bans by set, merging duplicates (the longest timeout wins) and
+/// sorting so batches are deterministic.
+type BySet = (BTreeMap<String, u64>, BTreeMap<String, u64>);
+
+fn group(cfg: &NftConfig, bans: &[Ban]) -> Result<BySet, FwError> {
+    let mut v4 = BTreeMap::new();
+    let mut v6 = BTreeMap::new();
+    for b in bans {
+        let (is4, e) = element(&b.target, cfg.v6_prefix)?;
+        let secs = timeout_secs(b.timeout);
+        let slot = if is4 { &mut v4 } else { &mut v6 };
+        let cur = slot.entry(e).or_insert(secs);
+        *cur = (*cur).max(secs);
+    }
+    Ok((v4, v6))
+}
+
+/// Commands that put every ban into its set with its own timeout, replacing
+/// the timeout of an element that is already there.
+///
+/// `add element` alone leaves an existing element's timeout untouched on
+/// kernels before 6.x, so each set gets add (makes sure the element exists),
+/// delete, add (with the new timeout) — one transaction, so the packet path
+/// never sees the element missing.
+pub fn ban_commands(cfg: &NftConfig, bans: &[Ban], out: &mut String) -> Result<(), FwError> {
+    validate(cfg)?;
+    let (v4, v6) = group(cfg, bans)?;
+    for (set, elems) in [(&cfg.set4, &v4), (&cfg.set6, &v6)] {
+        if elems.is_empty() {
+            continue;
+        }
+        let with_timeout = elems
+            .iter()
+            .map(|(e, s)| format!("{e} timeout {s}s"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let bare = elems
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let t = &cfg.family_table;
+        let _ = writeln!(out, "add element inet {t} {set} {{ {with_timeout} }}");
+        let _ = writeln!(out, "delete element inet {t} {set} {{ {bare} }}");
+        let _ = writeln!(out, "add element inet {t} {set} {{ {with_timeout} }}");
+    }
+    Ok(())
+}
+
+/// Commands that remove the targets. nft 1.0.x has no "delete if present"
+/// (`destroy` came in 1.0.8), so each element is first added, then deleted, in
+/// one transaction: an absent element is not an error.
+pub fn unban_commands(
+    cfg: &NftConfig,
+    targets: &[Target],
+    out: &mut String,
+) -> Result<(), FwError> {
+    validate(cfg)?;
+    let bans: Vec<Ban> = targets
+        .iter()
+        .map(|t| Ban {
+            target: *t,
+            timeout: Duration::from_secs(1),
+        })
+        .collect();
+    let (v4, v6) = group(cfg, &bans)?;
+    for (set, elems) in [(&cfg.set4, &v4), (&cfg.set6, &v6)] {
+        if elems.is_empty() {
+            continue;
+        }
+        let bare = elems
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let t = &cfg.family_table;
+        // The temporary element gets a short timeout so that, whatever
+        // happens, it can never become a permanent ban.
+        let tmp = elems
+            .keys()
+            .map(|e| format!("{e} timeout 1s"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(out, "add element inet {t} {set} {{ {tmp} }}");
+        let _ = writeln!(out, "delete element inet {t} {set} {{ {bare} }}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    fn cfg() -> NftConfig {
+        NftConfig::default()
+    }
+
+    fn ban(ip: &str, secs: u64) -> Ban {
+        Ban {
+            target: Target::from_ip(ip.parse::<IpAddr>().unwrap(), 64),
+            timeout: Duration::from_secs(secs),
+        }
+    }
+
+    #[test]
+    fn ensure_batch_is_exactly_the_documented_ruleset() {
+        let mut s = String::new();
+        ensure_commands(&cfg(), &mut s).unwrap();
+        assert_eq!(
+            s,
+            "add table inet tarpit\n\
+             add set inet tarpit trap4 { type ipv4_addr; flags timeout; }\n\
+             add set inet tarpit trap6 { type ipv6_addr; flags timeout; }\n\
+             add chain inet tarpit prerouting { type nat hook prerouting priority dstnat - 10; policy accept; }\n\
+             flush chain inet tarpit prerouting\n\
+             add rule inet tarpit prerouting ip saddr @trap4 meta l4proto tcp redirect to :2222\n\
+             add rule inet tarpit prerouting ip6 saddr & ffff:ffff:ffff:ffff:: @trap6 meta l4proto tcp redirect to :2222\n"
+        );
+    }
+
+    #[test]
+    fn ensure_uses_configured_names_port_and_prefix() {
+        let c = NftConfig {
+            family_table: "tp_x".into(),
+            set4: "a4".into(),
+            set6: "_b6".into(),
+            port: 65000,
+            v6_prefix: 128,
+            ..NftConfig::default()
+        };
+        let mut s = String::new();
+        ensure_commands(&c, &mut s).unwrap();
+        assert!(s.contains("add set inet tp_x a4 {"));
+        assert!(s.contains("ip6 saddr @_b6 meta l4proto tcp redirect to :65000\n"));
+        assert!(s.contains("ip saddr @a4 meta l4proto tcp redirect to :65000\n"));
+        let c = NftConfig {
+            v6_prefix: 48,
+            ..NftConfig::default()
+        };
+        let mut s = String::new();
+        ensure_commands(&c, &mut s).unwrap();
+        assert!(s.contains("ip6 saddr & ffff:ffff:ffff:: @trap6"));
+    }
+
+    #[test]
+    fn names_that_could_inject_nft_syntax_are_rejected() {
+        for bad in [
+            "",
+            "tarpit; flush ruleset",
+            "a b",
+            "a{",
+            "a\"",
+            "a\nflush ruleset",
+            "4trap",
+            "-x",
+            "ä",
+            "a-b",
+            "a.b",
+            "a/b",
+            "a$b",
+            &"x".repeat(65),
+        ] {
+            for which in 0..3 {
+                let mut c = cfg();
+                match which {
+                    0 => c.family_table = bad.to_string(),
+                    1 => c.set4 = bad.to_string(),
+                    _ => c.set6 = bad.to_string(),
+                }
+                let mut s = String::new();
+                let e = ensure_commands(&c, &mut s).unwrap_err();
+                assert!(matches!(e, FwError::Config(_)), "{bad:?}: {e}");
+                assert!(s.is_empty());
+                assert!(ban_commands(&c, &[ban("10.0.0.1", 5)], &mut s).is_err());
+                assert!(unban_commands(&c, &[], &mut s).is_err());
+            }
+        }
+        for good in ["tarpit", "T_1", "_x", &"x".repeat(64)] {
+            assert!(validate_name("t", good).is_ok(), "{good}");
+        }
+        let msg = validate_name("table name", "a b").unwrap_err().to_string();
+        assert!(msg.contains("table name \"a b\""), "{msg}");
+    }
+
+    #[test]
+    fn other_bad_config_is_rejected() {
+        let mut c = cfg();
+        c.port = 0;
+        assert!(validate(&c).is_err());
+        let mut c = cfg();
+        c.v6_prefix = 0;
+        assert!(validate(&c).is_err());
+        c.v6_prefix = 129;
+        assert!(validate(&c).is_err());
+        let mut c = cfg();
+        c.set6 = c.set4.clone();
+        assert!(validate(&c).is_err());
+    }
+
+    #[test]
+    fn ban_refreshes_with_add_delete_add_per_set() {
+        let mut s = String::new();
+        ban_commands(
+            &cfg(),
+            &[
+                ban("10.77.0.2", 60),
+                ban("2001:db8:1:2::99", 3600),
+                ban("10.77.0.1", 3600),
+            ],
+            &mut s,
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            "add element inet tarpit trap4 { 10.77.0.1 timeout 3600s, 10.77.0.2 timeout 60s }\n\
+             delete element inet tarpit trap4 { 10.77.0.1, 10.77.0.2 }\n\
+             add element inet tarpit trap4 { 10.77.0.1 timeout 3600s, 10.77.0.2 timeout 60s }\n\
+             add element inet tarpit trap6 { 2001:db8:1:2:: timeout 3600s }\n\
+             delete element inet tarpit trap6 { 2001:db8:1:2:: }\n\
+             add element inet tarpit trap6 { 2001:db8:1:2:: timeout 3600s }\n"
+        );
+    }
+
+    #[test]
+    fn duplicates_merge_keeping_the_longest_timeout() {
+        let mut s = String::new();
+        ban_commands(
+            &cfg(),
+            &[
+                ban("2001:db8::1", 10),
+                ban("2001:db8::2", 30),
+                ban("::ffff:10.0.0.9", 5),
+                ban("10.0.0.9", 7),
+            ],
+            &mut s,
+        )
+        .unwrap();
+        assert!(s.contains("trap6 { 2001:db8:: timeout 30s }"), "{s}");
+        assert!(s.contains("trap4 { 10.0.0.9 timeout 7s }"), "{s}");
+        assert_eq!(s.lines().count(), 6);
+    }
+
+    #[test]
+    fn empty_ban_list_writes_nothing() {
+        let mut s = String::new();
+        ban_commands(&cfg(), &[], &mut s).unwrap();
+        unban_commands(&cfg(), &[], &mut s).unwrap();
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn timeouts_round_up_with_floor_and_cap() {
+        assert_eq!(timeout_secs(Duration::ZERO), 1);
+        assert_eq!(timeout_secs(Duration::from_millis(1)), 1);
+        assert_eq!(timeout_secs(Duration::from_millis(1200)), 2);
+        assert_eq!(timeout_secs(Duration::from_secs(604800)), 604800);
+        assert_eq!(timeout_secs(Duration::MAX), MAX_TIMEOUT.as_secs());
+    }
+
+    #[test]
+    fn v6_target_is_remasked_and_a_wider_one_refused() {
+        let mut s = String::new();
+        let t = Target::V6Net("2001:db8:1:2:3::".parse().unwrap(), 80);
+        ban_commands(
+            &cfg(),
+            &[Ban {
+                target: t,
+                timeout: Duration::from_secs(9),
+            }],
+            &mut s,
+        )
+        .unwrap();
+        assert!(s.contains("trap6 { 2001:db8:1:2:: timeout 9s }"), "{s}");
+        let wide = Target::V6Net("2001:db8::".parse().unwrap(), 48);
+        let e = unban_commands(&cfg(), &[wide], &mut String::new()).unwrap_err();
+        assert!(e.to_string().contains("/64"), "{e}");
+    }
+
+    #[test]
+    fn unban_adds_a_short_lived_element_then_deletes_it() {
+        let mut s = String::new();
+        let t = Target::V4("10.77.0.5".parse().unwrap());
+        unban_commands(&cfg(), &[t], &mut s).unwrap();
+        assert_eq!(
+            s,
+            "add element inet tarpit trap4 { 10.77.0.5 timeout 1s }\n\
+             delete element inet tarpit trap4 { 10.77.0.5 }\n"
+        );
+    }
+}
