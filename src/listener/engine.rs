@@ -13,7 +13,7 @@
 //! keepalives on its own, so holding costs no CPU at all.
 
 use super::table::{Held, Table};
-use super::{Command, Observer, ServeOptions, Snapshot, Totals};
+use super::{handover, Command, Observer, ServeOptions, Snapshot, Totals};
 use crate::record::{escape_bytes, tcp_state_name, ConnRecord, EndReason, LiveConn};
 use crate::sys;
 use rand::Rng;
@@ -53,6 +53,8 @@ pub(super) struct Engine {
     next_listener: usize,
     /// Earliest lifetime deadline of any held connection (ticks).
     next_due: u32,
+    /// Set once a takeover has been confirmed.
+    handed_over: bool,
 }
 
 /// Logs a repeated condition at most once per second, with how many times
@@ -106,6 +108,7 @@ impl Engine {
             accept_paused_until: None,
             next_listener: 0,
             next_due: u32::MAX,
+            handed_over: false,
         })
     }
 
@@ -133,7 +136,18 @@ impl Engine {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
-                cmd = commands.recv() => if let Some(c) = cmd { self.command(c) },
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Handover(to, reply)) => {
+                        let r = self.handover(to).await;
+                        let done = r.is_ok();
+                        let _ = reply.send(r);
+                        if done {
+                            break;
+                        }
+                    }
+                    Some(c) => self.command(c),
+                    None => {}
+                },
                 guard = self.epoll.readable() => {
                     match guard {
                         Ok(mut g) => {
@@ -172,6 +186,17 @@ impl Engine {
                 }
             }
         }
+        if self.totals.handed_over > 0 || self.handed_over {
+            // The new process owns them now: close our copies quietly (the
+            // sockets live on there, so no RST goes out).
+            let all: Vec<u32> = self.table.iter_oldest_first().map(|(s, _)| s).collect();
+            for slot in all {
+                if let Some(h) = self.table.remove(slot) {
+                    sys::close(h.fd);
+                }
+            }
+            return self.totals.clone();
+        }
         // Release everything, oldest first.
         let all: Vec<u32> = self.table.iter_oldest_first().map(|(s, _)| s).collect();
         for slot in all {
@@ -180,10 +205,124 @@ impl Engine {
         self.totals.clone()
     }
 
+    /// Sends listeners and held connections to the new process at `to` and
+    /// waits for its confirmation. The engine does nothing else meanwhile,
+    /// so no descriptor changes under the transfer.
+    async fn handover(&mut self, to: std::path::PathBuf) -> Result<usize, String> {
+        let labels: Vec<String> = self.listeners.iter().map(|l| l.label.clone()).collect();
+        let lfds: Vec<i32> = self.listeners.iter().map(|l| l.sock.as_raw_fd()).collect();
+        let now = self.now_ticks();
+        let conns: Vec<(i32, handover::Facts)> = self
+            .table
+            .iter_oldest_first()
+            .map(|(_, h)| {
+                let (peer, local, original_dst, _) = self.addrs(h);
+                let ka = sys::keepalive_times(h.fd).unwrap_or((0, 0));
+                let start = self.epoch_wall + TICK * h.start;
+                (
+                    h.fd,
+                    handover::Facts {
+                        listener: h.listener,
+                        peer,
+                        local,
+                        original_dst,
+                        start: crate::record::to_unix(start),
+                        lifetime_left: Self::ticks_to_secs(h.deadline.saturating_sub(now)),
+                        fin_after: h.fin_seen().then(|| Self::ticks_to_secs(u32::from(h.fin_after))),
+                        keepalive_idle: ka.0,
+                        keepalive_intvl: ka.1,
+                    },
+                )
+            })
+            .collect();
+        let n = conns.len();
+        let res = tokio::task::spawn_blocking(move || {
+            handover::send(&to, labels, &lfds, &conns, Duration::from_secs(10))
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => {
+                tracing::info!(conns = n, "handed over to the new process");
+                self.handed_over = true;
+                self.totals.handed_over = n as u64;
+                Ok(n)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "takeover failed; keeping everything");
+                Err(e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Continues connections handed over by a previous process.
+    pub fn import(&mut self, conns: Vec<handover::InheritedConn>) {
+        if conns.is_empty() {
+            return;
+        }
+        // Move the epoch back far enough that every start time fits.
+        let now_wall = SystemTime::now();
+        let oldest = conns
+            .iter()
+            .map(|c| crate::record::from_unix(c.facts.start))
+            .min()
+            .unwrap_or(now_wall);
+        let age = now_wall.duration_since(oldest).unwrap_or_default() + Duration::from_secs(1);
+        if let Some(e) = self.epoch.checked_sub(age) {
+            self.epoch = e;
+            self.epoch_wall -= age;
+        }
+        let now = self.now_ticks();
+        for c in conns {
+            let f = c.facts;
+            let fd = c.fd.into_raw_fd();
+            let start_wall = crate::record::from_unix(f.start);
+            let start = (start_wall
+                .duration_since(self.epoch_wall)
+                .unwrap_or_default()
+                .as_millis()
+                / TICK.as_millis())
+            .min(u128::from(now)) as u32;
+            let left = (f.lifetime_left * 10.0).max(1.0) as u32;
+            let li = usize::from(f.listener).min(self.listeners.len().saturating_sub(1));
+            let local_i = self.table.addrs.intern(f.local.ip());
+            let orig_i = self.table.addrs.intern(f.original_dst.ip());
+            let mut h = Held::new(
+                fd,
+                f.peer.ip(),
+                f.peer.port(),
+                local_i,
+                orig_i,
+                f.original_dst.port(),
+                li as u8,
+                start,
+                now.saturating_add(left),
+            );
+            if let Some(fin) = f.fin_after {
+                h.mark_fin(start.saturating_add((fin * 10.0) as u32));
+            }
+            while self.table.len() >= self.max_conns {
+                match self.table.oldest() {
+                    Some(old) => self.release(old, EndReason::EvictedGlobal),
+                    None => break,
+                }
+            }
+            let slot = self.table.insert(h);
+            self.next_due = self.next_due.min(h.deadline);
+            if let Err(e) = self.epoll.get_ref().add(fd, u64::from(slot)) {
+                tracing::warn!(error = %e, peer = %f.peer, "cannot watch inherited connection");
+            }
+        }
+        tracing::info!(conns = self.table.len(), "continuing inherited connections");
+    }
+
     fn command(&mut self, c: Command) {
         match c {
             Command::Snapshot(tx) => {
                 let _ = tx.send(self.snapshot());
+            }
+            Command::Handover(_, tx) => {
+                let _ = tx.send(Err("handover is handled by the run loop".into()));
             }
         }
     }

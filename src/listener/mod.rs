@@ -7,6 +7,7 @@
 
 mod bind;
 mod engine;
+pub mod handover;
 pub mod table;
 
 use crate::record::{ConnRecord, LiveConn};
@@ -86,6 +87,9 @@ pub struct Totals {
     /// Seconds attackers have spent so far in connections still held.
     pub live_held_secs: f64,
     pub close_attempts: u64,
+    /// Connections handed to a new process by a takeover (not released).
+    #[serde(default)]
+    pub handed_over: u64,
     pub by_reason: BTreeMap<String, u64>,
     pub accept_errors: BTreeMap<String, u64>,
 }
@@ -99,6 +103,9 @@ pub struct Snapshot {
 
 pub(crate) enum Command {
     Snapshot(oneshot::Sender<Snapshot>),
+    /// Hand everything to the process listening at the path; answers with
+    /// the number of connections handed over once it confirmed.
+    Handover(std::path::PathBuf, oneshot::Sender<Result<usize, String>>),
 }
 
 /// Asks a running server for information. Cheap to clone.
@@ -114,6 +121,18 @@ impl Handle {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Command::Snapshot(tx)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Hands listeners and held connections to the new process whose
+    /// [`handover::Receiver`] is bound at `to`. On success the server stops
+    /// without releasing anything; on failure it carries on as before.
+    pub async fn handover(&self, to: std::path::PathBuf) -> Result<usize, String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Handover(to, tx))
+            .await
+            .map_err(|_| "server stopped".to_string())?;
+        rx.await.map_err(|_| "server stopped".to_string())?
     }
 
     /// Makes the server release everything and return.
@@ -189,6 +208,21 @@ impl Server {
                 shutdown: Arc::new(stx),
             },
         })
+    }
+
+    /// Like [`Server::new`], continuing the connections a previous process
+    /// handed over (see [`handover`]): their start times and remaining
+    /// lifetimes carry over.
+    pub fn inherit(
+        opts: ServeOptions,
+        listeners: Vec<BoundListener>,
+        conns: Vec<handover::InheritedConn>,
+        observers: Vec<Arc<dyn Observer>>,
+        max_conns: usize,
+    ) -> io::Result<Self> {
+        let mut s = Server::new(opts, listeners, observers, max_conns)?;
+        s.engine.import(conns);
+        Ok(s)
     }
 
     pub fn handle(&self) -> Handle {

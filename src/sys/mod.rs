@@ -6,6 +6,8 @@
 //! a raw pointer. Each `unsafe` block carries a `// SAFETY:` line saying why
 //! the call is sound.
 
+pub mod fdpass;
+
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
