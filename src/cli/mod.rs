@@ -4,6 +4,7 @@
 mod serve;
 mod serve_stats;
 mod stats;
+mod takeover;
 
 use crate::logging::{self, LogFormat};
 use clap::{Parser, Subcommand};

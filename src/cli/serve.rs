@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// listen() backlog.
     #[arg(long, value_name = "N")]
     pub backlog: Option<u32>,
+    /// Take over the listeners and held connections of the `tarpit serve`
+    /// answering on the control socket (none answering: start fresh).
+    #[arg(long)]
+    pub takeover: bool,
     /// Switch to this user after binding.
     #[arg(long)]
     pub user: Option<String>,
@@ -215,7 +219,41 @@ pub fn run(cli: &Cli, a: &ServeArgs) -> ExitCode {
         Err(e) => return fail(1, e),
     };
     let mut bound = Vec::new();
-    if let Some(ls) = activated {
+    let mut inherited_conns = Vec::new();
+    let inherited = if a.takeover {
+        let Some(ctl) = stats_opts.control.as_deref() else {
+            return fail(
+                EXIT_CONFIG,
+                "--takeover needs the control socket (not --control off)",
+            );
+        };
+        match super::takeover::receive(ctl) {
+            Ok(i) => i,
+            Err(e) => return fail(1, e),
+        }
+    } else {
+        None
+    };
+    if let Some(inh) = inherited {
+        let n = inh.conns.len();
+        let old = inh.old_pid;
+        bound = inh.listeners;
+        inherited_conns = inh.conns;
+        if let Err(e) = inh.confirm.confirm() {
+            return fail(1, format!("takeover: cannot confirm: {e}"));
+        }
+        tracing::info!(
+            conns = n,
+            old_pid = old,
+            "took over listeners and connections"
+        );
+        if !super::takeover::wait_gone(old, Duration::from_secs(10)) {
+            tracing::warn!(
+                old_pid = old,
+                "old process still running after the takeover"
+            );
+        }
+    } else if let Some(ls) = activated {
         if !defaults_used {
             tracing::warn!("socket-activated: ignoring the configured listen addresses");
         }
@@ -261,7 +299,7 @@ pub fn run(cli: &Cli, a: &ServeArgs) -> ExitCode {
         Err(e) => return fail(1, format!("cannot start runtime: {e}")),
     };
     let result = rt.block_on(async move {
-        let server = Server::new(opts.clone(), bound, stats.observers(), max_conns)?;
+        let server = Server::inherit(opts.clone(), bound, inherited_conns, stats.observers(), max_conns)?;
         let handle = server.handle();
         let stats = stats.start(handle.clone());
         tracing::info!(max_conns, per_ip = opts.per_ip, lifetime = ?opts.lifetime, keepalive = ?opts.keepalive, "serving");
@@ -277,6 +315,9 @@ pub fn run(cli: &Cli, a: &ServeArgs) -> ExitCode {
         });
         let totals = server.run().await;
         stats.finish().await;
+        if totals.handed_over > 0 {
+            tracing::info!(conns = totals.handed_over, "handed over to the new process; exiting");
+        }
         tracing::info!(trapped = totals.trapped, ended = totals.ended, attacker_secs = totals.held_secs, "stopped");
         Ok::<_, std::io::Error>(())
     });

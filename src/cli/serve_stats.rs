@@ -91,7 +91,8 @@ impl Prepared {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         if let Some(mut c) = self.control {
-            c.register(live::SNAPSHOT_CMD, live::snapshot_handler(handle));
+            c.register(live::SNAPSHOT_CMD, live::snapshot_handler(handle.clone()));
+            c.register(super::takeover::CMD, super::takeover::handler(handle));
             tracing::info!(path = %c.path().display(), "control socket ready");
             let mut rx = stop_rx.clone();
             tasks.push(tokio::spawn(async move {

@@ -228,7 +228,9 @@ impl Engine {
                         original_dst,
                         start: crate::record::to_unix(start),
                         lifetime_left: Self::ticks_to_secs(h.deadline.saturating_sub(now)),
-                        fin_after: h.fin_seen().then(|| Self::ticks_to_secs(u32::from(h.fin_after))),
+                        fin_after: h
+                            .fin_seen()
+                            .then(|| Self::ticks_to_secs(u32::from(h.fin_after))),
                         keepalive_idle: ka.0,
                         keepalive_intvl: ka.1,
                     },

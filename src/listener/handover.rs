@@ -130,17 +130,22 @@ impl Receiver {
                 .map_err(|e| io::Error::other(format!("bad handover message: {e}")))?;
             Ok((m, fds))
         };
-        let (Msg::Header {
-            version,
-            pid,
-            listeners: labels,
-            conns: count,
-        }, _) = next("the header")?
+        let (
+            Msg::Header {
+                version,
+                pid,
+                listeners: labels,
+                conns: count,
+            },
+            _,
+        ) = next("the header")?
         else {
             return Err(io::Error::other("handover did not start with a header"));
         };
         if version != 1 {
-            return Err(io::Error::other(format!("handover version {version} unsupported")));
+            return Err(io::Error::other(format!(
+                "handover version {version} unsupported"
+            )));
         }
         let (Msg::Listeners, lfds) = next("the listeners")? else {
             return Err(io::Error::other("expected the listeners"));

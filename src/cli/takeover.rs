@@ -1,0 +1,103 @@
+//! `tarpit serve --takeover`: the process glue around
+//! [`listener::handover`](crate::listener::handover).
+//!
+//! The old process answers the control command `takeover` by handing its
+//! listeners and held connections to the socket named in the request. The
+//! new process binds that socket, asks, receives, confirms, and waits for
+//! the old one to exit before it binds the control socket itself.
+
+use crate::control::{self, ClientError, Handler, Reply, Request};
+use crate::listener::handover::{Inherited, Receiver};
+use crate::listener::Handle;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The control command name.
+pub const CMD: &str = "takeover";
+
+/// How long the whole handover may take.
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The old process's handler: `{"cmd":"takeover","socket":PATH}`.
+pub fn handler(handle: Handle) -> Arc<dyn Handler> {
+    Arc::new(move |req: Request| -> Reply {
+        let handle = handle.clone();
+        Box::pin(async move {
+            let to = req
+                .args
+                .get("socket")
+                .and_then(Value::as_str)
+                .ok_or_else(|| "takeover needs a \"socket\" path".to_string())?;
+            let n = handle.handover(PathBuf::from(to)).await?;
+            Ok(json!({ "conns": n, "pid": std::process::id() }))
+        })
+    })
+}
+
+/// The new process's side. `Ok(None)`: no running server answered, start
+/// fresh. `Err`: a server answered but the handover failed (it keeps
+/// everything; we must not start beside it).
+pub fn receive(control_path: &Path) -> Result<Option<Inherited>, String> {
+    // Nobody listening at all: nothing to take over.
+    if let Err(e) = std::os::unix::net::UnixStream::connect(control_path) {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+        ) {
+            tracing::info!(control = %control_path.display(), "no running tarpit serve to take over; starting fresh");
+            return Ok(None);
+        }
+    }
+    let side = side_path(control_path);
+    let rx =
+        Receiver::bind(&side).map_err(|e| format!("takeover socket {}: {e}", side.display()))?;
+    let mut req = Request::new(CMD);
+    req.args
+        .insert("socket".into(), Value::String(side.display().to_string()));
+    let ctl = control_path.to_path_buf();
+    let asker = std::thread::spawn(move || control::request(&ctl, &req, TIMEOUT));
+    // The old process connects to us while its answer to the request is
+    // still pending (it answers after our confirmation), so do not wait for
+    // the answer unless the handover itself failed.
+    match rx.receive(TIMEOUT) {
+        Ok(inh) => Ok(Some(inh)),
+        Err(e) => match asker.join() {
+            Ok(Err(ClientError::NotRunning { .. })) => Ok(None),
+            Ok(Err(c)) => Err(format!("takeover failed: {c} ({e})")),
+            Ok(Ok(_)) | Err(_) => Err(format!("takeover failed: {e}")),
+        },
+    }
+}
+
+/// Where the new process listens for the handover: beside the control socket.
+fn side_path(control_path: &Path) -> PathBuf {
+    let mut name = control_path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(format!(".takeover.{}", std::process::id()));
+    control_path.with_file_name(name)
+}
+
+/// Waits until process `pid` has exited (at most `timeout`).
+pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
