@@ -243,8 +243,13 @@ fn flushed_ruleset_is_detected_and_restore_rebuilds_it() {
         fw.check().unwrap().missing,
         vec!["table inet tarpit".to_string()]
     );
-    // A ban alone must not recreate a half ruleset.
-    assert!(matches!(fw.ban(&bans), Err(FwError::NftFailed { .. })));
+    // A ban alone must not recreate a half ruleset; the error says why.
+    match fw.ban(&bans) {
+        Err(e @ FwError::NftFailed { .. }) => {
+            assert!(e.to_string().contains("ruleset flushed?"), "{e}")
+        }
+        other => panic!("ban into a flushed ruleset: {other:?}"),
+    }
     fw.restore(&bans).unwrap();
     assert!(fw.intact().unwrap());
     assert_eq!(fw.list().unwrap().len(), 2);
@@ -438,9 +443,13 @@ enum Outcome {
 
 fn connect_from(ns: &Netns, src: &'static str, dst: SocketAddr) -> Outcome {
     ns.in_thread(move || {
-        let sock =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        let src: SocketAddr = format!("{src}:0").parse().unwrap();
+        let src = SocketAddr::new(ip(src), 0);
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(src),
+            socket2::Type::STREAM,
+            None,
+        )
+        .unwrap();
         sock.bind(&src.into()).unwrap();
         match sock.connect_timeout(&dst.into(), Duration::from_secs(3)) {
             Ok(()) => Outcome::Connected,
@@ -459,16 +468,7 @@ fn banned_host_lands_in_the_tarpit_port_others_get_rst() {
     let att = Netns::new("fwe2a");
     veth(&att, "10.77.10.1/24", &srv, "10.77.10.2/24");
     // A second, never banned host on the attacker's side of the link.
-    let iface = String::from_utf8(att.run("ip -o link show type veth").stdout).unwrap();
-    let iface = iface
-        .split(':')
-        .nth(1)
-        .unwrap()
-        .trim()
-        .split('@')
-        .next()
-        .unwrap()
-        .to_string();
+    let iface = veth_name(&att);
     att.run(&format!("ip addr add 10.77.10.3/24 dev {iface}"));
 
     // Stand-in for `tarpit serve`: a plain listener on the redirect port.
@@ -526,4 +526,106 @@ fn accept_within(l: &TcpListener, limit: Duration) -> Option<(TcpStream, SocketA
         }
     }
     None
+}
+
+#[test]
+fn a_conflicting_set_is_a_clear_error() {
+    if !privileged("a_conflicting_set_is_a_clear_error") {
+        return;
+    }
+    let ns = Netns::new("fwcfl");
+    // Someone else's (or an older) layout: trap6 as an interval set.
+    ns.run("nft add table inet tarpit && nft add set inet tarpit trap6 \\{ type ipv6_addr\\; flags interval\\; \\}");
+    let fw = Firewall::new(cfg_in(&ns));
+    let e = fw.ensure().unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(
+            e,
+            FwError::NftFailed {
+                status: Some(1),
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("File exists") && msg.contains("nft delete table inet tarpit"),
+        "{msg}"
+    );
+    assert!(!fw.intact().unwrap());
+    ns.run("nft delete table inet tarpit");
+    fw.ensure().unwrap();
+    assert!(fw.intact().unwrap());
+}
+
+#[test]
+fn banned_ipv6_network_lands_in_the_tarpit_port() {
+    if !privileged("banned_ipv6_network_lands_in_the_tarpit_port") {
+        return;
+    }
+    let srv = Netns::new("fw6s");
+    let att = Netns::new("fw6a");
+    common::netns::veth6(
+        &att,
+        "10.77.11.1/24",
+        "fd77:11:0:1::1/64",
+        &srv,
+        "10.77.11.2/24",
+        "fd77:11:0:1::2/64",
+    );
+    // Another address in the attacker's /64, and a host in another /64.
+    let iface = veth_name(&att);
+    att.run(&format!(
+        "ip -6 addr add fd77:11:0:1::99/64 dev {iface} nodad && ip -6 addr add fd77:11:0:2::3/64 dev {iface} nodad"
+    ));
+    let siface = veth_name(&srv);
+    srv.run(&format!(
+        "ip -6 addr add fd77:11:0:2::2/64 dev {siface} nodad"
+    ));
+    let tarpit = srv.in_thread(|| TcpListener::bind("[::]:0").unwrap());
+    let port = tarpit.local_addr().unwrap().port();
+    tarpit.set_nonblocking(true).unwrap();
+    let fw = Firewall::new(NftConfig {
+        port,
+        ..cfg_in(&srv)
+    });
+    fw.ensure().unwrap();
+    let ssh: SocketAddr = "[fd77:11:0:1::2]:22".parse().unwrap();
+    assert_eq!(
+        connect_from(&att, "fd77:11:0:1::1", ssh),
+        Outcome::Refused,
+        "before"
+    );
+    fw.ban(&[ban(fw.target_of(ip("fd77:11:0:1::1")), 600)])
+        .unwrap();
+    for (src, want) in [
+        ("fd77:11:0:1::1", Outcome::Connected),
+        ("fd77:11:0:1::99", Outcome::Connected), // same /64
+        ("fd77:11:0:2::3", Outcome::Refused),    // other /64
+    ] {
+        assert_eq!(connect_from(&att, src, ssh), want, "from {src}");
+        if want == Outcome::Connected {
+            let (_c, peer) = accept_within(&tarpit, Duration::from_secs(3)).expect("accepted");
+            assert_eq!(peer.ip(), ip(src));
+        }
+    }
+    fw.unban(&[fw.target_of(ip("fd77:11:0:1::1234"))]).unwrap();
+    assert_eq!(
+        connect_from(&att, "fd77:11:0:1::99", ssh),
+        Outcome::Refused,
+        "after unban"
+    );
+}
+
+fn veth_name(ns: &Netns) -> String {
+    let out = String::from_utf8(ns.run("ip -o link show type veth").stdout).unwrap();
+    out.split(':')
+        .nth(1)
+        .unwrap()
+        .trim()
+        .split('@')
+        .next()
+        .unwrap()
+        .to_string()
 }
