@@ -1,6 +1,7 @@
 //! The command line: parses arguments, loads the config file, and hands
 //! validated options to the module that does the work.
 
+mod report;
 mod serve;
 mod serve_stats;
 mod stats;
@@ -37,9 +38,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Accept every connection with a zero window and hold it.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Show the connections a running `tarpit serve` holds right now.
     Stats(stats::StatsArgs),
+    /// Summarize the connection history (text, --json or --html FILE).
+    Report(report::ReportArgs),
 }
 
 /// Entry point of the binary.
@@ -49,6 +52,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve(ref a) => serve::run(&cli, a),
         Command::Stats(ref a) => stats::run(&cli, a),
+        Command::Report(ref a) => report::run(&cli, a),
     }
 }
 

@@ -280,7 +280,10 @@ pub fn run(cli: &Cli, a: &ServeArgs) -> ExitCode {
         tracing::info!(listener = %b.label, rcvbuf, "listening");
     }
 
-    let stats = match super::serve_stats::prepare(&stats_opts) {
+    let stats = match super::serve_stats::prepare(
+        &stats_opts,
+        &bound.iter().map(|b| b.label.clone()).collect::<Vec<_>>(),
+    ) {
         Ok(s) => s,
         Err(e) => return fail(1, e),
     };

@@ -444,7 +444,10 @@ impl Engine {
             return;
         };
         let mut first_fin = false;
-        if bits & sys::ev::RDHUP != 0 && !h.fin_seen() {
+        // An RST also raises RDHUP (the kernel shuts both directions), so
+        // only an RDHUP without ERR/HUP is the peer's FIN.
+        let gone = bits & (sys::ev::ERR | sys::ev::HUP) != 0;
+        if bits & sys::ev::RDHUP != 0 && !gone && !h.fin_seen() {
             h.mark_fin(now);
             first_fin = true;
         }

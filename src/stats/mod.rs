@@ -5,4 +5,7 @@
 //! [`crate::listener::Observer`] callbacks, [`crate::listener::Handle::snapshot`]
 //! and the [`crate::record`] types.
 
+pub mod history;
 pub mod live;
+pub mod metrics;
+pub mod report;

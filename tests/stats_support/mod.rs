@@ -178,4 +178,75 @@ impl Drop for Serve {
 }
 
 /// Flags for a server whose test does not look at the history.
-pub const NO_HISTORY: &[&str] = &[];
+pub const NO_HISTORY: &[&str] = &["--history", "off"];
+
+/// `GET path` over HTTP/1.1 on 127.0.0.1; returns (status line, headers, body).
+/// Just enough client for a test; the server side is hyper.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(String, String, String)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    Ok((status.to_string(), headers.to_string(), body.to_string()))
+}
+
+/// One sample of an exposition: name, labels, value.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// Parses the OpenMetrics/Prometheus text format (samples only).
+pub fn parse_exposition(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("sample line has a value");
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => {
+                let inner = rest.strip_suffix('}').expect("closing brace");
+                let mut labels = Vec::new();
+                let mut rest = inner;
+                while !rest.is_empty() {
+                    let (k, r) = rest.split_once("=\"").expect("label =\"");
+                    let end = r.find('"').expect("closing quote");
+                    labels.push((k.to_string(), r[..end].to_string()));
+                    rest = r[end + 1..].trim_start_matches(',');
+                }
+                (n.to_string(), labels)
+            }
+            None => (series.to_string(), Vec::new()),
+        };
+        out.push(Sample {
+            name,
+            labels,
+            value: value.parse().expect("numeric value"),
+        });
+    }
+    out
+}
+
+/// The value of `name` whose labels include all of `want` (0 if absent).
+pub fn metric(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            want.iter()
+                .all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|s| s.value)
+        .sum()
+}

@@ -1,0 +1,486 @@
+//! The history database: every ended connection becomes one SQLite row.
+//!
+//! The engine must never wait on the disk, so [`History`] (an [`Observer`])
+//! only does a `try_send` into a bounded channel; a writer thread drains it
+//! and commits in batches (at most [`BATCH_ROWS`] rows or [`BATCH_WAIT`]
+//! after the first row of a batch). When the channel is full the row is
+//! counted as dropped and logged (rate-limited) — never blocking. A failed
+//! transaction (disk full, I/O error) is logged and counted and the writer
+//! carries on with the next batch. Retention prunes rows older than
+//! `retention_days` at start and then hourly.
+
+use super::metrics::HistoryMetrics;
+use crate::listener::Observer;
+use crate::record::{to_unix, ConnRecord};
+use rusqlite::{params, Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Default database path.
+pub const DEFAULT_PATH: &str = "/var/lib/tarpit/history.db";
+/// Most rows per transaction.
+pub const BATCH_ROWS: usize = 1000;
+/// Longest a row waits for its transaction.
+pub const BATCH_WAIT: Duration = Duration::from_secs(1);
+/// Rows queued for the writer before new ones are dropped. A burst of
+/// releases (shutdown of a full server) fits.
+pub const QUEUE_ROWS: usize = 32 * 1024;
+
+/// Schema version in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS connections (
+    id             INTEGER PRIMARY KEY,
+    start_time     REAL    NOT NULL,  -- unix seconds, accepted
+    end_time       REAL    NOT NULL,  -- unix seconds, released
+    held_secs      REAL    NOT NULL,
+    listener       TEXT    NOT NULL,
+    peer_ip        TEXT    NOT NULL,
+    peer_port      INTEGER NOT NULL,
+    local          TEXT    NOT NULL,
+    orig_ip        TEXT    NOT NULL,
+    orig_port      INTEGER NOT NULL,  -- the port the peer aimed at
+    bytes_received INTEGER NOT NULL,
+    fin_after_secs REAL,              -- NULL: the peer never tried to close
+    end_reason     TEXT    NOT NULL,
+    head           TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS connections_end_time ON connections(end_time);
+";
+
+/// Why the history cannot be used. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("history database {path}: directory {dir} does not exist (create it, or pass --history PATH / --history off)")]
+    NoDir { path: PathBuf, dir: PathBuf },
+    #[error("history database {path}: {message}")]
+    Db { path: PathBuf, message: String },
+    #[error("history database {path} does not exist")]
+    Missing { path: PathBuf },
+}
+
+fn db_err(path: &Path, what: &str, e: impl std::fmt::Display) -> HistoryError {
+    HistoryError::Db {
+        path: path.to_path_buf(),
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// Opens (creating if needed) the database for writing and proves it is
+/// writable and really a tarpit history, so every mistake shows at start.
+pub fn open_for_writing(path: &Path) -> Result<Connection, HistoryError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(HistoryError::NoDir {
+            path: path.to_path_buf(),
+            dir,
+        });
+    }
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| db_err(path, "cannot open", e))?;
+    c.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| db_err(path, "cannot configure", e))?;
+    let mode: String = c
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(|e| db_err(path, "not a usable SQLite database", e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(path = %path.display(), mode, "history: WAL unavailable");
+    }
+    c.execute_batch("PRAGMA synchronous=NORMAL")
+        .map_err(|e| db_err(path, "cannot configure", e))?;
+    check_schema(&c, path)?;
+    // A real write, so a read-only directory or file fails now.
+    c.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    ))
+    .map_err(|e| db_err(path, "cannot write", e))?;
+    Ok(c)
+}
+
+/// Opens an existing database read-only (for `tarpit report`).
+pub fn open_for_reading(path: &Path) -> Result<Connection, HistoryError> {
+    if !path.exists() {
+        return Err(HistoryError::Missing {
+            path: path.to_path_buf(),
+        });
+    }
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| db_err(path, "cannot open", e))?;
+    let _ = c.busy_timeout(Duration::from_secs(5));
+    check_schema(&c, path)?;
+    let has: i64 = c
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='connections'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| db_err(path, "not a usable SQLite database", e))?;
+    if has == 0 {
+        return Err(db_err(path, "not a tarpit history", "no connections table"));
+    }
+    Ok(c)
+}
+
+fn check_schema(c: &Connection, path: &Path) -> Result<(), HistoryError> {
+    let v: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| db_err(path, "not a usable SQLite database", e))?;
+    if v > SCHEMA_VERSION {
+        return Err(db_err(
+            path,
+            "unsupported schema",
+            format!("version {v} is newer than this tarpit ({SCHEMA_VERSION})"),
+        ));
+    }
+    let tables: i64 = c
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type='table' AND name <> 'connections'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| db_err(path, "not a usable SQLite database", e))?;
+    if v == 0 && tables > 0 {
+        return Err(db_err(
+            path,
+            "not a tarpit history",
+            "it holds other tables; refusing to write into it",
+        ));
+    }
+    Ok(())
+}
+
+/// Inserts rows in one transaction.
+pub fn insert_batch(c: &mut Connection, rows: &[ConnRecord]) -> rusqlite::Result<()> {
+    let tx = c.transaction()?;
+    {
+        let mut st = tx.prepare_cached(
+            "INSERT INTO connections (start_time, end_time, held_secs, listener, peer_ip, peer_port,
+                local, orig_ip, orig_port, bytes_received, fin_after_secs, end_reason, head)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
+        for r in rows {
+            let start = to_unix(r.start);
+            st.execute(params![
+                start,
+                start + r.held_secs,
+                r.held_secs,
+                r.listener,
+                r.peer.ip().to_string(),
+                r.peer.port(),
+                r.local.to_string(),
+                r.original_dst.ip().to_string(),
+                r.original_dst.port(),
+                i64::try_from(r.bytes_received).unwrap_or(i64::MAX),
+                r.fin_after_secs,
+                r.end.as_str(),
+                r.head,
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+/// Deletes rows that ended before `cutoff`; returns how many.
+pub fn prune(c: &Connection, cutoff: SystemTime) -> rusqlite::Result<usize> {
+    c.execute(
+        "DELETE FROM connections WHERE end_time < ?1",
+        params![to_unix(cutoff)],
+    )
+}
+
+/// Tunables; the defaults are what `tarpit serve` uses.
+#[derive(Debug, Clone)]
+pub struct HistoryOptions {
+    pub path: PathBuf,
+    pub retention_days: u32,
+    pub queue_rows: usize,
+    pub batch_rows: usize,
+    pub batch_wait: Duration,
+    pub prune_every: Duration,
+}
+
+impl HistoryOptions {
+    pub fn new(path: PathBuf, retention_days: u32) -> Self {
+        HistoryOptions {
+            path,
+            retention_days,
+            queue_rows: QUEUE_ROWS,
+            batch_rows: BATCH_ROWS,
+            batch_wait: BATCH_WAIT,
+            prune_every: Duration::from_secs(3600),
+        }
+    }
+}
+
+enum Msg {
+    Row(Box<ConnRecord>),
+    Flush(mpsc::Sender<()>),
+    Prune(mpsc::Sender<()>),
+    Stop(mpsc::Sender<()>),
+}
+
+/// The history writer: feed it records (it is an [`Observer`]), close it at
+/// the end to commit what is queued.
+pub struct History {
+    tx: SyncSender<Msg>,
+    metrics: HistoryMetrics,
+    /// Transactions committed (for tests and the benchmark).
+    transactions: Arc<AtomicU64>,
+    last_drop_log: AtomicU64,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    path: PathBuf,
+}
+
+impl History {
+    /// Opens the database (errors here are errors at start), prunes once, and
+    /// starts the writer thread.
+    pub fn start(opts: HistoryOptions, metrics: HistoryMetrics) -> Result<Arc<Self>, HistoryError> {
+        let conn = open_for_writing(&opts.path)?;
+        let (tx, rx) = mpsc::sync_channel(opts.queue_rows.max(1));
+        let transactions = Arc::new(AtomicU64::new(0));
+        let mut w = Writer {
+            conn,
+            opts: opts.clone(),
+            metrics: metrics.clone(),
+            transactions: transactions.clone(),
+            batch: Vec::with_capacity(opts.batch_rows),
+            last_err_log: None,
+            suppressed: 0,
+        };
+        w.prune();
+        let thread = std::thread::Builder::new()
+            .name("tarpit-history".into())
+            .spawn(move || w.run(rx))
+            .map_err(|e| db_err(&opts.path, "cannot start writer thread", e))?;
+        Ok(Arc::new(History {
+            tx,
+            metrics,
+            transactions,
+            last_drop_log: AtomicU64::new(0),
+            thread: Mutex::new(Some(thread)),
+            path: opts.path,
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Queues one record without ever waiting.
+    pub fn record(&self, r: &ConnRecord) {
+        match self.tx.try_send(Msg::Row(Box::new(r.clone()))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.metrics.rows_dropped.inc();
+                let now = to_unix(SystemTime::now()) as u64;
+                let last = self.last_drop_log.load(Ordering::Relaxed);
+                if now >= last + 10 {
+                    self.last_drop_log.store(now, Ordering::Relaxed);
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        dropped_total = self.metrics.rows_dropped.get(),
+                        "history writer behind; dropping connection records"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Waits (at most `limit`) until everything queued so far is committed.
+    pub fn flush(&self, limit: Duration) -> bool {
+        self.ask(Msg::Flush, limit)
+    }
+
+    /// Runs retention now (it also runs at start and hourly).
+    pub fn prune_now(&self, limit: Duration) -> bool {
+        self.ask(Msg::Prune, limit)
+    }
+
+    /// Commits what is queued and stops the writer thread. Blocks (bounded
+    /// by `limit`): call it after the engine has stopped.
+    pub fn close(&self, limit: Duration) {
+        if self.ask(Msg::Stop, limit) {
+            if let Ok(mut t) = self.thread.lock() {
+                if let Some(t) = t.take() {
+                    let _ = t.join();
+                }
+            }
+        }
+    }
+
+    pub fn transactions(&self) -> u64 {
+        self.transactions.load(Ordering::Relaxed)
+    }
+
+    pub fn metrics(&self) -> &HistoryMetrics {
+        &self.metrics
+    }
+
+    fn ask(&self, make: fn(mpsc::Sender<()>) -> Msg, limit: Duration) -> bool {
+        let (ack, done) = mpsc::channel();
+        let deadline = Instant::now() + limit;
+        let mut msg = make(ack);
+        // The queue may be full: retry until the deadline rather than block.
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(m)) => {
+                    if Instant::now() >= deadline {
+                        return false;
+                    }
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+        done.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+    }
+}
+
+impl Observer for History {
+    fn ended(&self, r: &ConnRecord) {
+        self.record(r);
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    opts: HistoryOptions,
+    metrics: HistoryMetrics,
+    transactions: Arc<AtomicU64>,
+    batch: Vec<ConnRecord>,
+    last_err_log: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        let mut deadline: Option<Instant> = None;
+        let mut next_prune = Instant::now() + self.opts.prune_every;
+        loop {
+            let now = Instant::now();
+            let until = deadline.unwrap_or(next_prune).min(next_prune);
+            match rx.recv_timeout(until.saturating_duration_since(now)) {
+                Ok(Msg::Row(r)) => {
+                    if self.batch.is_empty() {
+                        deadline = Some(Instant::now() + self.opts.batch_wait);
+                    }
+                    self.batch.push(*r);
+                    if self.batch.len() >= self.opts.batch_rows {
+                        self.commit();
+                        deadline = None;
+                    }
+                }
+                Ok(Msg::Flush(ack)) => {
+                    self.commit();
+                    deadline = None;
+                    let _ = ack.send(());
+                }
+                Ok(Msg::Prune(ack)) => {
+                    self.commit();
+                    deadline = None;
+                    self.prune();
+                    let _ = ack.send(());
+                }
+                Ok(Msg::Stop(ack)) => {
+                    self.commit();
+                    let _ = ack.send(());
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.commit();
+                    return;
+                }
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                self.commit();
+                deadline = None;
+            }
+            if now >= next_prune {
+                self.prune();
+                next_prune = now + self.opts.prune_every;
+            }
+        }
+    }
+
+    fn commit(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let n = self.batch.len() as u64;
+        match insert_batch(&mut self.conn, &self.batch) {
+            Ok(()) => {
+                self.metrics.rows_written.inc_by(n);
+                self.transactions.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.metrics.write_errors.inc();
+                self.metrics.rows_failed.inc_by(n);
+                self.log_error("history write failed; rows lost", &e, n);
+            }
+        }
+        self.batch.clear();
+    }
+
+    fn prune(&mut self) {
+        let keep = Duration::from_secs(u64::from(self.opts.retention_days) * 86400);
+        let cutoff = SystemTime::now()
+            .checked_sub(keep)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        match prune(&self.conn, cutoff) {
+            Ok(n) => {
+                self.metrics.rows_pruned.inc_by(n as u64);
+                if n > 0 {
+                    tracing::info!(
+                        rows = n,
+                        days = self.opts.retention_days,
+                        "history: pruned old rows"
+                    );
+                }
+            }
+            Err(e) => {
+                self.metrics.write_errors.inc();
+                self.log_error("history prune failed", &e, 0);
+            }
+        }
+    }
+
+    /// At most one line per 10 s, saying how many were suppressed.
+    fn log_error(&mut self, what: &str, e: &rusqlite::Error, rows: u64) {
+        let now = Instant::now();
+        match self.last_err_log {
+            Some(t) if now.duration_since(t) < Duration::from_secs(10) => self.suppressed += 1,
+            _ => {
+                tracing::error!(
+                    path = %self.opts.path.display(),
+                    error = %e,
+                    rows,
+                    suppressed = self.suppressed,
+                    "{what}"
+                );
+                self.last_err_log = Some(now);
+                self.suppressed = 0;
+            }
+        }
+    }
+}
