@@ -8,13 +8,16 @@
 //! * [`host`] — the unit of counting (IPv4 address, IPv6 prefix) and `ignoreip`;
 //! * [`state`] — SQLite: bans, hits, log positions.
 
+pub mod engine;
 pub mod filter;
+pub mod follow;
 pub mod host;
 pub mod settings;
 pub mod state;
 pub mod timestamp;
 pub mod window;
 
+pub use engine::{Enforcer, WatchStats, Watcher};
 pub use host::{Cidr, HostKey, IgnoreList};
 pub use settings::{Jail, WatchSettings};
 pub use state::{BanRow, State, StateError};

@@ -1,0 +1,619 @@
+//! The watch loop: logs → filters → window → state → firewall.
+//!
+//! The database is committed before the firewall is touched, so a ban is
+//! never lost: if `nft` fails, the watcher logs it (rate-limited), keeps
+//! running, and retries with back-off by re-applying every active ban from
+//! the database in one batch. The same rebuild runs when the periodic check
+//! finds our table or sets gone (`nft flush ruleset`, a restart of
+//! nftables.service).
+
+use super::filter::LineVerdict;
+use super::follow::{Follower, Start};
+use super::host::{HostKey, IgnoreList};
+use super::settings::{Jail, WatchSettings};
+use super::state::{ms, BanRow, HitOutcome, State, StateError};
+use super::timestamp;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+/// What the watcher needs from a firewall. `crate::firewall::Firewall` is
+/// the real one; tests use fakes that fail on demand. Errors are messages:
+/// the watcher only logs them and retries.
+pub trait Enforcer {
+    /// Creates the table, sets and rule (idempotent).
+    fn ensure(&self) -> Result<(), String>;
+    /// Adds hosts with their timeouts, in one transaction.
+    fn ban(&self, bans: &[(HostKey, Duration)]) -> Result<(), String>;
+    /// Like `ban` after a restart or a flush: every active ban at once.
+    fn restore(&self, bans: &[(HostKey, Duration)]) -> Result<(), String>;
+    fn unban(&self, hosts: &[HostKey]) -> Result<(), String>;
+    /// False when the table, a set or the rule is missing.
+    fn intact(&self) -> Result<bool, String>;
+}
+
+/// Counters, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatchStats {
+    pub lines: u64,
+    pub matched: u64,
+    pub ignored_regex: u64,
+    pub ignored_ip: u64,
+    pub invalid_address: u64,
+    pub own_jail: u64,
+    pub too_old: u64,
+    pub already_banned: u64,
+    pub bans: u64,
+    pub fw_errors: u64,
+    pub rebuilds: u64,
+    pub db_errors: u64,
+}
+
+/// Logs an error at most once per `every`, saying how many were held back:
+/// a broken nft or a full disk must not flood the journal.
+struct RateLimited {
+    every: Duration,
+    last: HashMap<&'static str, (Instant, u64)>,
+}
+
+impl RateLimited {
+    fn new(every: Duration) -> Self {
+        RateLimited {
+            every,
+            last: HashMap::new(),
+        }
+    }
+
+    fn error(&mut self, kind: &'static str, msg: &str) {
+        let now = Instant::now();
+        let e = self.last.entry(kind).or_insert((now - self.every * 2, 0));
+        if now.duration_since(e.0) >= self.every {
+            if e.1 > 0 {
+                tracing::error!(kind, suppressed = e.1, "{msg}");
+            } else {
+                tracing::error!(kind, "{msg}");
+            }
+            *e = (now, 0);
+        } else {
+            e.1 += 1;
+        }
+    }
+}
+
+struct Source {
+    follower: Follower,
+    /// Indexes into the jails that read this file.
+    jails: Vec<usize>,
+}
+
+pub struct Watcher<E: Enforcer> {
+    settings: WatchSettings,
+    state: State,
+    fw: E,
+    ignore: Vec<IgnoreList>,
+    sources: Vec<Source>,
+    by_path: HashMap<PathBuf, usize>,
+    /// False after a firewall failure until a rebuild succeeds.
+    fw_ok: bool,
+    retry_at: Instant,
+    backoff: Duration,
+    next_check: Instant,
+    next_scan: Instant,
+    started: bool,
+    errors: RateLimited,
+    pub stats: WatchStats,
+}
+
+/// Most bytes read from one file per poll; bounds one transaction.
+const CHUNK_BYTES: usize = 4 << 20;
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+fn is_glob(p: &str) -> bool {
+    p.contains(['*', '?', '['])
+}
+
+/// Compressed rotations are never read, even when a glob matches them.
+fn compressed(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("gz" | "xz" | "bz2" | "zst" | "lz4" | "zip")
+    )
+}
+
+impl<E: Enforcer> Watcher<E> {
+    /// `ignore_own` lists the machine's addresses (never banned, with
+    /// loopback and each jail's `ignoreip`).
+    pub fn new(settings: WatchSettings, state: State, fw: E, own: &[std::net::IpAddr]) -> Self {
+        let ignore = settings
+            .jails
+            .iter()
+            .map(|j| {
+                let mut l = IgnoreList::new(own, &settings.ignoreip);
+                l.add(&j.ignoreip);
+                l
+            })
+            .collect();
+        let now = Instant::now();
+        Watcher {
+            settings,
+            state,
+            fw,
+            ignore,
+            sources: Vec::new(),
+            by_path: HashMap::new(),
+            fw_ok: false,
+            retry_at: now,
+            backoff: Duration::from_secs(1),
+            next_check: now,
+            next_scan: now,
+            started: false,
+            errors: RateLimited::new(Duration::from_secs(60)),
+            stats: WatchStats::default(),
+        }
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn firewall(&self) -> &E {
+        &self.fw
+    }
+
+    pub fn firewall_ok(&self) -> bool {
+        self.fw_ok
+    }
+
+    /// Creates the ruleset and puts back every active ban with its remaining
+    /// time, in one batch. On failure the watcher still runs and retries.
+    pub fn rebuild(&mut self) -> bool {
+        let now = ms(SystemTime::now());
+        let bans = match self.state.active_bans(now) {
+            Ok(b) => b,
+            Err(e) => {
+                self.stats.db_errors += 1;
+                self.errors.error("db", &format!("{e}"));
+                return false;
+            }
+        };
+        let items: Vec<(HostKey, Duration)> = bans
+            .iter()
+            .map(|b| (b.host, b.remaining(now)))
+            .filter(|(_, d)| !d.is_zero())
+            .collect();
+        let t0 = Instant::now();
+        let r = self.fw.ensure().and_then(|()| self.fw.restore(&items));
+        match r {
+            Ok(()) => {
+                tracing::info!(
+                    restored = items.len(),
+                    ms = t0.elapsed().as_millis() as u64,
+                    "firewall ready; active bans restored"
+                );
+                self.fw_ok = true;
+                self.backoff = Duration::from_secs(1);
+                true
+            }
+            Err(e) => {
+                self.fw_failed(&e);
+                false
+            }
+        }
+    }
+
+    fn fw_failed(&mut self, e: &str) {
+        self.stats.fw_errors += 1;
+        self.fw_ok = false;
+        self.errors.error(
+            "firewall",
+            &format!(
+                "nftables failed: {e}; bans are kept in the state database and will be applied on retry in {:?}",
+                self.backoff
+            ),
+        );
+        self.retry_at = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// Expands every jail's logpaths and starts following new files.
+    fn scan(&mut self) {
+        let first = !self.started;
+        let mut found: Vec<(PathBuf, usize, Duration)> = Vec::new();
+        for (ji, jail) in self.settings.jails.iter().enumerate() {
+            for pat in &jail.logpaths {
+                if is_glob(pat) {
+                    if let Ok(paths) = glob::glob(pat) {
+                        for p in paths.flatten() {
+                            if p.is_file() && !compressed(&p) {
+                                found.push((p, ji, jail.rules.findtime));
+                            }
+                        }
+                    }
+                } else {
+                    found.push((PathBuf::from(pat), ji, jail.rules.findtime));
+                }
+            }
+        }
+        for (path, ji, findtime) in found {
+            if let Some(&si) = self.by_path.get(&path) {
+                let s = &mut self.sources[si];
+                if !s.jails.contains(&ji) {
+                    s.jails.push(ji);
+                }
+                continue;
+            }
+            let start = match self.state.position(&path) {
+                Ok(Some(pos)) => Start::Resume(pos),
+                Ok(None) if first && path.exists() => Start::Tail(findtime),
+                Ok(None) => Start::Beginning,
+                Err(e) => {
+                    self.stats.db_errors += 1;
+                    self.errors.error("db", &format!("{e}"));
+                    continue;
+                }
+            };
+            tracing::info!(path = %path.display(), start = ?start, "following log");
+            self.by_path.insert(path.clone(), self.sources.len());
+            self.sources.push(Source {
+                follower: Follower::new(path, start),
+                jails: vec![ji],
+            });
+        }
+    }
+
+    /// One round: new lines from every log, bans applied, ruleset checked.
+    pub fn tick(&mut self) {
+        let now = Instant::now();
+        if !self.started {
+            self.rebuild();
+            self.scan();
+            self.started = true;
+            self.next_scan = now + Duration::from_secs(2);
+            self.next_check = now + self.settings.check_interval;
+        } else if now >= self.next_scan {
+            self.scan();
+            self.next_scan = now + Duration::from_secs(2);
+        }
+        if !self.fw_ok && now >= self.retry_at {
+            self.stats.rebuilds += 1;
+            self.rebuild();
+        }
+        for si in 0..self.sources.len() {
+            for _ in 0..16 {
+                if !self.poll_source(si) {
+                    break;
+                }
+            }
+        }
+        if self.fw_ok && Instant::now() >= self.next_check {
+            self.next_check = Instant::now() + self.settings.check_interval;
+            match self.fw.intact() {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(
+                        "our nftables table or sets are gone (ruleset flushed?); rebuilding"
+                    );
+                    self.stats.rebuilds += 1;
+                    self.rebuild();
+                }
+                Err(e) => self.fw_failed(&e),
+            }
+        }
+    }
+
+    /// Polls one file and handles its lines; true when there may be more.
+    fn poll_source(&mut self, si: usize) -> bool {
+        let before = self.sources[si].follower.position();
+        let chunk = self.sources[si]
+            .follower
+            .poll(CHUNK_BYTES, SystemTime::now());
+        let path = self.sources[si].follower.path().to_path_buf();
+        for n in &chunk.notes {
+            tracing::info!(path = %path.display(), "{n}");
+        }
+        if chunk.lines.is_empty() && chunk.position == before {
+            return false;
+        }
+        let jails: Vec<usize> = self.sources[si].jails.clone();
+        let more = !chunk.lines.is_empty();
+        match self.handle_lines(&path, &jails, &chunk.lines, chunk.position.as_ref()) {
+            Ok(new_bans) => {
+                if !new_bans.is_empty() {
+                    self.apply(&new_bans);
+                }
+                more
+            }
+            Err(e) => {
+                self.stats.db_errors += 1;
+                self.errors
+                    .error("db", &format!("{e}; the lines will be read again"));
+                if let Some(p) = before {
+                    self.sources[si].follower.rewind(&p);
+                }
+                false
+            }
+        }
+    }
+
+    fn handle_lines(
+        &mut self,
+        path: &Path,
+        jails: &[usize],
+        lines: &[super::follow::Line],
+        position: Option<&super::state::Position>,
+    ) -> Result<Vec<BanRow>, StateError> {
+        let mut new_bans = Vec::new();
+        let mut tx = self.state.begin()?;
+        for line in lines {
+            self.stats.lines += 1;
+            let now = SystemTime::now();
+            let (at, text) = match timestamp::parse_prefix(&line.text, now) {
+                Some(st) => (st.time.min(now), &line.text[st.len..]),
+                None => (now, line.text.as_str()),
+            };
+            for &ji in jails {
+                let jail: &Jail = &self.settings.jails[ji];
+                match jail.filter.check(text, &jail.name) {
+                    LineVerdict::NoMatch => {}
+                    LineVerdict::Ignored => self.stats.ignored_regex += 1,
+                    LineVerdict::OwnJail => self.stats.own_jail += 1,
+                    LineVerdict::InvalidAddress(a) => {
+                        self.stats.invalid_address += 1;
+                        tracing::debug!(jail = %jail.name, address = %a, "matched, but not a valid address");
+                    }
+                    LineVerdict::Host(ip) => {
+                        self.stats.matched += 1;
+                        let key = HostKey::from_ip(ip, self.settings.ipv6_prefix);
+                        if self.ignore[ji].is_ignored(ip) || self.ignore[ji].covers_key(&key) {
+                            self.stats.ignored_ip += 1;
+                            continue;
+                        }
+                        match tx.record_hit(&jail.name, &jail.rules, &key, ms(at), ms(now))? {
+                            HitOutcome::Counted(n) => {
+                                tracing::debug!(jail = %jail.name, host = %key, hits = n, "hit");
+                            }
+                            HitOutcome::TooOld => self.stats.too_old += 1,
+                            HitOutcome::AlreadyBanned => self.stats.already_banned += 1,
+                            HitOutcome::Banned(row) => {
+                                self.stats.bans += 1;
+                                tracing::info!(
+                                    target: "tarpit::ban",
+                                    host = %row.host,
+                                    jail = %row.jail,
+                                    offences = row.offences,
+                                    ban_secs = (row.expires_at - row.banned_at) / 1000,
+                                    "trapping host"
+                                );
+                                new_bans.push(row);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(p) = position {
+            tx.set_position(path, p, ms(SystemTime::now()))?;
+        }
+        tx.commit()?;
+        Ok(new_bans)
+    }
+
+    fn apply(&mut self, bans: &[BanRow]) {
+        if !self.fw_ok {
+            // The next rebuild applies them from the database.
+            return;
+        }
+        let now = ms(SystemTime::now());
+        let items: Vec<(HostKey, Duration)> =
+            bans.iter().map(|b| (b.host, b.remaining(now))).collect();
+        if let Err(e) = self.fw.ban(&items) {
+            self.fw_failed(&e);
+        }
+    }
+
+    /// Runs until `stop` is set, one tick per poll interval.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            let t0 = Instant::now();
+            self.tick();
+            let rest = self.settings.poll_interval.saturating_sub(t0.elapsed());
+            let until = Instant::now() + rest;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+            }
+        }
+        tracing::info!(
+            lines = self.stats.lines,
+            matched = self.stats.matched,
+            bans = self.stats.bans,
+            "watcher stopped"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::watcher::settings;
+    use std::cell::{Cell, RefCell};
+    use std::io::Write;
+
+    /// A firewall that records what it was asked and fails on demand.
+    #[derive(Default)]
+    struct Fake {
+        set: RefCell<HashMap<HostKey, Duration>>,
+        fail: Cell<bool>,
+        intact: Cell<bool>,
+        restores: Cell<usize>,
+    }
+
+    impl Enforcer for Fake {
+        fn ensure(&self) -> Result<(), String> {
+            if self.fail.get() {
+                return Err("nft: command not found".into());
+            }
+            self.intact.set(true);
+            Ok(())
+        }
+        fn ban(&self, bans: &[(HostKey, Duration)]) -> Result<(), String> {
+            if self.fail.get() {
+                return Err("nft: exit 1".into());
+            }
+            self.set.borrow_mut().extend(bans.iter().copied());
+            Ok(())
+        }
+        fn restore(&self, bans: &[(HostKey, Duration)]) -> Result<(), String> {
+            self.restores.set(self.restores.get() + 1);
+            self.ban(bans)
+        }
+        fn unban(&self, hosts: &[HostKey]) -> Result<(), String> {
+            for h in hosts {
+                self.set.borrow_mut().remove(h);
+            }
+            Ok(())
+        }
+        fn intact(&self) -> Result<bool, String> {
+            Ok(self.intact.get())
+        }
+    }
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn setup(tag: &str) -> (Dir, WatchSettings) {
+        let d = std::env::temp_dir().join(format!("tarpit-engine-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let mut s = WatchSettings {
+            state_db: d.join("state.db"),
+            check_interval: Duration::from_millis(100),
+            ..WatchSettings::default()
+        };
+        s.jails = vec![settings::default_jail()];
+        s.jails[0].logpaths = vec![d.join("fail2ban.log").to_string_lossy().into()];
+        (Dir(d), s)
+    }
+
+    fn ban_line(ip: &str) -> String {
+        // Local time "now", as fail2ban writes it.
+        let out = std::process::Command::new("date")
+            .arg("+%Y-%m-%d %H:%M:%S,000")
+            .output()
+            .unwrap();
+        let ts = String::from_utf8(out.stdout).unwrap();
+        format!(
+            "{} fail2ban.actions        [811]: NOTICE  [sshd] Ban {ip}\n",
+            ts.trim()
+        )
+    }
+
+    fn append(p: &Path, s: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .unwrap();
+        f.write_all(s.as_bytes()).unwrap();
+    }
+
+    fn watcher(s: &WatchSettings, fake: Fake) -> Watcher<Fake> {
+        let st = State::open(&s.state_db).unwrap();
+        Watcher::new(s.clone(), st, fake, &["10.77.0.1".parse().unwrap()])
+    }
+
+    #[test]
+    fn three_bans_trap_and_restart_neither_loses_nor_double_counts() {
+        let (d, s) = setup("e2e");
+        let log = d.0.join("fail2ban.log");
+        let mut w = watcher(&s, Fake::default());
+        w.tick(); // log missing: nothing yet
+        append(&log, &ban_line("192.0.2.10"));
+        append(&log, &ban_line("192.0.2.10"));
+        // Ignored ones: own address, loopback, injected text.
+        append(&log, &ban_line("10.77.0.1"));
+        append(&log, &ban_line("127.0.0.1"));
+        append(
+            &log,
+            "Jan 1 00:00:00 h sshd[1]: Invalid user NOTICE [sshd] Ban 192.0.2.10 from 10.77.0.9\n",
+        );
+        w.tick();
+        assert_eq!(w.stats.matched, 4);
+        assert_eq!(w.stats.ignored_ip, 2);
+        assert!(w.firewall().set.borrow().is_empty());
+        drop(w);
+        // Restart: the two hits are remembered, not re-read.
+        let mut w = watcher(&s, Fake::default());
+        append(&log, &ban_line("192.0.2.10"));
+        w.tick();
+        assert_eq!(w.stats.lines, 1, "only the new line is read");
+        let set = w.firewall().set.borrow().clone();
+        let key: HostKey = "192.0.2.10".parse().unwrap();
+        let t = set.get(&key).copied().expect("banned");
+        assert!(
+            t > Duration::from_secs(604790) && t <= Duration::from_secs(604800),
+            "{t:?}"
+        );
+        drop(w);
+        // Another restart restores it with the remaining time, in one batch.
+        let w2 = {
+            let mut w = watcher(&s, Fake::default());
+            w.tick();
+            w
+        };
+        assert_eq!(w2.firewall().restores.get(), 1);
+        assert!(w2.firewall().set.borrow().contains_key(&key));
+    }
+
+    #[test]
+    fn nft_failure_keeps_state_and_retries() {
+        let (d, s) = setup("fail");
+        let log = d.0.join("fail2ban.log");
+        let fake = Fake::default();
+        fake.fail.set(true);
+        let mut w = watcher(&s, fake);
+        w.tick();
+        assert!(!w.firewall_ok());
+        for _ in 0..3 {
+            append(&log, &ban_line("2001:db8:5:6::9"));
+        }
+        w.tick();
+        assert_eq!(w.stats.bans, 1);
+        assert!(w.firewall().set.borrow().is_empty());
+        // nft comes back: after the back-off the ban is applied from the DB.
+        w.firewall().fail.set(false);
+        w.retry_at = Instant::now();
+        w.tick();
+        assert!(w.firewall_ok());
+        let key: HostKey = "2001:db8:5:6::/64".parse().unwrap();
+        assert!(w.firewall().set.borrow().contains_key(&key));
+    }
+
+    #[test]
+    fn flushed_ruleset_is_rebuilt() {
+        let (_d, s) = setup("flush");
+        let mut w = watcher(&s, Fake::default());
+        let mut st = State::open(&s.state_db).unwrap();
+        let key: HostKey = "192.0.2.77".parse().unwrap();
+        st.ban(
+            &key,
+            "manual",
+            Duration::from_secs(3600),
+            ms(SystemTime::now()),
+        )
+        .unwrap();
+        w.tick();
+        assert!(w.firewall().set.borrow().contains_key(&key));
+        // Flush.
+        w.firewall().set.borrow_mut().clear();
+        w.firewall().intact.set(false);
+        std::thread::sleep(Duration::from_millis(150));
+        w.tick();
+        assert!(w.firewall().set.borrow().contains_key(&key));
+        assert_eq!(w.stats.rebuilds, 1);
+    }
+}
