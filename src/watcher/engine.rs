@@ -9,7 +9,7 @@
 
 use super::filter::LineVerdict;
 use super::follow::{Follower, Start};
-use super::host::{HostKey, IgnoreList};
+use super::host::{IgnoreList, Target};
 use super::settings::{Jail, WatchSettings};
 use super::state::{ms, BanRow, HitOutcome, State, StateError};
 use super::timestamp;
@@ -25,10 +25,11 @@ pub trait Enforcer {
     /// Creates the table, sets and rule (idempotent).
     fn ensure(&self) -> Result<(), String>;
     /// Adds hosts with their timeouts, in one transaction.
-    fn ban(&self, bans: &[(HostKey, Duration)]) -> Result<(), String>;
-    /// Like `ban` after a restart or a flush: every active ban at once.
-    fn restore(&self, bans: &[(HostKey, Duration)]) -> Result<(), String>;
-    fn unban(&self, hosts: &[HostKey]) -> Result<(), String>;
+    fn ban(&self, bans: &[(Target, Duration)]) -> Result<(), String>;
+    /// After a start, a failure or a flush: creates what `ensure` does and
+    /// adds every active ban, all in one transaction.
+    fn restore(&self, bans: &[(Target, Duration)]) -> Result<(), String>;
+    fn unban(&self, hosts: &[Target]) -> Result<(), String>;
     /// False when the table, a set or the rule is missing.
     fn intact(&self) -> Result<bool, String>;
 }
@@ -177,13 +178,13 @@ impl<E: Enforcer> Watcher<E> {
                 return false;
             }
         };
-        let items: Vec<(HostKey, Duration)> = bans
+        let items: Vec<(Target, Duration)> = bans
             .iter()
             .map(|b| (b.host, b.remaining(now)))
             .filter(|(_, d)| !d.is_zero())
             .collect();
         let t0 = Instant::now();
-        let r = self.fw.ensure().and_then(|()| self.fw.restore(&items));
+        let r = self.fw.restore(&items);
         match r {
             Ok(()) => {
                 tracing::info!(
@@ -364,7 +365,7 @@ impl<E: Enforcer> Watcher<E> {
                     }
                     LineVerdict::Host(ip) => {
                         self.stats.matched += 1;
-                        let key = HostKey::from_ip(ip, self.settings.ipv6_prefix);
+                        let key = Target::from_ip(ip, self.settings.ipv6_prefix);
                         if self.ignore[ji].is_ignored(ip) || self.ignore[ji].covers_key(&key) {
                             self.stats.ignored_ip += 1;
                             continue;
@@ -405,7 +406,7 @@ impl<E: Enforcer> Watcher<E> {
             return;
         }
         let now = ms(SystemTime::now());
-        let items: Vec<(HostKey, Duration)> =
+        let items: Vec<(Target, Duration)> =
             bans.iter().map(|b| (b.host, b.remaining(now))).collect();
         if let Err(e) = self.fw.ban(&items) {
             self.fw_failed(&e);
@@ -442,7 +443,7 @@ mod tests {
     /// A firewall that records what it was asked and fails on demand.
     #[derive(Default)]
     struct Fake {
-        set: RefCell<HashMap<HostKey, Duration>>,
+        set: RefCell<HashMap<Target, Duration>>,
         fail: Cell<bool>,
         intact: Cell<bool>,
         restores: Cell<usize>,
@@ -456,18 +457,19 @@ mod tests {
             self.intact.set(true);
             Ok(())
         }
-        fn ban(&self, bans: &[(HostKey, Duration)]) -> Result<(), String> {
+        fn ban(&self, bans: &[(Target, Duration)]) -> Result<(), String> {
             if self.fail.get() {
                 return Err("nft: exit 1".into());
             }
             self.set.borrow_mut().extend(bans.iter().copied());
             Ok(())
         }
-        fn restore(&self, bans: &[(HostKey, Duration)]) -> Result<(), String> {
+        fn restore(&self, bans: &[(Target, Duration)]) -> Result<(), String> {
             self.restores.set(self.restores.get() + 1);
+            self.ensure()?;
             self.ban(bans)
         }
-        fn unban(&self, hosts: &[HostKey]) -> Result<(), String> {
+        fn unban(&self, hosts: &[Target]) -> Result<(), String> {
             for h in hosts {
                 self.set.borrow_mut().remove(h);
             }
@@ -552,7 +554,7 @@ mod tests {
         w.tick();
         assert_eq!(w.stats.lines, 1, "only the new line is read");
         let set = w.firewall().set.borrow().clone();
-        let key: HostKey = "192.0.2.10".parse().unwrap();
+        let key: Target = "192.0.2.10".parse().unwrap();
         let t = set.get(&key).copied().expect("banned");
         assert!(
             t > Duration::from_secs(604790) && t <= Duration::from_secs(604800),
@@ -589,7 +591,7 @@ mod tests {
         w.retry_at = Instant::now();
         w.tick();
         assert!(w.firewall_ok());
-        let key: HostKey = "2001:db8:5:6::/64".parse().unwrap();
+        let key: Target = "2001:db8:5:6::/64".parse().unwrap();
         assert!(w.firewall().set.borrow().contains_key(&key));
     }
 
@@ -598,7 +600,7 @@ mod tests {
         let (_d, s) = setup("flush");
         let mut w = watcher(&s, Fake::default());
         let mut st = State::open(&s.state_db).unwrap();
-        let key: HostKey = "192.0.2.77".parse().unwrap();
+        let key: Target = "192.0.2.77".parse().unwrap();
         st.ban(
             &key,
             "manual",

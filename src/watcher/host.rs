@@ -5,84 +5,18 @@
 //! (`/64` by default) and the whole prefix is trapped. IPv4-mapped IPv6
 //! (`::ffff:192.0.2.1`) is the IPv4 host it names.
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-/// The unit of counting, storage and banning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum HostKey {
-    V4(Ipv4Addr),
-    /// Network address (host bits zero) and prefix length.
-    V6(Ipv6Addr, u8),
-}
-
-impl HostKey {
-    /// The key for `ip`, aggregating IPv6 to `v6_prefix` bits.
-    pub fn from_ip(ip: IpAddr, v6_prefix: u8) -> HostKey {
-        match ip {
-            IpAddr::V4(a) => HostKey::V4(a),
-            IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                Some(v4) => HostKey::V4(v4),
-                None => {
-                    let p = v6_prefix.min(128);
-                    HostKey::V6(Ipv6Addr::from(u128::from(a) & prefix_mask(p)), p)
-                }
-            },
-        }
-    }
-
-    /// True when `ip` falls inside this key.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (*self, HostKey::from_ip(ip, 128)) {
-            (HostKey::V4(a), HostKey::V4(b)) => a == b,
-            (HostKey::V6(net, p), HostKey::V6(b, _)) => {
-                u128::from(b) & prefix_mask(p) == u128::from(net)
-            }
-            _ => false,
-        }
-    }
-}
+/// The unit of counting, storage and banning is the firewall's [`Target`]:
+/// an IPv4 address or an IPv6 network.
+pub use crate::firewall::Target;
 
 fn prefix_mask(p: u8) -> u128 {
     if p == 0 {
         0
     } else {
         u128::MAX << (128 - u32::from(p.min(128)))
-    }
-}
-
-impl fmt::Display for HostKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HostKey::V4(a) => write!(f, "{a}"),
-            HostKey::V6(a, 128) => write!(f, "{a}"),
-            HostKey::V6(a, p) => write!(f, "{a}/{p}"),
-        }
-    }
-}
-
-impl FromStr for HostKey {
-    type Err = String;
-    /// Parses the stored form (`192.0.2.1`, `2001:db8::/64`, `2001:db8::1`).
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.split_once('/') {
-            None => s
-                .parse::<IpAddr>()
-                .map(|ip| HostKey::from_ip(ip, 128))
-                .map_err(|_| format!("not an address: {s:?}")),
-            Some((a, p)) => {
-                let a: Ipv6Addr = a
-                    .parse()
-                    .map_err(|_| format!("not an IPv6 prefix: {s:?}"))?;
-                let p: u8 = p
-                    .parse()
-                    .ok()
-                    .filter(|p| *p <= 128)
-                    .ok_or_else(|| format!("bad prefix length in {s:?}"))?;
-                Ok(HostKey::from_ip(IpAddr::V6(a), p))
-            }
-        }
     }
 }
 
@@ -186,10 +120,10 @@ impl IgnoreList {
 
     /// True when banning `key` would trap an ignored address (for an IPv6
     /// prefix: one of our own addresses inside it).
-    pub fn covers_key(&self, key: &HostKey) -> bool {
+    pub fn covers_key(&self, key: &Target) -> bool {
         match key {
-            HostKey::V4(a) => self.is_ignored(IpAddr::V4(*a)),
-            HostKey::V6(net, _) => {
+            Target::V4(a) => self.is_ignored(IpAddr::V4(*a)),
+            Target::V6Net(net, _) => {
                 self.is_ignored(IpAddr::V6(*net))
                     || self
                         .ranges
@@ -211,30 +145,30 @@ mod tests {
 
     #[test]
     fn ipv6_is_aggregated_per_64() {
-        let a = HostKey::from_ip(ip("2001:db8:1:2:aaaa::1"), 64);
-        let b = HostKey::from_ip(ip("2001:db8:1:2:ffff:1:2:3"), 64);
-        let c = HostKey::from_ip(ip("2001:db8:1:3::1"), 64);
+        let a = Target::from_ip(ip("2001:db8:1:2:aaaa::1"), 64);
+        let b = Target::from_ip(ip("2001:db8:1:2:ffff:1:2:3"), 64);
+        let c = Target::from_ip(ip("2001:db8:1:3::1"), 64);
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(a.to_string(), "2001:db8:1:2::/64");
-        assert_eq!("2001:db8:1:2::/64".parse::<HostKey>().unwrap(), a);
+        assert_eq!("2001:db8:1:2::/64".parse::<Target>().unwrap(), a);
         assert!(a.contains(ip("2001:db8:1:2::77")));
         assert!(!a.contains(ip("2001:db8:1:3::77")));
     }
 
     #[test]
     fn prefix_is_configurable_and_128_is_per_address() {
-        let a = HostKey::from_ip(ip("2001:db8:1:2::1"), 48);
+        let a = Target::from_ip(ip("2001:db8:1:2::1"), 48);
         assert_eq!(a.to_string(), "2001:db8:1::/48");
-        let b = HostKey::from_ip(ip("2001:db8::1"), 128);
+        let b = Target::from_ip(ip("2001:db8::1"), 128);
         assert_eq!(b.to_string(), "2001:db8::1");
-        assert_eq!("2001:db8::1".parse::<HostKey>().unwrap(), b);
+        assert_eq!("2001:db8::1".parse::<Target>().unwrap(), b);
     }
 
     #[test]
     fn ipv4_mapped_counts_as_ipv4() {
-        let k = HostKey::from_ip(ip("::ffff:192.0.2.7"), 64);
-        assert_eq!(k, HostKey::V4("192.0.2.7".parse().unwrap()));
+        let k = Target::from_ip(ip("::ffff:192.0.2.7"), 64);
+        assert_eq!(k, Target::V4("192.0.2.7".parse().unwrap()));
         assert_eq!(k.to_string(), "192.0.2.7");
     }
 
@@ -251,8 +185,8 @@ mod tests {
         assert!(l.is_ignored(ip("192.0.2.200")));
         assert!(!l.is_ignored(ip("192.0.3.1")));
         // Our own address inside a /64 protects the whole prefix.
-        assert!(l.covers_key(&HostKey::from_ip(ip("fd77::99"), 64)));
-        assert!(!l.covers_key(&HostKey::from_ip(ip("fd78::99"), 64)));
+        assert!(l.covers_key(&Target::from_ip(ip("fd77::99"), 64)));
+        assert!(!l.covers_key(&Target::from_ip(ip("fd78::99"), 64)));
     }
 
     #[test]

@@ -12,12 +12,13 @@ pub mod engine;
 pub mod filter;
 pub mod follow;
 pub mod host;
+pub mod nft;
 pub mod settings;
 pub mod state;
 pub mod timestamp;
 pub mod window;
 
 pub use engine::{Enforcer, WatchStats, Watcher};
-pub use host::{Cidr, HostKey, IgnoreList};
+pub use host::{Cidr, IgnoreList, Target};
 pub use settings::{Jail, WatchSettings};
 pub use state::{BanRow, State, StateError};

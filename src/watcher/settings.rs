@@ -333,6 +333,17 @@ pub fn resolve(section: Option<(&WatchSection, &Source)>) -> Result<WatchSetting
     Ok(o)
 }
 
+/// Loads `[watch]` from the config file at `path` (defaults without one).
+pub fn load(path: Option<&std::path::Path>) -> Result<WatchSettings, ConfigError> {
+    match path {
+        None => resolve(None),
+        Some(p) => {
+            let (cfg, src) = crate::config::load(p)?;
+            resolve(cfg.watch.as_ref().map(|w| (w, &src)))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

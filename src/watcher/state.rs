@@ -7,7 +7,7 @@
 //! the same transaction as the hits its lines produced, so a crash between
 //! two batches replays nothing and loses nothing.
 
-use super::host::HostKey;
+use super::host::Target;
 use super::window::Rules;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::path::{Path, PathBuf};
@@ -42,7 +42,7 @@ pub fn ms(t: SystemTime) -> i64 {
 /// One ban as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BanRow {
-    pub host: HostKey,
+    pub host: Target,
     pub jail: String,
     pub banned_at: i64,
     pub expires_at: i64,
@@ -137,6 +137,19 @@ impl State {
         })
     }
 
+    /// A throw-away database (for `watch --dry-run`: nothing is persisted,
+    /// so a later real run reads the same lines again).
+    pub fn open_in_memory() -> Result<State, StateError> {
+        let path = PathBuf::from(":memory:");
+        let err = |source| StateError::Sql {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open_in_memory().map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(State { conn, path })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -183,7 +196,7 @@ impl State {
     }
 
     /// The stored row for `host`, active or not.
-    pub fn ban_of(&self, host: &HostKey) -> Result<Option<BanRow>, StateError> {
+    pub fn ban_of(&self, host: &Target) -> Result<Option<BanRow>, StateError> {
         self.conn
             .query_row(
                 "SELECT host, jail, banned_at, expires_at, offences FROM bans WHERE host = ?1",
@@ -214,7 +227,7 @@ impl State {
     }
 
     /// Hits currently stored for (`jail`, `host`), in ms.
-    pub fn hits(&self, jail: &str, host: &HostKey) -> Result<Vec<i64>, StateError> {
+    pub fn hits(&self, jail: &str, host: &Target) -> Result<Vec<i64>, StateError> {
         let mut st = self
             .conn
             .prepare_cached("SELECT at FROM hits WHERE jail = ?1 AND host = ?2 ORDER BY at")
@@ -229,7 +242,7 @@ impl State {
     /// returns the stored row.
     pub fn ban(
         &mut self,
-        host: &HostKey,
+        host: &Target,
         jail: &str,
         dur: Duration,
         now_ms: i64,
@@ -242,7 +255,7 @@ impl State {
 
     /// Ends `host`'s ban now and forgets its hits; keeps its offence count.
     /// Returns whether a ban was running.
-    pub fn unban(&mut self, host: &HostKey, now_ms: i64) -> Result<bool, StateError> {
+    pub fn unban(&mut self, host: &Target, now_ms: i64) -> Result<bool, StateError> {
         let b = self.begin()?;
         let key = host.to_string();
         let n =
@@ -271,7 +284,7 @@ impl State {
 fn row_to_ban(r: &rusqlite::Row) -> rusqlite::Result<Option<BanRow>> {
     let host: String = r.get(0)?;
     // A row we cannot parse (hand-edited file) is skipped, not fatal.
-    let Ok(host) = host.parse::<HostKey>() else {
+    let Ok(host) = host.parse::<Target>() else {
         return Ok(None);
     };
     Ok(Some(BanRow {
@@ -315,7 +328,7 @@ impl Batch<'_> {
         &mut self,
         jail: &str,
         rules: &Rules,
-        host: &HostKey,
+        host: &Target,
         at_ms: i64,
         now_ms: i64,
     ) -> Result<HitOutcome, StateError> {
@@ -375,7 +388,7 @@ impl Batch<'_> {
     /// A running longer ban is kept as long.
     pub fn ban(
         &mut self,
-        host: &HostKey,
+        host: &Target,
         jail: &str,
         dur: Duration,
         now_ms: i64,
@@ -463,7 +476,7 @@ mod tests {
         (State::open(&p).unwrap(), dir)
     }
 
-    fn host(s: &str) -> HostKey {
+    fn host(s: &str) -> Target {
         s.parse().unwrap()
     }
 

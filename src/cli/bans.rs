@@ -1,0 +1,101 @@
+//! `tarpit bans`: the active bans, from the state database.
+
+use super::{fail, watch_settings, Cli};
+use crate::watcher::{state::ms, State};
+use clap::Args;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Args, Clone)]
+pub struct BansArgs {
+    /// One JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// SQLite state file.
+    #[arg(long, value_name = "FILE")]
+    pub state_db: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct Row {
+    host: String,
+    jail: String,
+    /// Unix seconds.
+    since: i64,
+    expires: i64,
+    remaining_secs: u64,
+    offences: u32,
+}
+
+fn rfc3339(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub fn run(cli: &Cli, a: &BansArgs) -> ExitCode {
+    let settings = match watch_settings(cli, a.state_db.clone()) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if !settings.state_db.exists() {
+        // Nothing was ever banned; do not create the file as a side effect.
+        if a.json {
+            println!("[]");
+        } else {
+            println!(
+                "no active bans ({} does not exist)",
+                settings.state_db.display()
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
+    let state = match State::open(&settings.state_db) {
+        Ok(s) => s,
+        Err(e) => return fail(1, e),
+    };
+    let now = ms(SystemTime::now());
+    let bans = match state.active_bans(now) {
+        Ok(b) => b,
+        Err(e) => return fail(1, e),
+    };
+    let rows: Vec<Row> = bans
+        .iter()
+        .map(|b| Row {
+            host: b.host.to_string(),
+            jail: b.jail.clone(),
+            since: b.banned_at / 1000,
+            expires: b.expires_at / 1000,
+            remaining_secs: b.remaining(now).as_secs(),
+            offences: b.offences,
+        })
+        .collect();
+    if a.json {
+        match serde_json::to_string_pretty(&rows) {
+            Ok(s) => println!("{s}"),
+            Err(e) => return fail(1, e),
+        }
+        return ExitCode::SUCCESS;
+    }
+    if rows.is_empty() {
+        println!("no active bans");
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:<28} {:<16} {:<21} {:<21} {:>14} {:>8}",
+        "HOST", "JAIL", "SINCE", "EXPIRES", "REMAINING", "OFFENCES"
+    );
+    for (r, b) in rows.iter().zip(&bans) {
+        println!(
+            "{:<28} {:<16} {:<21} {:<21} {:>14} {:>8}",
+            r.host,
+            r.jail,
+            rfc3339(b.banned_at),
+            rfc3339(b.expires_at),
+            humantime::format_duration(Duration::from_secs(r.remaining_secs)).to_string(),
+            r.offences
+        );
+    }
+    ExitCode::SUCCESS
+}

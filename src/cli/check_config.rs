@@ -1,0 +1,82 @@
+//! `tarpit check-config`: validate the whole file without running anything.
+
+use super::{fail, serve, Cli, EXIT_CONFIG};
+use crate::config;
+use crate::watcher::settings;
+use clap::Args;
+use std::process::ExitCode;
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct CheckConfigArgs {}
+
+pub fn run(cli: &Cli, _a: &CheckConfigArgs) -> ExitCode {
+    let loaded = match &cli.config {
+        Some(p) => match config::load(p) {
+            Ok(x) => Some(x),
+            Err(e) => return fail(EXIT_CONFIG, e),
+        },
+        None => None,
+    };
+    if let Some((cfg, src)) = &loaded {
+        if let Some(s) = &cfg.serve {
+            if let Err(e) = serve::resolve(&serve::ServeArgs::default(), Some((s, src))) {
+                return fail(EXIT_CONFIG, e);
+            }
+        }
+    }
+    let w = match settings::resolve(
+        loaded
+            .as_ref()
+            .and_then(|(c, s)| c.watch.as_ref().map(|w| (w, s))),
+    ) {
+        Ok(w) => w,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    match &cli.config {
+        Some(p) => println!("{}: OK", p.display()),
+        None => println!("no --config given: built-in defaults"),
+    }
+    println!(
+        "watch: state {}, nft table inet {} sets {}/{}, redirect to port {}, IPv6 per /{}",
+        w.state_db.display(),
+        w.table,
+        w.set4,
+        w.set6,
+        w.port,
+        w.ipv6_prefix
+    );
+    for j in &w.jails {
+        println!(
+            "  jail {}: {} failregex, {} ignoreregex, maxretry {} within {}, ban {}{}; logs {}",
+            j.name,
+            j.filter.fail.len(),
+            j.filter.ignore.len(),
+            j.rules.maxretry,
+            humantime::format_duration(j.rules.findtime),
+            humantime::format_duration(j.rules.bantime),
+            if j.rules.bantime_factor > 1.0 {
+                format!(
+                    " (x{} per repeat, at most {})",
+                    j.rules.bantime_factor,
+                    humantime::format_duration(
+                        j.rules
+                            .bantime_maxtime
+                            .unwrap_or(crate::watcher::window::MAX_BANTIME)
+                    )
+                )
+            } else {
+                String::new()
+            },
+            j.logpaths.join(", ")
+        );
+        for f in &j.filter.fail {
+            if !f.source.starts_with('^') {
+                println!(
+                    "    warning: failregex {:?} is not anchored with ^: text an attacker controls later in a line could match",
+                    f.source
+                );
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

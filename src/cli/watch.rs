@@ -1,0 +1,95 @@
+//! `tarpit watch`: follow logs and trap repeat offenders.
+
+use super::{fail, watch_settings, Cli};
+use crate::firewall::Firewall;
+use crate::watcher::{nft, State, Watcher};
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug, Args, Default, Clone)]
+pub struct WatchArgs {
+    /// Print the nft batches instead of running them (needs no root). The
+    /// state is kept in memory unless --state-db is given.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// SQLite state file (default: `[watch] state_db`, /var/lib/tarpit/state.db).
+    #[arg(long, value_name = "FILE")]
+    pub state_db: Option<PathBuf>,
+}
+
+pub fn run(cli: &Cli, a: &WatchArgs) -> ExitCode {
+    let settings = match watch_settings(cli, a.state_db.clone()) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let state = if a.dry_run && a.state_db.is_none() {
+        State::open_in_memory()
+    } else {
+        State::open(&settings.state_db)
+    };
+    let state = match state {
+        Ok(s) => s,
+        Err(e) => return fail(1, e),
+    };
+    let cfg = nft::nft_config(&settings);
+    let fw = if a.dry_run {
+        Firewall::dry_run(cfg, Box::new(std::io::stdout()))
+    } else {
+        Firewall::new(cfg)
+    };
+    let own = crate::sys::local_addresses().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot list this machine's addresses; only loopback is protected");
+        Vec::new()
+    });
+    for j in &settings.jails {
+        tracing::info!(jail = %j.name, logpath = ?j.logpaths, maxretry = j.rules.maxretry,
+            findtime = ?j.rules.findtime, bantime = ?j.rules.bantime, "jail");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    spawn_signal_thread(stop.clone());
+    let mut w = Watcher::new(settings, state, fw, &own);
+    w.run(&stop);
+    ExitCode::SUCCESS
+}
+
+/// Sets `stop` on SIGTERM or SIGINT, so the loop finishes its transaction.
+fn spawn_signal_thread(stop: Arc<AtomicBool>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::warn!(error = %e, "no signal handling; SIGTERM ends the watcher abruptly");
+            return;
+        }
+    };
+    use tokio::signal::unix::{signal, SignalKind};
+    // Register before returning, so a signal right after start is caught.
+    let handlers = rt.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    });
+    let (mut term, mut int) = match handlers {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "no signal handling; SIGTERM ends the watcher abruptly");
+            return;
+        }
+    };
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        });
+        tracing::info!("signal received; stopping");
+        stop.store(true, Ordering::Relaxed);
+    });
+}

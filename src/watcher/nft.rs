@@ -1,0 +1,46 @@
+//! The real [`Enforcer`]: `crate::firewall::Firewall`, configured from
+//! `[watch]`.
+
+use super::engine::Enforcer;
+use super::host::Target;
+use super::settings::WatchSettings;
+use crate::firewall::{Ban, Firewall, NftConfig};
+use std::time::Duration;
+
+/// The firewall settings `[watch]` describes.
+pub fn nft_config(s: &WatchSettings) -> NftConfig {
+    NftConfig {
+        family_table: s.table.clone(),
+        set4: s.set4.clone(),
+        set6: s.set6.clone(),
+        port: s.port,
+        nft: s.nft.clone(),
+        v6_prefix: s.ipv6_prefix,
+        ..NftConfig::default()
+    }
+}
+
+fn bans(items: &[(Target, Duration)]) -> Vec<Ban> {
+    items
+        .iter()
+        .map(|&(target, timeout)| Ban { target, timeout })
+        .collect()
+}
+
+impl Enforcer for Firewall {
+    fn ensure(&self) -> Result<(), String> {
+        Firewall::ensure(self).map_err(|e| e.to_string())
+    }
+    fn ban(&self, items: &[(Target, Duration)]) -> Result<(), String> {
+        Firewall::ban(self, &bans(items)).map_err(|e| e.to_string())
+    }
+    fn restore(&self, items: &[(Target, Duration)]) -> Result<(), String> {
+        Firewall::restore(self, &bans(items)).map_err(|e| e.to_string())
+    }
+    fn unban(&self, hosts: &[Target]) -> Result<(), String> {
+        Firewall::unban(self, hosts).map_err(|e| e.to_string())
+    }
+    fn intact(&self) -> Result<bool, String> {
+        Firewall::intact(self).map_err(|e| e.to_string())
+    }
+}
