@@ -239,10 +239,19 @@ fn fail2ban_ban_lands_in_trap_set_and_serve_traps_the_host() {
         "10.77.41.2/24",
         "fd77:41::2/64",
     );
-    // The IPv6 attacker is already trapped for an hour (as `tarpit watch`
+    // A second link: the attacker also has an address in fd77:42::/64.
+    veth6(
+        &server,
+        "10.77.43.1/24",
+        "fd77:42::1/64",
+        &attacker,
+        "10.77.43.2/24",
+        "fd77:42::2/64",
+    );
+    // The attacker's fd77:41::/64 is already trapped for an hour (as `tarpit watch`
     // would): fail2ban's shorter ban must neither shorten nor end it.
     server.run(&format!(
-        "nft -f {} && nft add element inet tarpit trap6 {{ fd77:41::2 timeout 1h }}",
+        "nft -f {} && nft add element inet tarpit trap6 {{ fd77:41:: timeout 1h }}",
         repo().join("deploy/nftables/tarpit.nft").display()
     ));
 
@@ -256,8 +265,10 @@ fn fail2ban_ban_lands_in_trap_set_and_serve_traps_the_host() {
     f2b.wait_log("Jail 'test-sshd' started", 1, 30.0);
     f2b.fail("10.77.41.2", 3);
     f2b.fail("fd77:41::2", 3);
+    f2b.fail("fd77:42::2", 3);
     f2b.wait_log("Ban 10.77.41.2", 1, 30.0);
     f2b.wait_log("Ban fd77:41::2", 1, 30.0);
+    f2b.wait_log("Ban fd77:42::2", 1, 30.0);
 
     let (timeout, expires) = wait_for(10.0, "10.77.41.2 in trap4", || {
         element(&server, "trap4", "10.77.41.2")
@@ -265,8 +276,13 @@ fn fail2ban_ban_lands_in_trap_set_and_serve_traps_the_host() {
     // fail2ban's bantime (600 s from the failure) became the element's timeout.
     assert!((590..=600).contains(&timeout), "timeout {timeout}");
     assert!(expires <= timeout && expires >= 580, "expires {expires}");
-    let (t6, _) = element(&server, "trap6", "fd77:41::2").expect("trap6 element kept");
+    let (t6, _) = element(&server, "trap6", "fd77:41::").expect("trap6 element kept");
     assert!(t6 >= 3500, "the hour-long trap was shortened to {t6}s");
+    // An IPv6 ban traps the host's /64, as tarpit watch does.
+    let (t6, _) = wait_for(10.0, "fd77:42:: in trap6", || {
+        element(&server, "trap6", "fd77:42::")
+    });
+    assert!((590..=600).contains(&t6), "timeout {t6}");
 
     // Banned host → redirected to the tarpit, which records port 22.
     let p = Proc::spawn({
@@ -288,10 +304,12 @@ fn fail2ban_ban_lands_in_trap_set_and_serve_traps_the_host() {
     });
     assert_eq!(connect(&attacker, "10.77.41.1:22"), Ok(()));
     assert_eq!(connect(&attacker, "[fd77:41::1]:22"), Ok(()));
-    let recs = p.wait_records(2, 15.0);
+    assert_eq!(connect(&attacker, "[fd77:42::1]:22"), Ok(()));
+    let recs = p.wait_records(3, 15.0);
     for (peer, dst) in [
         ("10.77.41.2", "10.77.41.1:22"),
         ("fd77:41::2", "[fd77:41::1]:22"),
+        ("fd77:42::2", "[fd77:42::1]:22"),
     ] {
         let r = recs
             .iter()
@@ -311,12 +329,22 @@ fn fail2ban_ban_lands_in_trap_set_and_serve_traps_the_host() {
         connect(&attacker, "10.77.41.1:22"),
         Err(ErrorKind::ConnectionRefused)
     );
+    f2b.client(&["set", "test-sshd", "unbanip", "fd77:42::2"]);
+    wait_for(10.0, "fd77:42:: out of trap6", || {
+        element(&server, "trap6", "fd77:42::")
+            .is_none()
+            .then_some(())
+    });
+    assert_eq!(
+        connect(&attacker, "[fd77:42::1]:22"),
+        Err(ErrorKind::ConnectionRefused)
+    );
     // ...but not a host that a longer ban still holds.
     f2b.client(&["set", "test-sshd", "unbanip", "fd77:41::2"]);
     f2b.wait_log("Unban fd77:41::2", 1, 10.0);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
-        element(&server, "trap6", "fd77:41::2").is_some(),
+        element(&server, "trap6", "fd77:41::").is_some(),
         "unban released a host another ban holds for an hour"
     );
     assert_eq!(connect(&attacker, "[fd77:41::1]:22"), Ok(()));

@@ -29,12 +29,12 @@ fn include_builds_sets_and_reloads_without_losing_bans() {
     let f = include();
     ns.run(&format!("nft -f {}", f.display()));
     ns.run("nft add element inet tarpit trap4 { 10.77.31.9 timeout 1h }");
-    ns.run("nft add element inet tarpit trap6 { fd77:31::/64 timeout 1h }");
+    ns.run("nft add element inet tarpit trap6 { fd77:31:: timeout 1h }");
     // A second load, as an nftables reload or fail2ban's actionstart does.
     ns.run(&format!("nft -f {}", f.display()));
     let t = list(&ns);
     assert!(t.contains("10.77.31.9 timeout 1h"), "{t}");
-    assert!(t.contains("fd77:31::/64 timeout 1h"), "{t}");
+    assert!(t.contains("fd77:31:: timeout 1h"), "{t}");
     assert_eq!(t.matches("redirect to :2222").count(), 2, "{t}");
     assert!(t.contains("priority dstnat - 10"), "{t}");
     for set in ["trap4", "trap6"] {
@@ -103,4 +103,38 @@ fn trapped_host_is_redirected_untrapped_is_not() {
             .map_err(|e| e.kind())
     });
     assert_eq!(refused, Err(std::io::ErrorKind::ConnectionRefused));
+}
+
+/// The include and `tarpit watch` build the very same table, and either can
+/// come first: the watcher's ensure on top of the include changes nothing
+/// and keeps the trapped hosts.
+#[test]
+fn include_is_exactly_the_watchers_ruleset() {
+    if !privileged("include_is_exactly_the_watchers_ruleset") {
+        return;
+    }
+    use tarpit::firewall::{Firewall, NftConfig};
+    let ensure = |ns: &Netns| {
+        Firewall::new(NftConfig {
+            netns: Some(ns.name.clone()),
+            ..NftConfig::default()
+        })
+        .ensure()
+        .expect("watcher's ensure");
+    };
+    let by_include = Netns::new("nfteqa");
+    let by_watcher = Netns::new("nfteqb");
+    by_include.run(&format!("nft -f {}", include().display()));
+    ensure(&by_watcher);
+    assert_eq!(list(&by_include), list(&by_watcher));
+
+    by_include.run("nft add element inet tarpit trap4 { 10.77.34.9 timeout 1h }");
+    ensure(&by_include);
+    let t = list(&by_include);
+    assert!(t.contains("10.77.34.9 timeout 1h"), "{t}");
+    assert_eq!(t.matches("redirect to :2222").count(), 2, "{t}");
+    // And the other way round: the include over the watcher's table.
+    let before = list(&by_watcher);
+    by_watcher.run(&format!("nft -f {}", include().display()));
+    assert_eq!(list(&by_watcher), before);
 }
