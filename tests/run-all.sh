@@ -16,6 +16,11 @@ command -v ss >/dev/null 2>&1 || need+=(iproute2)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v fail2ban-server >/dev/null 2>&1 || need+=(fail2ban)
 command -v man >/dev/null 2>&1 || need+=(man-db)
+# stats tests: the HTML report must render in headless Chromium; unshare and
+# mount (util-linux, mount) give the history tests a small or read-only tmpfs.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+command -v mount >/dev/null 2>&1 || need+=(mount)
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "run-all: need root to install: ${need[*]}" >&2

@@ -90,7 +90,13 @@ pub fn open_for_writing(path: &Path) -> Result<Connection, HistoryError> {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| db_err(path, "cannot open", e))?;
+    .map_err(|e| {
+        db_err(
+            path,
+            "cannot open or create (is its directory writable?)",
+            e,
+        )
+    })?;
     c.busy_timeout(Duration::from_secs(5))
         .map_err(|e| db_err(path, "cannot configure", e))?;
     let mode: String = c

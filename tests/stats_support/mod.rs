@@ -8,6 +8,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tarpit")
 }
@@ -84,6 +95,12 @@ impl Serve {
     /// Starts `tarpit serve` on 127.0.0.1:<free port> with the control socket
     /// in `dir` plus `extra` flags, and waits for the control socket.
     pub fn start(dir: &Path, extra: &[&str]) -> Serve {
+        Self::start_wrapped(dir, &[], extra)
+    }
+
+    /// Like [`Serve::start`], run through `wrapper` (a command line that
+    /// ends by exec'ing its arguments, e.g. `unshare ... sh -c 'exec "$0" "$@"'`).
+    pub fn start_wrapped(dir: &Path, wrapper: &[&str], extra: &[&str]) -> Serve {
         let port = free_port();
         let control = dir.join("control.sock");
         let log = dir.join("serve.log");
@@ -99,7 +116,15 @@ impl Serve {
             control.display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(bin())
+        let mut cmd = match wrapper.split_first() {
+            Some((prog, rest)) => {
+                let mut c = Command::new(prog);
+                c.args(rest).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let child = cmd
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,0 +1,399 @@
+//! The history database: rows match the records a real `tarpit serve`
+//! emits, transactions are batched, a stalled writer drops instead of
+//! blocking, retention prunes, and bad locations fail at start.
+
+mod stats_support;
+use rusqlite::Connection;
+use stats_support::*;
+use std::io::Write;
+use std::net::{Ipv4Addr, Shutdown, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+use tarpit::record::{ConnRecord, EndReason};
+use tarpit::stats::history::{self, History, HistoryOptions};
+use tarpit::stats::metrics::HistoryMetrics;
+
+fn rec(peer: &str, start: SystemTime, held: f64) -> ConnRecord {
+    ConnRecord {
+        listener: "127.0.0.1:2222".into(),
+        peer: peer.parse().unwrap(),
+        local: "127.0.0.1:2222".parse().unwrap(),
+        original_dst: "127.0.0.1:22".parse().unwrap(),
+        start,
+        held_secs: held,
+        bytes_received: 3,
+        fin_after_secs: None,
+        end: EndReason::Lifetime,
+        head: "abc".into(),
+    }
+}
+
+fn count(db: &std::path::Path) -> i64 {
+    Connection::open(db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM connections", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn rows_match_the_records_of_a_real_server() {
+    let dir = TempDir::new("histrows");
+    let db = dir.path().join("history.db");
+    let mut srv = Serve::start(dir.path(), &["--history", db.to_str().unwrap()]);
+    let mut clients = Vec::new();
+    for i in 0..8u8 {
+        clients.push(connect_from(Ipv4Addr::new(127, 0, 4, 1 + i), srv.addr()).unwrap());
+    }
+    clients[0].write_all(b"SSH-2.0-x\r\n").unwrap();
+    clients[1].shutdown(Shutdown::Write).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    reset(clients.remove(7));
+    reset(clients.remove(6));
+    wait_for(Duration::from_secs(10), || {
+        (srv.snapshot()["totals"]["held_now"] == 6).then_some(())
+    })
+    .expect("resets seen");
+    assert!(srv.stop().success());
+
+    // The records as logged (one JSON object per line).
+    let mut logged: Vec<serde_json::Value> = srv
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "tarpit::record")
+        .collect();
+    assert_eq!(logged.len(), 8, "{}", srv.log_text());
+    logged.sort_by_key(|v| v["peer"].as_str().unwrap_or("").to_string());
+
+    let c = Connection::open(&db).unwrap();
+    let mut st = c
+        .prepare(
+            "SELECT peer_ip, peer_port, held_secs, bytes_received, fin_after_secs, end_reason,
+                    orig_port, listener, head, start_time, end_time
+             FROM connections ORDER BY peer_ip || ':' || peer_port",
+        )
+        .unwrap();
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(
+        String,
+        u16,
+        f64,
+        i64,
+        Option<f64>,
+        String,
+        u16,
+        String,
+        String,
+        f64,
+        f64,
+    )> = st
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+                r.get(10)?,
+            ))
+        })
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(rows.len(), 8, "every ended connection is a row");
+    for (row, log) in rows.iter().zip(&logged) {
+        let peer: SocketAddr = log["peer"].as_str().unwrap().parse().unwrap();
+        assert_eq!(row.0, peer.ip().to_string());
+        assert_eq!(row.1, peer.port());
+        assert!((row.2 - log["held_secs"].as_f64().unwrap()).abs() < 1e-9);
+        assert_eq!(row.3, log["bytes_received"].as_i64().unwrap());
+        assert_eq!(row.4, log["fin_after_secs"].as_f64());
+        assert_eq!(row.5, log["end"].as_str().unwrap());
+        assert_eq!(row.6, srv.port);
+        assert_eq!(row.7, log["listener"].as_str().unwrap());
+        assert_eq!(row.8, log["head"].as_str().unwrap());
+        assert!((row.10 - row.9 - row.2).abs() < 1e-6, "end = start + held");
+    }
+    let by = |ip: &str| rows.iter().find(|r| r.0 == ip).unwrap().clone();
+    assert_eq!(by("127.0.4.1").3, 11, "bytes sent, never read");
+    assert_eq!(by("127.0.4.1").8, "SSH-2.0-x\\r\\n");
+    assert!(by("127.0.4.2").4.is_some(), "FIN recorded");
+    assert_eq!(by("127.0.4.8").5, "peer_reset");
+    assert_eq!(by("127.0.4.3").5, "shutdown");
+}
+
+#[test]
+fn transactions_are_batched_by_count_and_time() {
+    let dir = TempDir::new("histbatch");
+    let db = dir.path().join("h.db");
+    let h = History::start(
+        HistoryOptions::new(db.clone(), 90),
+        HistoryMetrics::default(),
+    )
+    .unwrap();
+    let now = SystemTime::now();
+    for i in 0..2500u32 {
+        h.record(&rec(
+            &format!("127.0.5.{}:{}", i % 200 + 1, 1000 + i),
+            now,
+            1.0,
+        ));
+    }
+    assert!(h.flush(Duration::from_secs(30)));
+    assert_eq!(count(&db), 2500);
+    assert_eq!(h.metrics().rows_written.get(), 2500);
+    let tx = h.transactions();
+    assert!(
+        (3..=5).contains(&tx),
+        "2500 rows in at most 1000-row transactions: {tx}"
+    );
+
+    // A lone row is committed by the timer, without a flush.
+    h.record(&rec("127.0.5.9:9", now, 1.0));
+    let t0 = Instant::now();
+    wait_for(Duration::from_secs(10), || {
+        (count(&db) == 2501).then_some(())
+    })
+    .expect("a lone row must be committed by the batch timer");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(500),
+        "waited for the batch window"
+    );
+    assert_eq!(h.transactions(), tx + 1);
+    h.close(Duration::from_secs(10));
+}
+
+#[test]
+fn stalled_writer_drops_rows_instead_of_blocking() {
+    let dir = TempDir::new("histdrop");
+    let db = dir.path().join("h.db");
+    let mut o = HistoryOptions::new(db.clone(), 90);
+    o.queue_rows = 8;
+    o.batch_rows = 1;
+    let h = History::start(o, HistoryMetrics::default()).unwrap();
+    // Another connection holds the write lock: the writer is stuck in its
+    // busy wait.
+    let blocker = Connection::open(&db).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let now = SystemTime::now();
+    for i in 0..100u32 {
+        h.record(&rec(&format!("127.0.6.1:{}", 1000 + i), now, 1.0));
+    }
+    let m = h.metrics().clone();
+    assert!(
+        m.rows_dropped.get() >= 80,
+        "dropped {}",
+        m.rows_dropped.get()
+    );
+    blocker.execute_batch("COMMIT").unwrap();
+    drop(blocker);
+    assert!(h.flush(Duration::from_secs(30)));
+    let written = m.rows_written.get();
+    assert_eq!(
+        written + m.rows_dropped.get() + m.rows_failed.get(),
+        100,
+        "every row is written, dropped or failed, and counted"
+    );
+    assert_eq!(count(&db) as u64, written);
+    h.close(Duration::from_secs(10));
+}
+
+#[test]
+fn retention_prunes_old_rows_at_start_and_on_demand() {
+    let dir = TempDir::new("histprune");
+    let db = dir.path().join("h.db");
+    let day = Duration::from_secs(86400);
+    let now = SystemTime::now();
+    {
+        let mut c = history::open_for_writing(&db).unwrap();
+        let old: Vec<ConnRecord> = (0..5)
+            .map(|i| rec(&format!("127.0.7.1:{}", 100 + i), now - day * 10, 60.0))
+            .collect();
+        let fresh: Vec<ConnRecord> = (0..3)
+            .map(|i| rec(&format!("127.0.7.2:{}", 100 + i), now - day, 60.0))
+            .collect();
+        history::insert_batch(&mut c, &old).unwrap();
+        history::insert_batch(&mut c, &fresh).unwrap();
+    }
+    assert_eq!(count(&db), 8);
+    let h = History::start(
+        HistoryOptions::new(db.clone(), 7),
+        HistoryMetrics::default(),
+    )
+    .unwrap();
+    assert_eq!(count(&db), 3, "rows older than 7 days pruned at start");
+    assert_eq!(h.metrics().rows_pruned.get(), 5);
+
+    // Rows that age past the window while running go on the next prune.
+    h.record(&rec("127.0.7.3:1", now - day * 8, 5.0));
+    h.record(&rec("127.0.7.3:2", now, 5.0));
+    assert!(h.flush(Duration::from_secs(10)));
+    assert_eq!(count(&db), 5);
+    assert!(h.prune_now(Duration::from_secs(10)));
+    assert_eq!(count(&db), 4);
+    assert_eq!(h.metrics().rows_pruned.get(), 6);
+    h.close(Duration::from_secs(10));
+}
+
+fn serve_fails(args: &[&str]) -> String {
+    let dir = TempDir::new("histbad");
+    let o = std::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--control"])
+        .arg(dir.path().join("c.sock"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "serve must refuse to start");
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[test]
+fn missing_directory_and_corrupt_database_are_errors_at_start() {
+    let dir = TempDir::new("histerr");
+    let missing = dir.path().join("nope").join("h.db");
+    let err = serve_fails(&["--history", missing.to_str().unwrap()]);
+    assert!(
+        err.contains("does not exist") && err.contains("nope"),
+        "{err}"
+    );
+
+    let corrupt = dir.path().join("corrupt.db");
+    std::fs::write(&corrupt, vec![0x5au8; 8192]).unwrap();
+    let err = serve_fails(&["--history", corrupt.to_str().unwrap()]);
+    assert!(err.contains(corrupt.to_str().unwrap()), "{err}");
+
+    let foreign = dir.path().join("foreign.db");
+    Connection::open(&foreign)
+        .unwrap()
+        .execute_batch("CREATE TABLE users(x)")
+        .unwrap();
+    let err = serve_fails(&["--history", foreign.to_str().unwrap()]);
+    assert!(err.contains("not a tarpit history"), "{err}");
+
+    let o = std::process::Command::new(bin())
+        .args(["report", "--history"])
+        .arg(&corrupt)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(corrupt.to_str().unwrap()), "{err}");
+}
+
+#[test]
+fn read_only_directory_is_an_error_at_start() {
+    let dir = TempDir::new("histro");
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let db = ro.join("h.db");
+    let control = dir.path().join("c.sock");
+    let o = if is_root() {
+        // Root ignores mode bits: use a read-only mount in a private mount
+        // namespace instead.
+        std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount -t tmpfs -o ro,size=1m tmpfs '{}' && exec '{}' serve --listen 127.0.0.1:0 --control '{}' --history '{}'",
+                ro.display(),
+                bin(),
+                control.display(),
+                db.display()
+            ))
+            .output()
+            .unwrap()
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+        std::process::Command::new(bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--control"])
+            .arg(&control)
+            .arg("--history")
+            .arg(&db)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(db.to_str().unwrap()), "{err}");
+}
+
+#[test]
+fn disk_full_is_logged_and_counted_and_serve_keeps_trapping() {
+    if !is_root() {
+        if std::env::var_os("CI").is_some() {
+            panic!("needs root in CI (tmpfs in a mount namespace)");
+        }
+        eprintln!("SKIP disk_full: needs root for a small tmpfs");
+        return;
+    }
+    let dir = TempDir::new("histfull");
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let db = small.join("h.db");
+    let mport = free_port();
+    let maddr: SocketAddr = format!("127.0.0.1:{mport}").parse().unwrap();
+    // serve in a private mount namespace over a 512 KiB tmpfs; once its
+    // database exists, fill the rest of the tmpfs.
+    let script = format!(
+        "mount -t tmpfs -o size=512k tmpfs '{s}' || exit 9
+         ( i=0; while [ ! -e '{s}/h.db-wal' ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+           dd if=/dev/zero of='{s}/fill' bs=4k 2>/dev/null; touch '{s}/filled' 2>/dev/null ) &
+         exec \"$0\" \"$@\"",
+        s = small.display()
+    );
+    let srv = Serve::start_wrapped(
+        dir.path(),
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ],
+        &[
+            "--history",
+            db.to_str().unwrap(),
+            "--metrics",
+            &maddr.to_string(),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    // Many short connections: their rows cannot fit.
+    let mut round = 0u32;
+    let errors = wait_for(Duration::from_secs(30), || {
+        round += 1;
+        for i in 0..50u32 {
+            let src = Ipv4Addr::new(127, 1, (round % 250) as u8, (i % 250) as u8 + 1);
+            if let Ok(c) = connect_from(src, srv.addr()) {
+                reset(c);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1200));
+        let (_, _, body) = http_get(maddr, "/metrics").ok()?;
+        let s = parse_exposition(&body);
+        let e = metric(&s, "tarpit_history_write_errors_total", &[]);
+        (e > 0.0).then_some(s)
+    })
+    .expect("writes into a full disk never failed");
+    assert!(metric(&errors, "tarpit_history_rows_failed_total", &[]) > 0.0);
+    // Still trapping and answering.
+    let c = connect_from(Ipv4Addr::new(127, 1, 255, 1), srv.addr()).unwrap();
+    let snap = wait_for(Duration::from_secs(10), || {
+        let s = srv.snapshot();
+        (s["totals"]["held_now"] == 1).then_some(s)
+    })
+    .expect("serve stopped trapping after disk full");
+    assert!(snap["totals"]["trapped"].as_u64().unwrap() > 50);
+    assert!(
+        srv.log_text().contains("history write failed"),
+        "logged: {}",
+        srv.log_text()
+    );
+    drop(c);
+}
