@@ -7,6 +7,8 @@
 //! the call is sound.
 
 pub mod fdpass;
+pub mod netlink;
+pub mod packet;
 
 use std::io;
 use std::mem::{size_of, MaybeUninit};
@@ -400,9 +402,9 @@ pub fn register_async<T: std::os::fd::AsFd + AsRawFd>(
     inner: T,
 ) -> io::Result<tokio::io::unix::AsyncFd<T>> {
     // SAFETY: `T: AsFd` means `inner` owns (or borrows for its whole life) an
-    // open descriptor, and the types used here (`socket2::Socket`, `Epoll`)
-    // own exactly one `OwnedFd` that they never swap, so the descriptor stays
-    // valid and unchanged for as long as the `AsyncFd` holds `inner`.
+    // open descriptor, and the types used here (`socket2::Socket`, `Epoll`,
+    // `netlink::Netlink`) own exactly one `OwnedFd` that they never swap, so
+    // the descriptor stays valid and unchanged for as long as the `AsyncFd` holds `inner`.
     unsafe { tokio::io::unix::AsyncFd::register(inner) }.map_err(|e| e.into())
 }
 

@@ -1,0 +1,388 @@
+//! nfnetlink_log: configuring a log group and reading the packets nftables'
+//! `log group N` copies to it.
+//!
+//! The wire format is netlink (`nlmsghdr`, then `nfgenmsg`, then TLV
+//! attributes, all 4-byte aligned; multi-byte attribute values big-endian).
+//! Everything coming from the socket is parsed here, bounds-checked, into
+//! [`Logged`] views; malformed messages become errors, never panics.
+
+use crate::sys::netlink::{Netlink, NETLINK_NETFILTER};
+use std::io;
+use std::time::Duration;
+
+const NLMSG_HDR: usize = 16;
+const NFGEN_HDR: usize = 4;
+const NLMSG_NOOP: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_OVERRUN: u16 = 4;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+
+const NFNL_SUBSYS_ULOG: u16 = 4;
+const NFULNL_MSG_PACKET: u16 = 0;
+const NFULNL_MSG_CONFIG: u16 = 1;
+
+const NFULA_CFG_CMD: u16 = 1;
+const NFULA_CFG_MODE: u16 = 2;
+const NFULA_CFG_NLBUFSIZ: u16 = 3;
+const NFULA_CFG_TIMEOUT: u16 = 4;
+const NFULA_CFG_QTHRESH: u16 = 5;
+const NFULNL_CFG_CMD_BIND: u8 = 1;
+const NFULNL_CFG_CMD_UNBIND: u8 = 2;
+const NFULNL_COPY_PACKET: u8 = 2;
+
+const NFULA_PACKET_HDR: u16 = 1;
+const NFULA_IFINDEX_INDEV: u16 = 4;
+const NFULA_HWADDR: u16 = 8;
+const NFULA_PAYLOAD: u16 = 9;
+
+/// How the kernel should batch packets to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// Send as soon as this many packets are queued.
+    pub qthresh: u32,
+    /// ... or after this long (kernel resolution 10 ms; zero = only by count
+    /// or buffer size).
+    pub timeout: Duration,
+    /// Kernel-side buffer per batch, bytes.
+    pub nlbufsiz: u32,
+}
+
+impl Default for Batching {
+    /// Small batches, flushed within 10 ms: a reply is never held back
+    /// long, and under load one `recv` carries many packets.
+    fn default() -> Self {
+        Batching {
+            qthresh: 32,
+            timeout: Duration::from_millis(10),
+            nlbufsiz: 64 * 1024,
+        }
+    }
+}
+
+/// Receive buffer: one full batch plus slack.
+pub const RECV_BUF: usize = 128 * 1024;
+
+/// Builds one nfnetlink_log config request for `group`.
+fn config_msg(group: u16, seq: u32, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut m = vec![0u8; NLMSG_HDR + NFGEN_HDR];
+    for (ty, val) in attrs {
+        let len = 4 + val.len();
+        m.extend_from_slice(&(len as u16).to_ne_bytes());
+        m.extend_from_slice(&ty.to_ne_bytes());
+        m.extend_from_slice(val);
+        m.resize(align4(m.len()), 0);
+    }
+    let total = m.len() as u32;
+    m[0..4].copy_from_slice(&total.to_ne_bytes());
+    let ty = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG;
+    m[4..6].copy_from_slice(&ty.to_ne_bytes());
+    m[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    m[8..12].copy_from_slice(&seq.to_ne_bytes());
+    // nfgenmsg: family AF_UNSPEC, version 0, res_id = group (big-endian).
+    m[NLMSG_HDR + 2..NLMSG_HDR + 4].copy_from_slice(&group.to_be_bytes());
+    m
+}
+
+/// The requests that bind `group` in packet-copy mode with `b` batching.
+pub fn bind_requests(group: u16, b: Batching) -> Vec<Vec<u8>> {
+    let timeout_cs = (b.timeout.as_millis() / 10).min(u128::from(u32::MAX)) as u32;
+    let mut mode = Vec::with_capacity(6);
+    mode.extend_from_slice(&0xffffu32.to_be_bytes()); // copy_range: the rule's snaplen decides
+    mode.push(NFULNL_COPY_PACKET);
+    mode.push(0);
+    vec![
+        config_msg(group, 1, &[(NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND])]),
+        config_msg(group, 2, &[(NFULA_CFG_MODE, &mode)]),
+        config_msg(group, 3, &[(NFULA_CFG_QTHRESH, &b.qthresh.max(1).to_be_bytes())]),
+        config_msg(group, 4, &[(NFULA_CFG_TIMEOUT, &timeout_cs.to_be_bytes())]),
+        config_msg(group, 5, &[(NFULA_CFG_NLBUFSIZ, &b.nlbufsiz.to_be_bytes())]),
+    ]
+}
+
+/// The request that releases `group`.
+pub fn unbind_request(group: u16) -> Vec<u8> {
+    config_msg(group, 6, &[(NFULA_CFG_CMD, &[NFULNL_CFG_CMD_UNBIND])])
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+fn ne16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+fn ne32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// One packet as nfnetlink_log delivered it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Logged<'a> {
+    /// EtherType of the packet (`0x0800`, `0x86dd`).
+    pub hw_protocol: u16,
+    /// Interface it arrived on.
+    pub indev: Option<u32>,
+    /// The sender's link-layer address (the next hop back).
+    pub hwaddr: &'a [u8],
+    /// The packet from its network header on, cut at the rule's snaplen.
+    pub payload: &'a [u8],
+}
+
+/// One netlink message from the log socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    Packet(Logged<'a>),
+    /// An acknowledgement (errno 0) or error reply to a config request.
+    Ack { seq: u32, errno: i32 },
+    /// Anything else (NOOP, DONE, other subsystems): ignored.
+    Other,
+}
+
+/// Why a message could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// A length field points outside the datagram; the rest of the datagram
+    /// is skipped.
+    BadLength,
+    /// The kernel reports it dropped messages.
+    Overrun,
+}
+
+/// Walks the messages of one datagram.
+pub fn messages(buf: &[u8]) -> impl Iterator<Item = Result<Message<'_>, ParseError>> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        if at + NLMSG_HDR > buf.len() {
+            return None;
+        }
+        let len = ne32(buf, at)? as usize;
+        if len < NLMSG_HDR || at + len > buf.len() {
+            at = buf.len();
+            return Some(Err(ParseError::BadLength));
+        }
+        let ty = ne16(buf, at + 4)?;
+        let seq = ne32(buf, at + 8)?;
+        let body = &buf[at + NLMSG_HDR..at + len];
+        at += align4(len);
+        Some(match ty {
+            NLMSG_ERROR => match body.get(0..4) {
+                Some(e) => Ok(Message::Ack {
+                    seq,
+                    errno: -i32::from_ne_bytes([e[0], e[1], e[2], e[3]]),
+                }),
+                None => Err(ParseError::BadLength),
+            },
+            NLMSG_OVERRUN => Err(ParseError::Overrun),
+            NLMSG_NOOP | NLMSG_DONE => Ok(Message::Other),
+            t if t == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET => {
+                parse_packet(body).map(Message::Packet)
+            }
+            _ => Ok(Message::Other),
+        })
+    })
+}
+
+fn parse_packet(body: &[u8]) -> Result<Logged<'_>, ParseError> {
+    let mut p = Logged {
+        hw_protocol: 0,
+        indev: None,
+        hwaddr: &[],
+        payload: &[],
+    };
+    let mut at = NFGEN_HDR;
+    if body.len() < at {
+        return Err(ParseError::BadLength);
+    }
+    while at + 4 <= body.len() {
+        let len = usize::from(ne16(body, at).ok_or(ParseError::BadLength)?);
+        let ty = ne16(body, at + 2).ok_or(ParseError::BadLength)? & 0x3fff;
+        if len < 4 || at + len > body.len() {
+            return Err(ParseError::BadLength);
+        }
+        let v = &body[at + 4..at + len];
+        match ty {
+            NFULA_PACKET_HDR if v.len() >= 2 => p.hw_protocol = u16::from_be_bytes([v[0], v[1]]),
+            NFULA_IFINDEX_INDEV if v.len() >= 4 => {
+                p.indev = Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]]))
+            }
+            // struct nfulnl_msg_packet_hw { __be16 hw_addrlen; u16 pad; u8 hw_addr[8]; }
+            NFULA_HWADDR if v.len() >= 4 => {
+                let n = usize::from(u16::from_be_bytes([v[0], v[1]])).min(8);
+                p.hwaddr = v.get(4..4 + n).unwrap_or(&[]);
+            }
+            NFULA_PAYLOAD => p.payload = v,
+            _ => {}
+        }
+        at += align4(len);
+    }
+    Ok(p)
+}
+
+/// An nfnetlink_log socket bound to one group.
+pub struct NflogSocket {
+    sock: Netlink,
+    group: u16,
+}
+
+impl NflogSocket {
+    /// Binds `group` (in this network namespace) and configures packet copy
+    /// and batching. Fails with the kernel's reason, e.g. when another
+    /// process already holds the group.
+    pub fn bind(group: u16, batching: Batching, rcvbuf: usize) -> io::Result<Self> {
+        let sock = Netlink::open(NETLINK_NETFILTER)?;
+        sock.set_recv_timeout(Duration::from_secs(2))?;
+        let _ = sock.set_recv_buffer(rcvbuf);
+        let mut buf = vec![0u8; RECV_BUF];
+        for req in bind_requests(group, batching) {
+            let want = ne32(&req, 8).unwrap_or(0);
+            sock.send(&req)?;
+            wait_ack(&sock, &mut buf, want)?;
+        }
+        sock.set_nonblocking(true)?;
+        Ok(NflogSocket { sock, group })
+    }
+
+    pub fn group(&self) -> u16 {
+        self.group
+    }
+
+    /// See [`Netlink::recv`].
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.sock.recv(buf)
+    }
+
+    pub fn netlink(&self) -> &Netlink {
+        &self.sock
+    }
+
+    pub fn into_netlink(self) -> Netlink {
+        self.sock
+    }
+}
+
+/// Waits for the acknowledgement of request `seq`, skipping log packets that
+/// may already arrive in between.
+fn wait_ack(sock: &Netlink, buf: &mut [u8], seq: u32) -> io::Result<()> {
+    for _ in 0..64 {
+        let n = sock.recv(buf)?;
+        for m in messages(&buf[..n]) {
+            if let Ok(Message::Ack { seq: s, errno }) = m {
+                if s == seq {
+                    return if errno == 0 {
+                        Ok(())
+                    } else {
+                        Err(io::Error::from_raw_os_error(errno))
+                    };
+                }
+            }
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        "no acknowledgement from nfnetlink_log",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(ty: u16, v: &[u8]) -> Vec<u8> {
+        let mut a = Vec::new();
+        a.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
+        a.extend_from_slice(&ty.to_ne_bytes());
+        a.extend_from_slice(v);
+        a.resize(align4(a.len()), 0);
+        a
+    }
+
+    fn packet_msg(attrs: &[Vec<u8>]) -> Vec<u8> {
+        let mut m = vec![0u8; NLMSG_HDR + NFGEN_HDR];
+        for a in attrs {
+            m.extend_from_slice(a);
+        }
+        let len = m.len() as u32;
+        m[0..4].copy_from_slice(&len.to_ne_bytes());
+        m[4..6].copy_from_slice(&((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET).to_ne_bytes());
+        m
+    }
+
+    #[test]
+    fn config_requests_are_well_formed() {
+        let reqs = bind_requests(7, Batching::default());
+        assert_eq!(reqs.len(), 5);
+        for r in &reqs {
+            assert_eq!(ne32(r, 0).unwrap() as usize, r.len());
+            assert_eq!(r.len() % 4, 0);
+            assert_eq!(ne16(r, 4).unwrap(), 0x0401);
+            assert_eq!(&r[NLMSG_HDR + 2..NLMSG_HDR + 4], &[0, 7]);
+        }
+        // The bind command: attribute type 1, one byte, value BIND.
+        assert_eq!(ne16(&reqs[0], 20).unwrap(), 5);
+        assert_eq!(ne16(&reqs[0], 22).unwrap(), NFULA_CFG_CMD);
+        assert_eq!(reqs[0][24], NFULNL_CFG_CMD_BIND);
+    }
+
+    #[test]
+    fn packet_attributes_are_read() {
+        let mut hw = vec![0, 6, 0, 0];
+        hw.extend_from_slice(&[1, 2, 3, 4, 5, 6, 0, 0]);
+        let m = packet_msg(&[
+            attr(NFULA_PACKET_HDR, &[0x08, 0x00, 0, 0]),
+            attr(NFULA_IFINDEX_INDEV, &5u32.to_be_bytes()),
+            attr(NFULA_HWADDR, &hw),
+            attr(NFULA_PAYLOAD, b"\x45abc"),
+            attr(0x8000 | 99, b"nested-unknown"),
+        ]);
+        let mut two = m.clone();
+        two.extend_from_slice(&m);
+        let got: Vec<_> = messages(&two).collect();
+        assert_eq!(got.len(), 2);
+        let Ok(Message::Packet(p)) = got[0] else {
+            panic!("{got:?}")
+        };
+        assert_eq!(p.hw_protocol, 0x0800);
+        assert_eq!(p.indev, Some(5));
+        assert_eq!(p.hwaddr, &[1, 2, 3, 4, 5, 6]);
+        assert_eq!(p.payload, b"\x45abc");
+    }
+
+    #[test]
+    fn acks_and_errors() {
+        let mut m = vec![0u8; NLMSG_HDR + 4];
+        m[0..4].copy_from_slice(&20u32.to_ne_bytes());
+        m[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        m[8..12].copy_from_slice(&3u32.to_ne_bytes());
+        m[16..20].copy_from_slice(&(-16i32).to_ne_bytes());
+        assert_eq!(
+            messages(&m).next(),
+            Some(Ok(Message::Ack { seq: 3, errno: 16 }))
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let good = packet_msg(&[attr(NFULA_PAYLOAD, b"xyz")]);
+        // Every truncation and every single-byte corruption of a valid
+        // message parses to something or an error.
+        for cut in 0..good.len() {
+            let _ = messages(&good[..cut]).count();
+        }
+        for i in 0..good.len() {
+            for v in [0u8, 1, 3, 0x7f, 0xff] {
+                let mut b = good.clone();
+                b[i] = v;
+                let _ = messages(&b).count();
+            }
+        }
+        let mut bad = good.clone();
+        bad[0..4].copy_from_slice(&1000u32.to_ne_bytes());
+        assert_eq!(messages(&bad).next(), Some(Err(ParseError::BadLength)));
+        let mut bad = good.clone();
+        bad[NLMSG_HDR + NFGEN_HDR..NLMSG_HDR + NFGEN_HDR + 2].copy_from_slice(&200u16.to_ne_bytes());
+        assert_eq!(messages(&bad).next(), Some(Err(ParseError::BadLength)));
+    }
+}
