@@ -6,6 +6,7 @@ mod bans;
 mod check_config;
 mod report;
 mod serve;
+mod serve_stateless;
 mod serve_stats;
 mod stats;
 mod takeover;

@@ -55,6 +55,8 @@ pub struct ServeArgs {
     pub group: Option<String>,
     #[command(flatten)]
     pub stats: super::serve_stats::StatsFlags,
+    #[command(flatten)]
+    pub engine: super::serve_stateless::EngineFlags,
 }
 
 /// Merges flags over the file over the defaults, and validates.
@@ -201,6 +203,21 @@ pub fn run(cli: &Cli, a: &ServeArgs) -> ExitCode {
         Ok(o) => o,
         Err(e) => return fail(EXIT_CONFIG, e),
     };
+    match super::serve_stateless::engine(&a.engine, section) {
+        Ok(super::serve_stateless::Engine::Socket) => {}
+        Ok(super::serve_stateless::Engine::Stateless) => {
+            let o = match super::serve_stateless::resolve(&a.engine, section) {
+                Ok(o) => o,
+                Err(e) => return fail(EXIT_CONFIG, e),
+            };
+            let stats = match super::serve_stats::prepare(&stats_opts) {
+                Ok(s) => s,
+                Err(e) => return fail(1, e),
+            };
+            return super::serve_stateless::run(o, stats, (a.user.as_deref(), a.group.as_deref()));
+        }
+        Err(e) => return fail(EXIT_CONFIG, e),
+    }
     let defaults_used = a.listen.is_empty() && section.is_none_or(|(s, _)| s.listen.is_none());
 
     let nofile = match sys::raise_nofile_limit() {
@@ -358,7 +375,7 @@ fn cli_has_privdrop(a: &ServeArgs) -> bool {
     a.user.is_some() || a.group.is_some()
 }
 
-async fn wait_for_signal() {
+pub(super) async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

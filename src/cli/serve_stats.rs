@@ -202,6 +202,18 @@ impl Prepared {
     /// Starts serving the control socket and the metrics. Call inside the
     /// serve runtime.
     pub fn start(self, handle: Handle) -> Running {
+        let takeover = super::takeover::handler(handle.clone());
+        self.start_with(live::snapshot_handler(handle), Some(takeover))
+    }
+
+    /// [`start`](Self::start) for an engine that brings its own snapshot
+    /// handler and may not support takeover (the stateless engine holds no
+    /// sockets to hand over).
+    pub fn start_with(
+        self,
+        snapshot: Arc<dyn control::Handler>,
+        takeover: Option<Arc<dyn control::Handler>>,
+    ) -> Running {
         let (stop, stop_rx) = watch::channel(false);
         let stopped = move || {
             let mut rx = stop_rx.clone();
@@ -211,8 +223,10 @@ impl Prepared {
         };
         let mut tasks = Vec::new();
         if let Some(mut c) = self.control {
-            c.register(live::SNAPSHOT_CMD, live::snapshot_handler(handle.clone()));
-            c.register(super::takeover::CMD, super::takeover::handler(handle));
+            c.register(live::SNAPSHOT_CMD, snapshot);
+            if let Some(t) = takeover {
+                c.register(super::takeover::CMD, t);
+            }
             tracing::info!(path = %c.path().display(), "control socket ready");
             let until = stopped();
             tasks.push(tokio::spawn(async move {

@@ -113,6 +113,16 @@ pub struct ServeSection {
     pub history: Option<String>,
     /// Days of history kept.
     pub history_days: Option<u32>,
+    /// `"socket"` (default) or `"stateless"`.
+    pub engine: Option<Spanned<String>>,
+    /// Stateless engine: nfnetlink_log group.
+    pub nflog_group: Option<u16>,
+    /// Stateless engine: most flows kept for statistics.
+    pub flow_cap: Option<usize>,
+    /// Stateless engine: silence after which a flow is reported ended.
+    pub flow_idle: Option<Spanned<String>>,
+    /// Stateless engine: SYN-cookie key lifetime.
+    pub key_rotation: Option<Spanned<String>>,
 }
 
 /// Reads and parses `path`.

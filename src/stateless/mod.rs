@@ -13,6 +13,42 @@
 //! live in `crate::sys`.
 
 pub mod cookie;
+pub mod core;
+pub mod engine;
 pub mod flows;
+pub mod nflog;
 pub mod packet;
 pub mod rules;
+
+pub use self::core::{Counters, Outcome};
+pub use engine::{snapshot_handler, Handle, StatelessServer};
+
+use std::time::Duration;
+
+/// Everything the stateless engine needs to know, already validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatelessOptions {
+    /// nfnetlink_log group the nftables rules log to.
+    pub nflog_group: u16,
+    /// Most flows kept for statistics (48 B each plus index).
+    pub flow_cap: usize,
+    /// A flow not heard from for this long is reported ended. Linux peers
+    /// probe a zero window at least every 2 minutes.
+    pub flow_idle: Duration,
+    /// How often the SYN-cookie key changes. A connection is answered for
+    /// one to two periods: the engine's equivalent of a lifetime.
+    pub key_rotation: Duration,
+    pub batching: nflog::Batching,
+}
+
+impl Default for StatelessOptions {
+    fn default() -> Self {
+        StatelessOptions {
+            nflog_group: 7,
+            flow_cap: 1_000_000,
+            flow_idle: Duration::from_secs(10 * 60),
+            key_rotation: Duration::from_secs(3600),
+            batching: nflog::Batching::default(),
+        }
+    }
+}

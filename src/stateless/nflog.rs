@@ -95,7 +95,11 @@ pub fn bind_requests(group: u16, b: Batching) -> Vec<Vec<u8>> {
     vec![
         config_msg(group, 1, &[(NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND])]),
         config_msg(group, 2, &[(NFULA_CFG_MODE, &mode)]),
-        config_msg(group, 3, &[(NFULA_CFG_QTHRESH, &b.qthresh.max(1).to_be_bytes())]),
+        config_msg(
+            group,
+            3,
+            &[(NFULA_CFG_QTHRESH, &b.qthresh.max(1).to_be_bytes())],
+        ),
         config_msg(group, 4, &[(NFULA_CFG_TIMEOUT, &timeout_cs.to_be_bytes())]),
         config_msg(group, 5, &[(NFULA_CFG_NLBUFSIZ, &b.nlbufsiz.to_be_bytes())]),
     ]
@@ -136,7 +140,10 @@ pub struct Logged<'a> {
 pub enum Message<'a> {
     Packet(Logged<'a>),
     /// An acknowledgement (errno 0) or error reply to a config request.
-    Ack { seq: u32, errno: i32 },
+    Ack {
+        seq: u32,
+        errno: i32,
+    },
     /// Anything else (NOOP, DONE, other subsystems): ignored.
     Other,
 }
@@ -382,7 +389,8 @@ mod tests {
         bad[0..4].copy_from_slice(&1000u32.to_ne_bytes());
         assert_eq!(messages(&bad).next(), Some(Err(ParseError::BadLength)));
         let mut bad = good.clone();
-        bad[NLMSG_HDR + NFGEN_HDR..NLMSG_HDR + NFGEN_HDR + 2].copy_from_slice(&200u16.to_ne_bytes());
+        bad[NLMSG_HDR + NFGEN_HDR..NLMSG_HDR + NFGEN_HDR + 2]
+            .copy_from_slice(&200u16.to_ne_bytes());
         assert_eq!(messages(&bad).next(), Some(Err(ParseError::BadLength)));
     }
 }

@@ -27,7 +27,13 @@ impl Netlink {
     /// `protocol`, blocking, close-on-exec.
     pub fn open(protocol: libc::c_int) -> io::Result<Self> {
         // SAFETY: plain syscall; the result is checked and then owned.
-        let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                protocol,
+            )
+        };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -106,7 +112,12 @@ impl Netlink {
             tv_sec: t.as_secs() as libc::time_t,
             tv_usec: t.subsec_micros() as libc::suseconds_t,
         };
-        setsockopt(self.fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
+        setsockopt(
+            self.fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv,
+        )
     }
 
     /// Asks for a receive buffer of `bytes`: `SO_RCVBUFFORCE` (root may
@@ -155,7 +166,12 @@ pub(crate) fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
     Ok(())
 }
 
-pub(crate) fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, v: &T) -> io::Result<()> {
+pub(crate) fn setsockopt<T>(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: &T,
+) -> io::Result<()> {
     // SAFETY: `v` points to a readable `T` of the size passed.
     let rc = unsafe {
         libc::setsockopt(

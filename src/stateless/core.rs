@@ -1,0 +1,584 @@
+//! The decision: given one trapped packet, what (if anything) to answer,
+//! and what to remember for statistics. No I/O here, so it can be tested
+//! and benchmarked on its own; [`super::engine`] feeds it from
+//! nfnetlink_log and sends its answers.
+
+use super::cookie::{AckKind, Cookies};
+use super::flows::{FlowInfo, FlowTable, Seen};
+use super::packet::{self, Reject, Reply, Segment, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use super::StatelessOptions;
+use crate::listener::{Observer, Snapshot, Totals};
+use crate::record::{ConnRecord, EndReason, LiveConn};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Engine clock: 100 ms ticks.
+pub const TICKS_PER_SEC: u32 = 10;
+/// Most flows expired per tick, so one sweep never stalls answering.
+const EXPIRE_BATCH: usize = 4096;
+/// MSS we announce: what fits a 1500-byte link. Nothing is ever sent to us
+/// beyond a probe byte, so it only has to look ordinary.
+const MSS_V4: u16 = 1460;
+const MSS_V6: u16 = 1440;
+
+/// What became of one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered: the reply is the first `len` bytes of the output buffer.
+    Reply { len: usize },
+    /// Refused at the edge (malformed, fragment, options, checksum).
+    Rejected(Reject),
+    /// Valid but deliberately unanswered.
+    Ignored(Ignore),
+}
+
+/// Why a valid packet got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ignore {
+    /// Its ACK number is not one of our cookies (spoofed, stale, or from a
+    /// connection whose key was retired).
+    NotOurs,
+    Fin,
+    Rst,
+    /// No ACK and no SYN, or SYN+ACK: not part of a handshake we take part in.
+    OddFlags,
+}
+
+impl Ignore {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ignore::NotOurs => "not_ours",
+            Ignore::Fin => "fin",
+            Ignore::Rst => "rst",
+            Ignore::OddFlags => "odd_flags",
+        }
+    }
+}
+
+/// Counters since start (exposed for tests, benchmarks and logs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    pub packets: u64,
+    pub syn_acks: u64,
+    pub acks: u64,
+    pub ignored: BTreeMap<String, u64>,
+    pub rejected: BTreeMap<String, u64>,
+    /// Replies the device queue refused.
+    pub send_errors: u64,
+    /// Times the kernel dropped log messages because we fell behind.
+    pub overruns: u64,
+    /// Malformed netlink messages.
+    pub bad_messages: u64,
+    pub key_generation: u64,
+    pub flows: u64,
+    pub flow_capacity: u64,
+    pub flows_evicted: u64,
+}
+
+/// Decides answers and keeps the statistics.
+pub struct Core {
+    cookies: Cookies,
+    flows: FlowTable,
+    label: String,
+    epoch: Instant,
+    epoch_wall: SystemTime,
+    observers: Vec<Arc<dyn Observer>>,
+    idle_ticks: u32,
+    rotation_ticks: u32,
+    next_rotation: u32,
+    totals: Totals,
+    counters: Counters,
+    ended: Vec<FlowInfo>,
+}
+
+impl Core {
+    pub fn new(
+        opts: &StatelessOptions,
+        cookies: Cookies,
+        observers: Vec<Arc<dyn Observer>>,
+    ) -> Self {
+        let rotation_ticks = ticks(opts.key_rotation).max(1);
+        Core {
+            cookies,
+            flows: FlowTable::new(opts.flow_cap, TICKS_PER_SEC),
+            label: format!("nflog:{}", opts.nflog_group),
+            epoch: Instant::now(),
+            epoch_wall: SystemTime::now(),
+            observers,
+            idle_ticks: ticks(opts.flow_idle).max(1),
+            rotation_ticks,
+            next_rotation: rotation_ticks,
+            totals: Totals::default(),
+            counters: Counters {
+                flow_capacity: opts.flow_cap as u64,
+                ..Counters::default()
+            },
+            ended: Vec::new(),
+        }
+    }
+
+    /// The label records carry in their `listener` field (`nflog:GROUP`).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Ticks since the engine started.
+    pub fn now(&self) -> u32 {
+        (self.epoch.elapsed().as_millis() / 100).min(u128::from(u32::MAX - 1)) as u32
+    }
+
+    pub fn counters(&self) -> Counters {
+        let mut c = self.counters.clone();
+        c.key_generation = self.cookies.generation();
+        c.flows = self.flows.len() as u64;
+        c.flows_evicted = self.flows.evictions();
+        c
+    }
+
+    pub fn count_send_error(&mut self) {
+        self.counters.send_errors += 1;
+    }
+
+    pub fn count_overrun(&mut self) {
+        self.counters.overruns += 1;
+    }
+
+    pub fn count_bad_message(&mut self) {
+        self.counters.bad_messages += 1;
+    }
+
+    /// Handles one IP packet captured at `now`, writing any answer to `out`
+    /// (at least [`packet::MAX_REPLY`] bytes).
+    pub fn handle(&mut self, pkt: &[u8], now: u32, out: &mut [u8]) -> Outcome {
+        self.counters.packets += 1;
+        let outcome = match packet::parse(pkt) {
+            Ok(seg) => self.decide(&seg, now, out),
+            Err(r) => Outcome::Rejected(r),
+        };
+        match outcome {
+            Outcome::Rejected(r) => {
+                *self.counters.rejected.entry(r.as_str().into()).or_default() += 1
+            }
+            Outcome::Ignored(i) => {
+                *self.counters.ignored.entry(i.as_str().into()).or_default() += 1
+            }
+            Outcome::Reply { .. } => {}
+        }
+        outcome
+    }
+
+    fn decide(&mut self, seg: &Segment<'_>, now: u32, out: &mut [u8]) -> Outcome {
+        let t = seg.tuple;
+        let flags = seg.tcp.flags();
+        let seq = seg.tcp.seq();
+        if flags & TCP_RST != 0 {
+            // A reset of a connection we verified ends its record; without
+            // an ACK number it cannot be verified and changes nothing.
+            if flags & TCP_ACK != 0 && self.cookies.verify(&t, seq, seg.tcp.ack()).is_some() {
+                if let Some(f) = self.flows.remove(&t) {
+                    self.end(f, now, EndReason::PeerReset);
+                }
+            }
+            return Outcome::Ignored(Ignore::Rst);
+        }
+        if flags & TCP_SYN != 0 {
+            if flags & (TCP_ACK | TCP_FIN) != 0 {
+                return Outcome::Ignored(Ignore::OddFlags);
+            }
+            let ours = if t.src.is_ipv4() { MSS_V4 } else { MSS_V6 };
+            let mss = seg.tcp.mss().map_or(ours, |m| m.clamp(536, ours));
+            let r = Reply {
+                to: t,
+                seq: self.cookies.syn_ack_seq(&t, seq),
+                ack: seq.wrapping_add(1),
+                flags: TCP_SYN | TCP_ACK,
+                window: 0,
+                mss: Some(mss),
+                payload_len: 0,
+            };
+            return match packet::build(&r, &[], out) {
+                Some(len) => {
+                    self.counters.syn_acks += 1;
+                    Outcome::Reply { len }
+                }
+                None => Outcome::Ignored(Ignore::OddFlags),
+            };
+        }
+        if flags & TCP_ACK == 0 {
+            return Outcome::Ignored(Ignore::OddFlags);
+        }
+        let Some(v) = self.cookies.verify(&t, seq, seg.tcp.ack()) else {
+            return Outcome::Ignored(Ignore::NotOurs);
+        };
+        let fin = flags & TCP_FIN != 0;
+        let seen = Seen {
+            answered: !fin,
+            payload_len: seg.payload_len,
+            fin,
+            midstream: v.kind == AckKind::Probe || seg.payload_len > 0 || fin,
+            generation: v.generation,
+        };
+        let o = self.flows.observe(&t, now, seen);
+        if let Some(old) = o.evicted {
+            self.end(old, now, EndReason::EvictedGlobal);
+        }
+        if o.new {
+            self.totals.trapped += 1;
+            if !seen.midstream {
+                for ob in &self.observers {
+                    ob.trapped(&self.label);
+                }
+            }
+        }
+        if o.first_fin {
+            self.totals.close_attempts += 1;
+            for ob in &self.observers {
+                ob.peer_close_attempt(&self.label);
+            }
+        }
+        if fin {
+            return Outcome::Ignored(Ignore::Fin);
+        }
+        let r = Reply {
+            to: t,
+            seq: v.our_next,
+            ack: v.peer_next,
+            flags: TCP_ACK,
+            window: 0,
+            mss: None,
+            payload_len: 0,
+        };
+        match packet::build(&r, &[], out) {
+            Some(len) => {
+                self.counters.acks += 1;
+                Outcome::Reply { len }
+            }
+            None => Outcome::Ignored(Ignore::OddFlags),
+        }
+    }
+
+    /// Periodic work: key rotation when due, expiry of silent flows.
+    pub fn tick(&mut self, now: u32) {
+        if now >= self.next_rotation {
+            self.rotate(now);
+        }
+        let before = now.saturating_sub(self.idle_ticks);
+        let mut gone = std::mem::take(&mut self.ended);
+        self.flows.expire(before, EXPIRE_BATCH, &mut gone);
+        for f in gone.drain(..) {
+            // The peer went quiet: it gave up (or keeps no data queued and
+            // sends no keepalives). Either way it was held until last seen.
+            let end = f.last;
+            self.end(f, end, EndReason::PeerTimeout);
+        }
+        self.ended = gone;
+    }
+
+    /// Switches to a fresh key now. Connections made under the key before
+    /// the previous one are no longer answered; their records end with
+    /// [`EndReason::Lifetime`].
+    pub fn rotate(&mut self, now: u32) {
+        let generation = self.cookies.rotate();
+        self.next_rotation = now.saturating_add(self.rotation_ticks);
+        let mut gone = std::mem::take(&mut self.ended);
+        // The generation retired now has the new one's parity.
+        self.flows.retire(generation & 1 == 1, &mut gone);
+        let retired = gone.len();
+        for f in gone.drain(..) {
+            let end = f.last;
+            self.end(f, end, EndReason::Lifetime);
+        }
+        self.ended = gone;
+        tracing::info!(generation, retired, "SYN-cookie key rotated");
+    }
+
+    /// Ends every flow (the engine is stopping).
+    pub fn shutdown(&mut self, now: u32) {
+        for f in self.flows.drain() {
+            self.end(f, now, EndReason::Shutdown);
+        }
+    }
+
+    fn end(&mut self, f: FlowInfo, end: u32, reason: EndReason) {
+        let rec = self.record(&f, end, reason);
+        self.totals.ended += 1;
+        self.totals.held_secs += rec.held_secs;
+        *self
+            .totals
+            .by_reason
+            .entry(reason.as_str().to_string())
+            .or_default() += 1;
+        emit(&rec, &f);
+        for o in &self.observers {
+            o.ended(&rec);
+        }
+    }
+
+    fn wall(&self, t: u32) -> SystemTime {
+        self.epoch_wall + Duration::from_millis(u64::from(t) * 100)
+    }
+
+    fn record(&self, f: &FlowInfo, end: u32, reason: EndReason) -> ConnRecord {
+        ConnRecord {
+            listener: self.label.clone(),
+            peer: f.peer,
+            local: f.local,
+            original_dst: f.local,
+            start: self.wall(f.first),
+            held_secs: secs(end.max(f.last).saturating_sub(f.first)),
+            bytes_received: u64::from(f.bytes),
+            fin_after_secs: f.fin_after_secs.map(f64::from),
+            end: reason,
+            head: String::new(),
+        }
+    }
+
+    /// Live view: one entry per flow in the table, most recent last.
+    pub fn snapshot(&self, now: u32) -> Snapshot {
+        let current_odd = self.cookies.generation() & 1 == 1;
+        let to_rotation = secs(self.next_rotation.saturating_sub(now));
+        let period = secs(self.rotation_ticks);
+        let mut live = 0.0;
+        let conns: Vec<LiveConn> = self
+            .flows
+            .iter()
+            .map(|f| {
+                let held = secs(now.saturating_sub(f.first));
+                live += held;
+                LiveConn {
+                    listener: self.label.clone(),
+                    peer: f.peer,
+                    local: f.local,
+                    original_dst: f.local,
+                    start: self.wall(f.first),
+                    held_secs: held,
+                    // Answered until the key that made it is retired.
+                    lifetime_left_secs: if f.generation_odd == current_odd {
+                        to_rotation + period
+                    } else {
+                        to_rotation
+                    },
+                    bytes_queued: 0,
+                    bytes_received: u64::from(f.bytes),
+                    fin_after_secs: f.fin_after_secs.map(f64::from),
+                    rtt_us: 0,
+                    state: if f.fin_after_secs.is_some() {
+                        "CLOSE_WAIT"
+                    } else {
+                        "ESTABLISHED"
+                    }
+                    .to_string(),
+                    keepalive_idle_secs: 0,
+                    keepalive_intvl_secs: 0,
+                }
+            })
+            .collect();
+        let mut totals = self.totals.clone();
+        totals.held_now = conns.len() as u64;
+        totals.live_held_secs = live;
+        Snapshot { conns, totals }
+    }
+
+    pub fn totals(&self) -> Totals {
+        self.totals.clone()
+    }
+}
+
+fn ticks(d: Duration) -> u32 {
+    (d.as_millis() / 100).min(u128::from(u32::MAX / 2)) as u32
+}
+
+fn secs(t: u32) -> f64 {
+    f64::from(t) / f64::from(TICKS_PER_SEC)
+}
+
+/// One tracing event per ended flow, in the listener's record format plus
+/// what only this engine knows.
+fn emit(r: &ConnRecord, f: &FlowInfo) {
+    tracing::info!(
+        target: "tarpit::record",
+        listener = %r.listener,
+        peer = %r.peer,
+        local = %r.local,
+        original_dst = %r.original_dst,
+        start = %humantime::format_rfc3339_millis(r.start),
+        held_secs = r.held_secs,
+        bytes_received = r.bytes_received,
+        peer_tried_close = r.fin_after_secs.is_some(),
+        fin_after_secs = r.fin_after_secs,
+        answered = f.answered,
+        estimated = f.estimated,
+        end = %r.end,
+        "connection released"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stateless::packet::{parse, Tuple};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Rec(Mutex<Vec<ConnRecord>>, Mutex<u32>);
+    impl Observer for Rec {
+        fn trapped(&self, _l: &str) {
+            *self.1.lock().unwrap() += 1;
+        }
+        fn ended(&self, r: &ConnRecord) {
+            self.0.lock().unwrap().push(r.clone());
+        }
+    }
+
+    fn opts(cap: usize) -> StatelessOptions {
+        StatelessOptions {
+            flow_cap: cap,
+            ..StatelessOptions::default()
+        }
+    }
+
+    fn peer(port: u16) -> Tuple {
+        Tuple {
+            src: "10.77.0.2".parse().unwrap(),
+            dst: "10.77.0.1".parse().unwrap(),
+            src_port: port,
+            dst_port: 22,
+        }
+    }
+
+    /// Builds a packet from the peer.
+    fn pkt(t: Tuple, flags: u8, seq: u32, ack: u32, data: &[u8]) -> Vec<u8> {
+        let back = Tuple {
+            src: t.dst,
+            dst: t.src,
+            src_port: t.dst_port,
+            dst_port: t.src_port,
+        };
+        let mut b = vec![0u8; 1600];
+        let n = packet::build(
+            &Reply {
+                to: back,
+                seq,
+                ack,
+                flags,
+                window: 65535,
+                mss: (flags & TCP_SYN != 0).then_some(1460),
+                payload_len: data.len(),
+            },
+            data,
+            &mut b,
+        )
+        .unwrap();
+        b.truncate(n);
+        b
+    }
+
+    fn answer(core: &mut Core, p: &[u8], now: u32) -> Option<(u8, u32, u32, u16)> {
+        let mut out = [0u8; packet::MAX_REPLY];
+        match core.handle(p, now, &mut out) {
+            Outcome::Reply { len } => {
+                let s = parse(&out[..len]).unwrap();
+                Some((s.tcp.flags(), s.tcp.seq(), s.tcp.ack(), s.tcp.window()))
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn full_conversation() {
+        let obs = Arc::new(Rec::default());
+        let mut c = Core::new(&opts(10), Cookies::with_key(1, 2), vec![obs.clone()]);
+        let t = peer(40000);
+        let isn = 1_000_000;
+        let (fl, iss, ack, win) = answer(&mut c, &pkt(t, TCP_SYN, isn, 0, b""), 1).unwrap();
+        assert_eq!((fl, ack, win), (TCP_SYN | TCP_ACK, isn + 1, 0));
+        let our = iss.wrapping_add(1);
+        // Handshake ACK, data, zero-window probe: all acknowledged at isn+1.
+        for (seq, data) in [(isn + 1, &b""[..]), (isn + 1, b"x"), (isn, b"")] {
+            let a = answer(&mut c, &pkt(t, TCP_ACK, seq, our, data), 2).unwrap();
+            assert_eq!(a, (TCP_ACK, our, isn + 1, 0));
+        }
+        // Spoofed: wrong ack, wrong seq, other port.
+        assert_eq!(
+            answer(&mut c, &pkt(t, TCP_ACK, isn + 1, our + 1, b""), 3),
+            None
+        );
+        assert_eq!(answer(&mut c, &pkt(t, TCP_ACK, isn + 9, our, b""), 3), None);
+        assert_eq!(
+            answer(&mut c, &pkt(peer(1), TCP_ACK, isn + 1, our, b""), 3),
+            None
+        );
+        assert_eq!(c.counters().ignored["not_ours"], 3);
+        // FIN: no answer, recorded as a close attempt.
+        assert_eq!(
+            answer(&mut c, &pkt(t, TCP_FIN | TCP_ACK, isn + 1, our, b""), 50),
+            None
+        );
+        assert_eq!(c.snapshot(60).conns[0].fin_after_secs, Some(4.0));
+        // RST ends the record.
+        assert_eq!(
+            answer(&mut c, &pkt(t, TCP_RST | TCP_ACK, isn + 1, our, b""), 70),
+            None
+        );
+        let recs = obs.0.lock().unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].end, EndReason::PeerReset);
+        assert_eq!(recs[0].held_secs, 6.8); // from the handshake ACK at tick 2
+        assert_eq!(recs[0].bytes_received, 1);
+        assert_eq!(*obs.1.lock().unwrap(), 1);
+        assert_eq!(c.totals().close_attempts, 1);
+    }
+
+    #[test]
+    fn idle_flows_expire_and_full_table_evicts() {
+        let obs = Arc::new(Rec::default());
+        let mut c = Core::new(&opts(2), Cookies::with_key(1, 2), vec![obs.clone()]);
+        for port in 1..=3u16 {
+            let t = peer(port);
+            let (_, iss, _, _) = answer(&mut c, &pkt(t, TCP_SYN, 5, 0, b""), 1).unwrap();
+            answer(
+                &mut c,
+                &pkt(t, TCP_ACK, 6, iss.wrapping_add(1), b""),
+                u32::from(port),
+            )
+            .unwrap();
+        }
+        assert_eq!(obs.0.lock().unwrap()[0].end, EndReason::EvictedGlobal);
+        assert_eq!(c.counters().flows_evicted, 1);
+        let idle = ticks(StatelessOptions::default().flow_idle);
+        c.tick(3 + idle + 1);
+        let recs = obs.0.lock().unwrap();
+        assert_eq!(recs.len(), 3);
+        assert!(recs[1..].iter().all(|r| r.end == EndReason::PeerTimeout));
+    }
+
+    #[test]
+    fn rotation_keeps_one_generation_then_retires() {
+        let obs = Arc::new(Rec::default());
+        let mut c = Core::new(&opts(10), Cookies::with_key(1, 2), vec![obs.clone()]);
+        let t = peer(7);
+        let (_, iss, _, _) = answer(&mut c, &pkt(t, TCP_SYN, 5, 0, b""), 1).unwrap();
+        let our = iss.wrapping_add(1);
+        assert!(answer(&mut c, &pkt(t, TCP_ACK, 6, our, b""), 2).is_some());
+        c.rotate(3);
+        assert!(answer(&mut c, &pkt(t, TCP_ACK, 5, our, b""), 4).is_some());
+        assert!(obs.0.lock().unwrap().is_empty());
+        c.rotate(5);
+        assert!(answer(&mut c, &pkt(t, TCP_ACK, 5, our, b""), 6).is_none());
+        assert_eq!(obs.0.lock().unwrap()[0].end, EndReason::Lifetime);
+    }
+
+    #[test]
+    fn rejected_packets_are_counted() {
+        let mut c = Core::new(&opts(10), Cookies::with_key(1, 2), Vec::new());
+        let mut p = pkt(peer(1), TCP_SYN, 5, 0, b"");
+        p[20 + 16] ^= 0xff; // TCP checksum
+        assert_eq!(
+            c.handle(&p, 1, &mut [0u8; packet::MAX_REPLY]),
+            Outcome::Rejected(Reject::BadChecksum)
+        );
+        assert_eq!(c.counters().rejected["bad_checksum"], 1);
+    }
+}

@@ -1,0 +1,262 @@
+//! The stateless engine's I/O loop: nfnetlink_log in, AF_PACKET out.
+//!
+//! One task on the current-thread runtime waits on three things: the log
+//! socket (drained in bounded batches), a 100 ms tick (key rotation, flow
+//! expiry) and commands from [`Handle`]s. Each logged packet is answered at
+//! once out of the interface it arrived on, to the link-layer address it
+//! came from, so replies bypass routing, netfilter and conntrack.
+
+use super::core::{Core, Counters, Outcome};
+use super::nflog::{self, Message, NflogSocket, ParseError};
+use super::packet::MAX_REPLY;
+use super::StatelessOptions;
+use crate::listener::{Observer, Snapshot, Totals};
+use crate::sys::netlink::Netlink;
+use crate::sys::packet::{PacketSender, ETH_P_IP, ETH_P_IPV6};
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Datagrams read per wake-up before other events get a turn.
+const DRAIN_BATCH: usize = 256;
+/// Receive buffer asked of the kernel for the log socket: a few thousand
+/// packets of backlog before it starts dropping.
+const SOCKET_RCVBUF: usize = 8 << 20;
+
+enum Command {
+    Snapshot(oneshot::Sender<Snapshot>),
+    Counters(oneshot::Sender<Counters>),
+    Rotate,
+}
+
+/// Talks to a running engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Command>,
+    shutdown: Arc<watch::Sender<bool>>,
+}
+
+impl Handle {
+    /// The flows in the table and the totals, or `None` once stopped.
+    pub async fn snapshot(&self) -> Option<Snapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Snapshot(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Packet counters, or `None` once stopped.
+    pub async fn counters(&self) -> Option<Counters> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Counters(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Rotates the SYN-cookie key now (as if the period had ended).
+    pub async fn rotate_key(&self) {
+        let _ = self.tx.send(Command::Rotate).await;
+    }
+
+    /// Makes the engine end every flow (emitting records) and return.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// The bound log socket and sender, ready to run.
+pub struct StatelessServer {
+    core: Core,
+    sock: AsyncFd<Netlink>,
+    sender: PacketSender,
+    rx: mpsc::Receiver<Command>,
+    shutdown_rx: watch::Receiver<bool>,
+    handle: Handle,
+}
+
+impl StatelessServer {
+    /// Binds the log group and opens the packet socket (needs
+    /// CAP_NET_ADMIN and CAP_NET_RAW). Call inside a tokio runtime.
+    pub fn bind(opts: &StatelessOptions, observers: Vec<Arc<dyn Observer>>) -> io::Result<Self> {
+        let sock =
+            NflogSocket::bind(opts.nflog_group, opts.batching, SOCKET_RCVBUF).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot bind nfnetlink_log group {}: {e}", opts.nflog_group),
+                )
+            })?;
+        let sender = PacketSender::open()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot open AF_PACKET socket: {e}")))?;
+        let sock = crate::sys::register_async(sock.into_netlink())?;
+        let (tx, rx) = mpsc::channel(16);
+        let (stx, shutdown_rx) = watch::channel(false);
+        Ok(StatelessServer {
+            core: Core::new(opts, super::cookie::Cookies::new(), observers),
+            sock,
+            sender,
+            rx,
+            shutdown_rx,
+            handle: Handle {
+                tx,
+                shutdown: Arc::new(stx),
+            },
+        })
+    }
+
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Serves until [`Handle::shutdown`]; returns the totals and counters.
+    pub async fn run(self) -> (Totals, Counters) {
+        let StatelessServer {
+            mut core,
+            sock,
+            sender,
+            mut rx,
+            mut shutdown_rx,
+            handle,
+        } = self;
+        drop(handle);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut buf = vec![0u8; nflog::RECV_BUF];
+        let mut out = [0u8; MAX_REPLY];
+        let mut errors = RateLimited::default();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown_rx.changed() => break,
+                cmd = rx.recv() => match cmd {
+                    Some(Command::Snapshot(tx)) => { let _ = tx.send(core.snapshot(core.now())); }
+                    Some(Command::Counters(tx)) => { let _ = tx.send(core.counters()); }
+                    Some(Command::Rotate) => { let now = core.now(); core.rotate(now); }
+                    None => {}
+                },
+                guard = sock.readable() => {
+                    let mut g = match guard {
+                        Ok(g) => g,
+                        Err(e) => {
+                            tracing::error!(error = %e, "log socket failed");
+                            break;
+                        }
+                    };
+                    for _ in 0..DRAIN_BATCH {
+                        match g.get_inner().recv(&mut buf) {
+                            Ok(n) => serve_datagram(&mut core, &sender, &buf[..n], &mut out, &mut errors),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                g.clear_ready();
+                                break;
+                            }
+                            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                                core.count_overrun();
+                                if let Some(n) = errors.hit() {
+                                    tracing::warn!(count = n, "log socket overrun: the kernel dropped trapped packets (their peers retransmit)");
+                                }
+                            }
+                            Err(e) => {
+                                core.count_bad_message();
+                                if let Some(n) = errors.hit() {
+                                    tracing::warn!(error = %e, count = n, "reading the log socket failed");
+                                }
+                            }
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = core.now();
+                    core.tick(now);
+                }
+            }
+        }
+        let now = core.now();
+        core.shutdown(now);
+        (core.totals(), core.counters())
+    }
+}
+
+/// Answers every packet in one datagram from the log socket.
+fn serve_datagram(
+    core: &mut Core,
+    sender: &PacketSender,
+    data: &[u8],
+    out: &mut [u8],
+    errors: &mut RateLimited,
+) {
+    let now = core.now();
+    for m in nflog::messages(data) {
+        let p = match m {
+            Ok(Message::Packet(p)) => p,
+            Ok(_) => continue,
+            Err(ParseError::Overrun) => {
+                core.count_overrun();
+                continue;
+            }
+            Err(ParseError::BadLength) => {
+                core.count_bad_message();
+                continue;
+            }
+        };
+        let Outcome::Reply { len } = core.handle(p.payload, now, out) else {
+            continue;
+        };
+        let Some(ifindex) = p.indev else {
+            core.count_send_error();
+            continue;
+        };
+        let ethertype = if out[0] >> 4 == 4 {
+            ETH_P_IP
+        } else {
+            ETH_P_IPV6
+        };
+        if let Err(e) = sender.send(ifindex, ethertype, p.hwaddr, &out[..len]) {
+            core.count_send_error();
+            if let Some(n) = errors.hit() {
+                tracing::warn!(error = %e, ifindex, count = n, "sending a reply failed");
+            }
+        }
+    }
+}
+
+/// Logs a repeated condition at most once per second, with how many times
+/// it happened since the last line.
+#[derive(Default)]
+struct RateLimited {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimited {
+    fn hit(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < Duration::from_secs(1) => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                let n = self.suppressed + 1;
+                self.suppressed = 0;
+                Some(n)
+            }
+        }
+    }
+}
+
+/// Answers the control socket's `snapshot` command from a stateless engine,
+/// in the same format as the socket engine (so `tarpit stats` works).
+pub fn snapshot_handler(handle: Handle) -> Arc<dyn crate::control::Handler> {
+    Arc::new(
+        move |_req: crate::control::Request| -> crate::control::Reply {
+            let h = handle.clone();
+            Box::pin(async move {
+                let snap = h
+                    .snapshot()
+                    .await
+                    .ok_or_else(|| "server is shutting down".to_string())?;
+                serde_json::to_value(snap).map_err(|e| e.to_string())
+            })
+        },
+    )
+}
