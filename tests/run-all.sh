@@ -11,6 +11,8 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ss >/dev/null 2>&1 || need+=(iproute2)
+# The stateless engine tests turn off veth checksum offload (full checksums on the wire).
+command -v ethtool >/dev/null 2>&1 || need+=(ethtool)
 # deploy tests: systemd-analyze checks the units, the real fail2ban drives our
 # action and jail, man-db reads the packaged man page.
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)

@@ -1,0 +1,509 @@
+//! The stateless engine end to end, in namespaces made here: a server
+//! namespace with the raw-priority log+drop rules and `tarpit serve
+//! --engine stateless`, an attacker namespace with real TCP clients and a
+//! raw socket for hand-made segments.
+
+mod common;
+
+use common::lab::{Lab, LabConfig};
+use common::netns::privileged;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+use tarpit::stateless::packet::{
+    self, Reply, TcpHeader, Tuple, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
+};
+
+/// Opens `n` connections to `dst` from `src` inside the attacker namespace,
+/// `threads` at a time, writes `payload` bytes on each, and hands the
+/// sockets back (they stay in the attacker namespace).
+fn connect_many(
+    lab: &Lab,
+    src: IpAddr,
+    dst: SocketAddr,
+    n: usize,
+    payload: usize,
+) -> Vec<TcpStream> {
+    let threads = 20;
+    lab.attacker.in_thread(move || {
+        let hs: Vec<_> = (0..threads)
+            .map(|k| {
+                std::thread::spawn(move || {
+                    let mut v = Vec::new();
+                    for _ in (k..n).step_by(threads) {
+                        let s = Socket::new(Domain::for_address(dst), Type::STREAM, None)
+                            .expect("socket");
+                        s.bind(&SocketAddr::new(src, 0).into()).expect("bind");
+                        s.connect_timeout(&dst.into(), Duration::from_secs(10))
+                            .expect("handshake with the stateless tarpit");
+                        let mut t: TcpStream = s.into();
+                        t.set_nonblocking(true).expect("nonblocking");
+                        let wrote = t.write(&vec![b'A'; payload]).expect("write");
+                        assert_eq!(wrote, payload);
+                        v.push(t);
+                    }
+                    v
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().expect("client thread"))
+            .collect()
+    })
+}
+
+/// `ss` lines for TCP sockets in a namespace whose peer is `peer_ip`.
+fn ss_lines(ns: &common::netns::Netns, peer_ip: &str) -> Vec<String> {
+    let out = ns.run("ss -tanoH");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(peer_ip))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Unanswered persist probes from an `ss -o` timer field
+/// (`timer:(persist,25sec,0)`), if the persist timer is running.
+fn persist_probes(line: &str) -> Option<u32> {
+    let t = line.split("timer:(persist,").nth(1)?;
+    t.split(')').next()?.rsplit(',').next()?.parse().ok()
+}
+
+#[test]
+fn thousand_connections_are_held_by_the_peer_alone() {
+    if !privileged("thousand_connections_are_held_by_the_peer_alone") {
+        return;
+    }
+    let cap = 10_000usize;
+    let lab = Lab::new(
+        "slk",
+        &LabConfig {
+            trapped_hosts: vec![2],
+            free_hosts: vec![3],
+            extra_args: vec!["--flow-cap".into(), cap.to_string()],
+            ..Default::default()
+        },
+    );
+    let rss_before = lab.rss();
+    let attacker: IpAddr = lab.v4(2).parse().unwrap();
+    let server: SocketAddr = format!("{}:22", lab.v4(1)).parse().unwrap();
+    let conns = connect_many(&lab, attacker, server, 1000, 100);
+    assert_eq!(conns.len(), 1000);
+    // Window zero: every byte stays in the client's send queue.
+    for c in &conns {
+        assert_eq!(tarpit::sys::outq(c.as_raw_fd()).unwrap(), 100);
+    }
+
+    // A connection from an untrapped address to a real listener does reach
+    // the server's stack, and conntrack sees it: conntrack is on, so "no
+    // entry" below is meaningful.
+    let real = lab.server.in_thread({
+        let a = format!("{}:0", lab.v4(1));
+        move || TcpListener::bind(a).unwrap()
+    });
+    let real_addr = real.local_addr().unwrap();
+    let free: IpAddr = lab.v4(3).parse().unwrap();
+    let ok = lab.attacker.in_thread(move || {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&SocketAddr::new(free, 0).into()).unwrap();
+        s.connect_timeout(&real_addr.into(), Duration::from_secs(5))
+            .map(|()| TcpStream::from(s))
+    });
+    let _ok = ok.expect("untrapped address reaches the normal stack");
+    let _accepted = real.accept().expect("accepted by the real listener");
+
+    let ct =
+        String::from_utf8_lossy(&lab.server.run("conntrack -L 2>/dev/null").stdout).to_string();
+    assert!(ct.contains(&lab.v4(3)), "conntrack is active: {ct}");
+    assert!(
+        !ct.contains(&format!("src={} ", lab.v4(2))),
+        "no conntrack entry for trapped peers:\n{ct}"
+    );
+    assert!(
+        ss_lines(&lab.server, &format!("{}:", lab.v4(2))).is_empty(),
+        "no server socket"
+    );
+
+    let rss_after = lab.rss();
+    let grown = rss_after.saturating_sub(rss_before);
+    let table = cap as u64 * 56;
+    eprintln!("tarpit RSS {rss_before} -> {rss_after} bytes (+{grown}) for 1000 connections; flow table at cap ~{table} bytes");
+    assert!(
+        grown < table,
+        "RSS grew by {grown} bytes, more than the flow table's cap ({table})"
+    );
+
+    // A minute later they are all still established, data still queued,
+    // the persist timer running and its probes answered (an unanswered
+    // persist timer would count 6+ probes by now).
+    std::thread::sleep(Duration::from_secs(60));
+    let lines = ss_lines(&lab.attacker, &format!("{}:22", lab.v4(1)));
+    assert_eq!(lines.len(), 1000, "{:?}", &lines[..lines.len().min(5)]);
+    for l in &lines {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(f[0], "ESTAB", "{l}");
+        assert_eq!(f[2], "100", "Send-Q: {l}");
+        let probes = persist_probes(l).unwrap_or_else(|| panic!("persist timer: {l}"));
+        assert!(probes <= 1, "probes unanswered: {l}");
+    }
+    for c in &conns {
+        assert_eq!(tarpit::sys::outq(c.as_raw_fd()).unwrap(), 100);
+    }
+    assert!(ss_lines(&lab.server, &format!("{}:", lab.v4(2))).is_empty());
+    let ct =
+        String::from_utf8_lossy(&lab.server.run("conntrack -L 2>/dev/null").stdout).to_string();
+    assert!(!ct.contains(&format!("src={} ", lab.v4(2))), "{ct}");
+    drop(conns);
+}
+
+/// A raw TCP socket in the attacker namespace for hand-made segments.
+struct Raw {
+    sock: Socket,
+    src: IpAddr,
+    dst: IpAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Answer {
+    to_port: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    window: u16,
+    header_len: usize,
+    mss: Option<u16>,
+}
+
+impl Raw {
+    fn open(lab: &Lab, src: IpAddr, dst: IpAddr) -> Raw {
+        let sock = lab.attacker.in_thread(move || {
+            let d = if src.is_ipv4() {
+                Domain::IPV4
+            } else {
+                Domain::IPV6
+            };
+            let s = Socket::new(d, Type::RAW, Some(Protocol::TCP)).expect("raw socket");
+            if src.is_ipv4() {
+                s.set_header_included_v4(true).expect("IP_HDRINCL");
+            }
+            s.bind(&SocketAddr::new(src, 0).into()).expect("bind raw");
+            s
+        });
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        Raw { sock, src, dst }
+    }
+
+    /// A segment from `sport` to port 22, optionally mangled before sending.
+    fn send(
+        &self,
+        sport: u16,
+        flags: u8,
+        seq: u32,
+        ack: u32,
+        data: &[u8],
+        mangle: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let mut b = vec![0u8; 2000];
+        let n = packet::build(
+            &Reply {
+                to: Tuple {
+                    src: self.dst,
+                    dst: self.src,
+                    src_port: 22,
+                    dst_port: sport,
+                },
+                seq,
+                ack,
+                flags,
+                window: 64240,
+                mss: (flags & TCP_SYN != 0).then_some(1460),
+                payload_len: data.len(),
+            },
+            data,
+            &mut b,
+        )
+        .unwrap();
+        b.truncate(n);
+        mangle(&mut b);
+        let wire: &[u8] = if self.src.is_ipv4() { &b } else { &b[40..] };
+        self.sock
+            .send_to(wire, &SockAddr::from(SocketAddr::new(self.dst, 0)))
+            .expect("send raw");
+    }
+
+    /// The next segment from the server's port 22, within `wait`.
+    fn answer(&self, wait: Duration) -> Option<Answer> {
+        let t = Instant::now();
+        let mut buf = [0u8; 2048];
+        while t.elapsed() < wait {
+            let Ok(n) = (&self.sock).read(&mut buf) else {
+                continue;
+            };
+            let bytes = &buf[..n];
+            // IPv4 raw sockets deliver the IP header, IPv6 ones do not (only
+            // the server talks to this namespace).
+            let tcp_bytes = if self.src.is_ipv4() {
+                match packet::parse(bytes) {
+                    Ok(s) if s.tuple.src == self.dst && s.tuple.dst == self.src => &bytes[20..],
+                    _ => continue,
+                }
+            } else {
+                bytes
+            };
+            let Ok(h) = TcpHeader::new_checked(tcp_bytes) else {
+                continue;
+            };
+            if h.src_port() != 22 {
+                continue;
+            }
+            return Some(Answer {
+                to_port: h.dst_port(),
+                flags: h.flags(),
+                seq: h.seq(),
+                ack: h.ack(),
+                window: h.window(),
+                header_len: h.header_len(),
+                mss: h.mss(),
+            });
+        }
+        None
+    }
+
+    /// Handshake from `sport`: returns our ISN and the tarpit's ISS + 1.
+    fn handshake(&self, sport: u16, isn: u32) -> u32 {
+        self.send(sport, TCP_SYN, isn, 0, b"", |_| {});
+        let a = self.answer(Duration::from_secs(3)).expect("SYN/ACK");
+        assert_eq!(a.flags, TCP_SYN | TCP_ACK, "{a:?}");
+        assert_eq!(a.ack, isn.wrapping_add(1));
+        a.seq.wrapping_add(1)
+    }
+}
+
+/// Runs the whole protocol check for one family.
+fn protocol_checks(lab: &Lab, v6: bool) {
+    let (src, dst): (IpAddr, IpAddr) = if v6 {
+        (lab.v6(2).parse().unwrap(), lab.v6(1).parse().unwrap())
+    } else {
+        (lab.v4(2).parse().unwrap(), lab.v4(1).parse().unwrap())
+    };
+    let raw = Raw::open(lab, src, dst);
+    let quiet = Duration::from_millis(300);
+
+    // SYN -> SYN/ACK, window 0, MSS option only (24-byte header).
+    let isn = 0xfffffff0u32;
+    raw.send(41000, TCP_SYN, isn, 0, b"", |_| {});
+    let a = raw.answer(Duration::from_secs(3)).expect("SYN/ACK");
+    assert_eq!(
+        (a.to_port, a.flags, a.ack, a.window),
+        (41000, TCP_SYN | TCP_ACK, isn.wrapping_add(1), 0)
+    );
+    assert_eq!(a.header_len, 24);
+    assert!(a.mss.is_some());
+    let our = a.seq.wrapping_add(1);
+    let next = isn.wrapping_add(1);
+
+    // Handshake ACK, data, a Linux probe (seq - 1), a BSD probe (1 byte):
+    // each gets a zero-window ACK acknowledging none of the data.
+    for (seq, data) in [
+        (next, &b""[..]),
+        (next, b"GET / HTTP/1.0\r\n"),
+        (isn, b""),
+        (next, b"x"),
+    ] {
+        raw.send(41000, TCP_ACK | TCP_PSH, seq, our, data, |_| {});
+        let a = raw.answer(Duration::from_secs(3)).expect("ACK");
+        assert_eq!(
+            (a.to_port, a.flags, a.seq, a.ack, a.window),
+            (41000, TCP_ACK, our, next, 0),
+            "{a:?}"
+        );
+    }
+
+    // A marker connection: the first answer after an unanswered segment
+    // must be the marker's.
+    let mnext = 5001u32;
+    let mour = raw.handshake(42000, 5000);
+    let expect_silence = |what: &str| {
+        raw.send(42000, TCP_ACK, mnext, mour, b"", |_| {});
+        let a = raw.answer(Duration::from_secs(3)).expect("marker answer");
+        assert_eq!(a.to_port, 42000, "{what} was answered: {a:?}");
+    };
+
+    raw.send(41000, TCP_ACK, next.wrapping_add(7), our, b"", |_| {});
+    expect_silence("an ACK with a wrong sequence number");
+    raw.send(41000, TCP_ACK, next, our.wrapping_add(1), b"", |_| {});
+    expect_silence("an ACK with a wrong acknowledgement number");
+    raw.send(41999, TCP_ACK, next, our, b"", |_| {});
+    expect_silence("an ACK from another port");
+    raw.send(41000, TCP_FIN | TCP_ACK, next, our, b"", |_| {});
+    expect_silence("a FIN");
+    raw.send(41000, TCP_RST | TCP_ACK, next, our, b"", |_| {});
+    expect_silence("an RST");
+    let tcp_csum = if v6 { 40 + 16 } else { 20 + 16 };
+    raw.send(41000, TCP_ACK, next, our, b"", |p| p[tcp_csum] ^= 0x5a);
+    expect_silence("a segment with a bad checksum");
+    raw.send(41000, TCP_SYN, 7, 0, b"", |p| p[tcp_csum + 1] ^= 0x01);
+    expect_silence("a SYN with a bad checksum");
+    if !v6 {
+        raw.send(41000, TCP_SYN, 7, 0, b"", |p| {
+            p[6] |= 0x20; // more fragments
+            fix_ip_checksum(p);
+        });
+        expect_silence("a fragment");
+        raw.send(41000, TCP_SYN, 7, 0, b"", |p| {
+            p.splice(20..20, [1u8, 1, 1, 0]); // NOP NOP NOP EOL
+            p[0] = 0x46;
+            let len = p.len() as u16;
+            p[2..4].copy_from_slice(&len.to_be_bytes());
+            fix_ip_checksum(p);
+        });
+        expect_silence("a SYN with IP options");
+    }
+    // Still answered after all that (nothing was remembered).
+    raw.send(41000, TCP_ACK, isn, our, b"", |_| {});
+    assert_eq!(
+        raw.answer(Duration::from_secs(3)).map(|a| a.to_port),
+        Some(41000)
+    );
+    assert!(raw.answer(quiet).is_none(), "nothing else arrives");
+}
+
+fn fix_ip_checksum(p: &mut [u8]) {
+    let ihl = usize::from(p[0] & 0x0f) * 4;
+    p[10] = 0;
+    p[11] = 0;
+    let c = packet::checksum(0, &p[..ihl]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+#[test]
+fn crafted_segments_get_exactly_the_right_answers() {
+    if !privileged("crafted_segments_get_exactly_the_right_answers") {
+        return;
+    }
+    let mut lab = Lab::new("slp", &LabConfig::default());
+    protocol_checks(&lab, false);
+    protocol_checks(&lab, true);
+    let log = lab.stop();
+    // The RSTs ended their records; the engine reported its refusals.
+    assert!(log.contains("\"end\":\"peer_reset\""), "{log}");
+    assert!(log.contains("\"peer_tried_close\":true"), "{log}");
+}
+
+#[test]
+fn key_rotation_keeps_current_connections_and_retires_old_ones() {
+    if !privileged("key_rotation_keeps_current_connections_and_retires_old_ones") {
+        return;
+    }
+    let mut lab = Lab::new(
+        "slr",
+        &LabConfig {
+            trapped_hosts: vec![2, 4],
+            ..Default::default()
+        },
+    );
+    let src: IpAddr = lab.v4(2).parse().unwrap();
+    let dst: IpAddr = lab.v4(1).parse().unwrap();
+    let raw = Raw::open(&lab, src, dst);
+    // Real clients too (from another address, so the raw socket does not
+    // see their traffic): they must stay answered across one rotation.
+    let server: SocketAddr = format!("{}:22", lab.v4(1)).parse().unwrap();
+    let clients: IpAddr = lab.v4(4).parse().unwrap();
+    let conns = connect_many(&lab, clients, server, 20, 10);
+
+    let old = raw.handshake(43000, 100);
+    raw.send(43000, TCP_ACK, 101, old, b"", |_| {});
+    assert!(raw.answer(Duration::from_secs(3)).is_some());
+
+    lab.signal("USR1");
+    lab.wait_log("\"generation\":1", Duration::from_secs(10));
+    // Made under the previous key: still answered.
+    raw.send(43000, TCP_ACK, 100, old, b"", |_| {});
+    assert_eq!(
+        raw.answer(Duration::from_secs(3)).map(|a| a.to_port),
+        Some(43000)
+    );
+    let young = raw.handshake(44000, 200);
+    raw.send(44000, TCP_ACK, 201, young, b"", |_| {});
+    assert_eq!(
+        raw.answer(Duration::from_secs(3)).map(|a| a.to_port),
+        Some(44000)
+    );
+
+    // The real clients' persist probes keep being answered.
+    std::thread::sleep(Duration::from_secs(4));
+    let lines = ss_lines(&lab.attacker, &format!("{}:22", lab.v4(1)));
+    assert_eq!(lines.len(), 20, "{lines:?}");
+    for l in &lines {
+        assert!(l.starts_with("ESTAB"), "{l}");
+        assert!(persist_probes(l).is_some_and(|p| p <= 1), "{l}");
+    }
+
+    lab.signal("USR1");
+    lab.wait_log("\"generation\":2", Duration::from_secs(10));
+    // Two rotations later the first key is gone: no answer; the younger
+    // connection is still answered.
+    raw.send(43000, TCP_ACK, 100, old, b"", |_| {});
+    raw.send(44000, TCP_ACK, 200, young, b"", |_| {});
+    assert_eq!(
+        raw.answer(Duration::from_secs(3)).map(|a| a.to_port),
+        Some(44000)
+    );
+    assert!(raw.answer(Duration::from_millis(300)).is_none());
+    let log = lab.stop();
+    assert!(
+        log.contains("\"end\":\"lifetime\""),
+        "retired flows are reported: {log}"
+    );
+    drop(conns);
+}
+
+#[test]
+fn decoy_ports_are_trapped_and_other_ports_reach_the_stack_over_ipv6_too() {
+    if !privileged("decoy_ports_are_trapped_and_other_ports_reach_the_stack_over_ipv6_too") {
+        return;
+    }
+    let lab = Lab::new(
+        "sld",
+        &LabConfig {
+            trapped_hosts: vec![],
+            free_hosts: vec![3],
+            decoy_ports: vec![2323],
+            ..Default::default()
+        },
+    );
+    for v6 in [false, true] {
+        let (src, srv): (IpAddr, IpAddr) = if v6 {
+            (lab.v6(3).parse().unwrap(), lab.v6(1).parse().unwrap())
+        } else {
+            (lab.v4(3).parse().unwrap(), lab.v4(1).parse().unwrap())
+        };
+        let decoy = SocketAddr::new(srv, 2323);
+        let conns = connect_many(&lab, src, decoy, 50, 64);
+        for c in &conns {
+            assert_eq!(tarpit::sys::outq(c.as_raw_fd()).unwrap(), 64);
+        }
+        // Another port: the server's own stack answers (here: refuses).
+        let real = lab
+            .server
+            .in_thread(move || TcpListener::bind(SocketAddr::new(srv, 0)).unwrap());
+        let port = real.local_addr().unwrap().port();
+        let ok = lab.attacker.in_thread(move || {
+            TcpStream::connect_timeout(&SocketAddr::new(srv, port), Duration::from_secs(5))
+        });
+        assert!(ok.is_ok(), "untrapped port reaches the stack");
+        let closed = lab.attacker.in_thread(move || {
+            TcpStream::connect_timeout(&SocketAddr::new(srv, 1), Duration::from_secs(5))
+        });
+        assert_eq!(
+            closed.map(|_| ()).unwrap_err().kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "a closed, untrapped port is refused by the kernel"
+        );
+        let ss = ss_lines(&lab.server, ":2323");
+        assert!(ss.is_empty(), "no server socket on the decoy port: {ss:?}");
+    }
+}
