@@ -210,7 +210,8 @@ pub fn run(cli: &Cli, a: &ServeArgs) -> ExitCode {
                 Ok(o) => o,
                 Err(e) => return fail(EXIT_CONFIG, e),
             };
-            let stats = match super::serve_stats::prepare(&stats_opts) {
+            let label = crate::stateless::listener_label(o.nflog_group);
+            let stats = match super::serve_stats::prepare(&stats_opts, &[label]) {
                 Ok(s) => s,
                 Err(e) => return fail(1, e),
             };

@@ -103,7 +103,7 @@ impl Core {
         Core {
             cookies,
             flows: FlowTable::new(opts.flow_cap, TICKS_PER_SEC),
-            label: format!("nflog:{}", opts.nflog_group),
+            label: super::listener_label(opts.nflog_group),
             epoch: Instant::now(),
             epoch_wall: SystemTime::now(),
             observers,

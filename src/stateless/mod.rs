@@ -25,6 +25,12 @@ pub use engine::{snapshot_handler, Handle, StatelessServer};
 
 use std::time::Duration;
 
+/// The label records and metrics carry for this engine (in the
+/// `listener` field): `nflog:GROUP`.
+pub fn listener_label(group: u16) -> String {
+    format!("nflog:{group}")
+}
+
 /// Everything the stateless engine needs to know, already validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatelessOptions {
