@@ -79,42 +79,54 @@ pub fn timeout_secs(d: Duration) -> u64 {
     secs.clamp(1, MAX_TIMEOUT.as_secs())
 }
 
-/// The set element text for `target` in a set of `v6_prefix` granularity.
-/// IPv6 elements are network addresses; the rule masks the packet's source
-/// the same way, so a plain hash set does the /64 matching (an interval set
-/// would, but nft 1.0.x needs ~10 s to refresh 5,000 interval elements).
-fn element(target: &Target, v6_prefix: u8) -> Result<(bool, String), FwError> {
+/// The set element text for `target` (and whether it goes to the IPv4 set).
+///
+/// IPv6 networks are stored as their network address: the rule masks the
+/// packet's source to `v6_prefix` bits before the lookup, so a plain hash set
+/// does the /64 matching. (An interval set could hold real prefixes, but
+/// nft 1.0.x needs ~10 s to refresh 5,000 interval elements in one batch, and
+/// an interval set refuses overlapping elements, so one host banned both per
+/// address and per /64 would fail a whole batch.) A network of another length
+/// is re-masked to `v6_prefix`, the set's granularity: failing instead would
+/// fail every other ban in the same batch (one odd stored row must not stop a
+/// restore of 10,000).
+fn element(target: &Target, v6_prefix: u8) -> (bool, String) {
     match target {
-        Target::V4(a) => Ok((true, a.to_string())),
+        Target::V4(a) => (true, a.to_string()),
         Target::V6Net(a, p) => {
             if *p < v6_prefix {
-                return Err(FwError::Config(format!(
-                    "cannot trap {target}: the IPv6 set holds /{v6_prefix} networks, \
-                     a shorter prefix does not fit"
-                )));
+                tracing::warn!(
+                    target_net = %target,
+                    "IPv6 set holds /{v6_prefix} networks; trapping the /{v6_prefix} at the start of this /{p} only"
+                );
             }
-            Ok((false, mask_v6(*a, v6_prefix).to_string()))
+            (false, mask_v6(*a, v6_prefix).to_string())
         }
     }
 }
 
-/// The part of the rule that matches the packet's IPv6 source against the set.
-fn v6_match(cfg: &NftConfig) -> String {
-    if cfg.v6_prefix >= 128 {
-        format!("ip6 saddr @{}", cfg.set6)
-    } else {
+/// The match expressions (without action) that select packets from trapped
+/// sources: `ip saddr @trap4` and `ip6 saddr & <mask> @trap6` (no mask at
+/// /128). Other users of the sets (the stateless engine's chain, a shipped
+/// ruleset) must match the same way, or IPv6 networks banned by the watcher
+/// escape them: a plain `ip6 saddr @trap6` never matches a network element.
+pub fn source_matches(cfg: &NftConfig) -> Result<Vec<String>, FwError> {
+    validate(cfg)?;
+    let v6 = if cfg.v6_prefix < 128 {
         format!("ip6 saddr & {} @{}", v6_mask(cfg.v6_prefix), cfg.set6)
-    }
+    } else {
+        format!("ip6 saddr @{}", cfg.set6)
+    };
+    Ok(vec![format!("ip saddr @{}", cfg.set4), v6])
 }
 
-/// Commands that create our table, sets and chain if missing and (re)write
-/// the chain's rules. Re-running them changes nothing but the rules, which are
-/// replaced atomically (`flush chain` + `add rule` in the same transaction),
-/// and existing set elements survive.
-pub fn ensure_commands(cfg: &NftConfig, out: &mut String) -> Result<(), FwError> {
+/// `add table` and the two `add set` commands: the canonical definitions of
+/// the sets, for anyone who needs them to exist (`flags timeout`, no
+/// `interval`; nft refuses `add set` when a set of that name exists with
+/// other flags).
+pub fn set_commands(cfg: &NftConfig, out: &mut String) -> Result<(), FwError> {
     validate(cfg)?;
     let t = &cfg.family_table;
-    let p = cfg.port;
     let _ = writeln!(out, "add table inet {t}");
     let _ = writeln!(
         out,
@@ -126,21 +138,28 @@ pub fn ensure_commands(cfg: &NftConfig, out: &mut String) -> Result<(), FwError>
         "add set inet {t} {} {{ type ipv6_addr; flags timeout; }}",
         cfg.set6
     );
+    Ok(())
+}
+
+/// Commands that create our table, sets and chain if missing and (re)write
+/// the chain's rules. Re-running them changes nothing but the rules, which are
+/// replaced atomically (`flush chain` + `add rule` in the same transaction),
+/// and existing set elements survive.
+pub fn ensure_commands(cfg: &NftConfig, out: &mut String) -> Result<(), FwError> {
+    set_commands(cfg, out)?;
+    let t = &cfg.family_table;
+    let p = cfg.port;
     let _ = writeln!(
         out,
         "add chain inet {t} {CHAIN} {{ type nat hook prerouting priority dstnat - 10; policy accept; }}"
     );
     let _ = writeln!(out, "flush chain inet {t} {CHAIN}");
-    let _ = writeln!(
-        out,
-        "add rule inet {t} {CHAIN} ip saddr @{} meta l4proto tcp redirect to :{p}",
-        cfg.set4
-    );
-    let _ = writeln!(
-        out,
-        "add rule inet {t} {CHAIN} {} meta l4proto tcp redirect to :{p}",
-        v6_match(cfg)
-    );
+    for m in source_matches(cfg)? {
+        let _ = writeln!(
+            out,
+            "add rule inet {t} {CHAIN} {m} meta l4proto tcp redirect to :{p}"
+        );
+    }
     Ok(())
 }
 
@@ -148,17 +167,17 @@ pub fn ensure_commands(cfg: &NftConfig, out: &mut String) -> Result<(), FwError>
 /// sorting so batches are deterministic.
 type BySet = (BTreeMap<String, u64>, BTreeMap<String, u64>);
 
-fn group(cfg: &NftConfig, bans: &[Ban]) -> Result<BySet, FwError> {
+fn group(cfg: &NftConfig, bans: &[Ban]) -> BySet {
     let mut v4 = BTreeMap::new();
     let mut v6 = BTreeMap::new();
     for b in bans {
-        let (is4, e) = element(&b.target, cfg.v6_prefix)?;
+        let (is4, e) = element(&b.target, cfg.v6_prefix);
         let secs = timeout_secs(b.timeout);
         let slot = if is4 { &mut v4 } else { &mut v6 };
         let cur = slot.entry(e).or_insert(secs);
         *cur = (*cur).max(secs);
     }
-    Ok((v4, v6))
+    (v4, v6)
 }
 
 /// Commands that put every ban into its set with its own timeout, replacing
@@ -170,7 +189,7 @@ fn group(cfg: &NftConfig, bans: &[Ban]) -> Result<BySet, FwError> {
 /// never sees the element missing.
 pub fn ban_commands(cfg: &NftConfig, bans: &[Ban], out: &mut String) -> Result<(), FwError> {
     validate(cfg)?;
-    let (v4, v6) = group(cfg, bans)?;
+    let (v4, v6) = group(cfg, bans);
     for (set, elems) in [(&cfg.set4, &v4), (&cfg.set6, &v6)] {
         if elems.is_empty() {
             continue;
@@ -209,7 +228,7 @@ pub fn unban_commands(
             timeout: Duration::from_secs(1),
         })
         .collect();
-    let (v4, v6) = group(cfg, &bans)?;
+    let (v4, v6) = group(cfg, &bans);
     for (set, elems) in [(&cfg.set4, &v4), (&cfg.set6, &v6)] {
         if elems.is_empty() {
             continue;
@@ -279,6 +298,7 @@ mod tests {
         ensure_commands(&c, &mut s).unwrap();
         assert!(s.contains("add set inet tp_x a4 {"));
         assert!(s.contains("ip6 saddr @_b6 meta l4proto tcp redirect to :65000\n"));
+        assert_eq!(s.matches("add rule").count(), 2, "one IPv6 rule at /128");
         assert!(s.contains("ip saddr @a4 meta l4proto tcp redirect to :65000\n"));
         let c = NftConfig {
             v6_prefix: 48,
@@ -405,22 +425,47 @@ mod tests {
     }
 
     #[test]
-    fn v6_target_is_remasked_and_a_wider_one_refused() {
+    fn v6_targets_go_to_the_set_granularity() {
+        let b = |t: &str, p: u8| Ban {
+            target: Target::V6Net(t.parse().unwrap(), p),
+            timeout: Duration::from_secs(9),
+        };
         let mut s = String::new();
-        let t = Target::V6Net("2001:db8:1:2:3::".parse().unwrap(), 80);
         ban_commands(
             &cfg(),
-            &[Ban {
-                target: t,
-                timeout: Duration::from_secs(9),
-            }],
+            &[
+                b("2001:db8:1:2:3::", 80),
+                b("2001:db8:9::", 48),
+                b("2001:db8::5", 128),
+            ],
             &mut s,
         )
         .unwrap();
-        assert!(s.contains("trap6 { 2001:db8:1:2:: timeout 9s }"), "{s}");
-        let wide = Target::V6Net("2001:db8::".parse().unwrap(), 48);
-        let e = unban_commands(&cfg(), &[wide], &mut String::new()).unwrap_err();
-        assert!(e.to_string().contains("/64"), "{e}");
+        assert!(
+            s.contains("trap6 { 2001:db8:1:2:: timeout 9s, 2001:db8:9:: timeout 9s, 2001:db8:: timeout 9s }"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn source_matches_mask_ipv6_to_the_prefix() {
+        assert_eq!(
+            source_matches(&cfg()).unwrap(),
+            vec![
+                "ip saddr @trap4".to_string(),
+                "ip6 saddr & ffff:ffff:ffff:ffff:: @trap6".to_string(),
+            ]
+        );
+        let c = NftConfig {
+            v6_prefix: 128,
+            ..cfg()
+        };
+        assert_eq!(source_matches(&c).unwrap()[1], "ip6 saddr @trap6");
+        let c = NftConfig {
+            set4: "x y".into(),
+            ..cfg()
+        };
+        assert!(source_matches(&c).is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::batch::CHAIN;
-use super::target::{v6_mask, Target};
+use super::target::{mask_v6, v6_mask, Target};
 use super::{FwError, Listing, NftConfig};
 
 /// The objects (`{"table": ..}`, `{"set": ..}`, ...) of an nft JSON document.
@@ -53,7 +53,13 @@ fn target_of(val: &Value, v6: bool, v6_prefix: u8) -> Option<Target> {
         let ip: IpAddr = s.parse().ok()?;
         return match (ip, v6) {
             (IpAddr::V4(a), false) => Some(Target::V4(a)),
-            (IpAddr::V6(a), true) => Some(Target::V6Net(a, v6_prefix)),
+            // A network address is a per-network ban. An address with host
+            // bits set was put there by something else (it matches no
+            // packet under the masked rule); report it as what it is.
+            (IpAddr::V6(a), true) if mask_v6(a, v6_prefix) == a => {
+                Some(Target::V6Net(a, v6_prefix))
+            }
+            (IpAddr::V6(a), true) => Some(Target::V6Net(a, 128)),
             _ => None,
         };
     }
@@ -194,7 +200,7 @@ mod tests {
  {"set": {"family": "inet", "name": "trap4", "table": "tarpit", "type": "ipv4_addr", "handle": 1, "flags": ["timeout"],
    "elem": [{"elem": {"val": "10.77.0.1", "timeout": 3600, "expires": 3599}}, "10.77.0.3", {"elem": {"val": "10.77.0.2", "timeout": 60, "expires": 59.5}}]}},
  {"set": {"family": "inet", "name": "trap6", "table": "tarpit", "type": "ipv6_addr", "handle": 2, "flags": ["timeout"],
-   "elem": [{"elem": {"val": "2001:db8:1::", "timeout": 3601, "expires": 3600}}, {"elem": {"val": {"range": ["2001:db8::", "2001:db8::9"]}, "timeout": 5, "expires": 4}}]}},
+   "elem": [{"elem": {"val": "2001:db8:1::", "timeout": 3601, "expires": 3600}}, {"elem": {"val": "2001:db8:2::5", "timeout": 9, "expires": 8}}, {"elem": {"val": {"range": ["2001:db8::", "2001:db8::9"]}, "timeout": 5, "expires": 4}}]}},
  {"chain": {"family": "inet", "table": "tarpit", "name": "prerouting", "handle": 3, "type": "nat", "hook": "prerouting", "prio": -110, "policy": "accept"}},
  {"rule": {"family": "inet", "table": "tarpit", "chain": "prerouting", "handle": 4, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@trap4"}}, {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}}, {"redirect": {"port": 2222}}]}},
  {"rule": {"family": "inet", "table": "tarpit", "chain": "prerouting", "handle": 5, "expr": [{"match": {"op": "==", "left": {"&": [{"payload": {"protocol": "ip6", "field": "saddr"}}, "ffff:ffff:ffff:ffff::"]}, "right": "@trap6"}}, {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}}, {"redirect": {"port": 2222}}]}}]}"#;
@@ -218,6 +224,10 @@ mod tests {
                 (
                     Target::V6Net("2001:db8:1::".parse().unwrap(), 64),
                     Some(Duration::from_secs(3600))
+                ),
+                (
+                    Target::V6Net("2001:db8:2::5".parse().unwrap(), 128),
+                    Some(Duration::from_secs(8))
                 ),
             ]
         );

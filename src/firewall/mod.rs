@@ -27,7 +27,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-pub use batch::{timeout_secs, validate_name, MAX_TIMEOUT};
+pub use batch::{source_matches, timeout_secs, validate_name, MAX_TIMEOUT};
+
+/// The `nft -f` text [`Firewall::ensure`] applies: table, sets, chain, rules.
+/// For shipping a ruleset file that agrees with the watcher.
+pub fn ruleset_text(cfg: &NftConfig) -> Result<String, FwError> {
+    let mut s = String::new();
+    batch::ensure_commands(cfg, &mut s)?;
+    Ok(s)
+}
+
+/// Just `add table` and the two `add set` commands, with the canonical set
+/// definitions: for other modules that add their own chains matching the
+/// sets (see [`source_matches`]).
+pub fn set_text(cfg: &NftConfig) -> Result<String, FwError> {
+    let mut s = String::new();
+    batch::set_commands(cfg, &mut s)?;
+    Ok(s)
+}
 pub use target::{mask_v6, v6_mask, Ban, Target, TargetParseError};
 
 /// Trapped targets with their remaining time (`None`: the element has no
