@@ -33,6 +33,11 @@ if [ "${#need[@]}" -gt 0 ]; then
     apt-get install -y -qq "${need[@]}"
 fi
 
+# tests/deploy_package.rs packs the .deb with cargo-deb (a crates.io tool).
+if ! command -v cargo-deb >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-deb" ]; then
+    cargo install cargo-deb --locked
+fi
+
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo bench --no-run

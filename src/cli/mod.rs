@@ -4,6 +4,7 @@
 mod ban;
 mod bans;
 mod check_config;
+mod docs;
 mod report;
 mod serve;
 mod serve_stateless;
@@ -62,6 +63,10 @@ pub enum Command {
     CheckConfig(check_config::CheckConfigArgs),
     /// Show what a jail's filter makes of a log file (like fail2ban-regex).
     TestRegex(test_regex::TestRegexArgs),
+    /// Print the manual page (roff), or write all pages with --dir.
+    Man(docs::ManArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
 }
 
 /// Entry point of the binary.
@@ -78,6 +83,8 @@ pub fn main() -> ExitCode {
         Command::Bans(ref a) => bans::run(&cli, a),
         Command::CheckConfig(ref a) => check_config::run(&cli, a),
         Command::TestRegex(ref a) => test_regex::run(&cli, a),
+        Command::Man(ref a) => docs::man(a),
+        Command::Completions(ref a) => docs::completions(a),
     }
 }
 
