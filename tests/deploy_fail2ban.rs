@@ -403,3 +403,103 @@ fn seed_multiban_jail_traps_a_thrice_banned_host_for_a_week() {
         "multi-ban timeout {timeout}, want one week"
     );
 }
+
+/// The seed's whole setup with our tools: the real fail2ban bans a host three
+/// times (its sshd jail, its own fail2ban.log), `tarpit watch` reads that log
+/// with its default multi-ban rule (3 within 24 h → a week), and the host's
+/// next connection to port 22 is held by `tarpit serve`.
+#[test]
+fn fail2ban_log_drives_tarpit_watch_to_the_multiban() {
+    if !have_fail2ban("fail2ban_log_drives_tarpit_watch_to_the_multiban") {
+        return;
+    }
+    let server = Netns::new("f2bws");
+    let attacker = Netns::new("f2bwa");
+    veth6(
+        &server,
+        "10.77.44.1/24",
+        "fd77:44::1/64",
+        &attacker,
+        "10.77.44.9/24",
+        "fd77:44::9/64",
+    );
+    let f2b = Fail2ban::start(
+        &server,
+        "watch",
+        "[test-sshd]\nenabled = true\nfilter = sshd\nport = ssh\nlogpath = @DIR@/auth.log\n\
+         backend = polling\nmaxretry = 3\nfindtime = 600\nbantime = 4\naction = noop\n",
+        &[(
+            "action.d/noop.conf",
+            "[Definition]\nactionban = true\nactionunban = true\n",
+        )],
+    );
+    f2b.wait_log("Jail 'test-sshd' started", 1, 30.0);
+
+    // tarpit watch with nothing but where the log is: the default jail rule.
+    let conf = f2b.dir.join("tarpit.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[watch]\nstate_db = {:?}\npoll_interval = \"200ms\"\n\n\
+             [[watch.jail]]\nname = \"multi-ban\"\nlogpath = {:?}\n",
+            f2b.dir.join("state.db").display().to_string(),
+            f2b.dir.join("fail2ban.log").display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut wc = server.command(bin());
+    wc.args(["--log-format", "json", "--config"])
+        .arg(&conf)
+        .arg("watch");
+    let _watch = common::watch::WatchProc::spawn(wc);
+    let serve = Proc::spawn({
+        let mut c = server.command(bin());
+        c.args([
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            "0.0.0.0:2222",
+            "--lifetime-min",
+            "1s",
+            "--lifetime-max",
+            "1s",
+        ]);
+        c
+    });
+    assert_eq!(
+        connect(&attacker, "10.77.44.1:22"),
+        Err(ErrorKind::ConnectionRefused),
+        "trapped before any ban"
+    );
+
+    for round in 1..=3 {
+        f2b.fail("10.77.44.9", 3);
+        f2b.wait_log("[test-sshd] Ban 10.77.44.9", round, 30.0);
+        f2b.wait_log("[test-sshd] Unban 10.77.44.9", round, 30.0);
+        if round < 3 {
+            // Give the watcher time to have read the line: still not trapped.
+            std::thread::sleep(Duration::from_millis(600));
+            assert!(
+                element(&server, "trap4", "10.77.44.9").is_none(),
+                "trapped after only {round} bans"
+            );
+        }
+    }
+    let (timeout, _) = wait_for(10.0, "watch's multi-ban element", || {
+        element(&server, "trap4", "10.77.44.9")
+    });
+    assert!(
+        (604_700..=604_800).contains(&timeout),
+        "multi-ban timeout {timeout}, want one week"
+    );
+    assert_eq!(connect(&attacker, "10.77.44.1:22"), Ok(()));
+    let rec = wait_for(15.0, "serve's record of the attacker", || {
+        serve.records().into_iter().find(|r| {
+            r["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("10.77.44.9:"))
+        })
+    });
+    assert_eq!(rec["original_dst"], "10.77.44.1:22", "{rec}");
+}
