@@ -348,6 +348,19 @@ fn fail2ban_ban_lands_in_trap_set_and_serve_traps_the_host() {
         "unban released a host another ban holds for an hour"
     );
     assert_eq!(connect(&attacker, "[fd77:41::1]:22"), Ok(()));
+
+    // Stopping the jail (or fail2ban) does not release the trapped: the
+    // elements keep their timeouts, a restart's "Restore Ban" re-adds them.
+    f2b.client(&["set", "test-sshd", "banip", "10.77.41.2"]);
+    wait_for(10.0, "manual ban in trap4", || {
+        element(&server, "trap4", "10.77.41.2")
+    });
+    f2b.client(&["stop", "test-sshd"]);
+    f2b.wait_log("Jail 'test-sshd' stopped", 1, 20.0);
+    assert!(
+        element(&server, "trap4", "10.77.41.2").is_some(),
+        "stopping fail2ban released a trapped host"
+    );
     assert!(
         !f2b.log().contains("ERROR"),
         "fail2ban reported errors:\n{}",
