@@ -18,6 +18,9 @@ command -v ethtool >/dev/null 2>&1 || need+=(ethtool)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v fail2ban-server >/dev/null 2>&1 || need+=(fail2ban)
 command -v man >/dev/null 2>&1 || need+=(man-db)
+# deploy_syscalls traces the daemons against the units' SystemCallFilter.
+command -v strace >/dev/null 2>&1 || need+=(strace)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 # stats tests: the HTML report must render in headless Chromium; unshare and
 # mount (util-linux, mount) give the history tests a small or read-only tmpfs.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
