@@ -125,7 +125,8 @@ pub fn missing_parts(text: &str, cfg: &NftConfig) -> Result<Vec<String>, FwError
         }
     }
     let chain_ok = objs.iter().filter_map(|o| o.get("chain")).any(|c| {
-        str_of(c, "table") == Some(t.as_str())
+        str_of(c, "family") == Some("inet")
+            && str_of(c, "table") == Some(t.as_str())
             && str_of(c, "name") == Some(CHAIN)
             && str_of(c, "type") == Some("nat")
             && str_of(c, "hook") == Some("prerouting")
@@ -136,7 +137,11 @@ pub fn missing_parts(text: &str, cfg: &NftConfig) -> Result<Vec<String>, FwError
     let rules: Vec<&Value> = objs
         .iter()
         .filter_map(|o| o.get("rule"))
-        .filter(|r| str_of(r, "table") == Some(t.as_str()) && str_of(r, "chain") == Some(CHAIN))
+        .filter(|r| {
+            str_of(r, "family") == Some("inet")
+                && str_of(r, "table") == Some(t.as_str())
+                && str_of(r, "chain") == Some(CHAIN)
+        })
         .collect();
     let v6_want_mask = (cfg.v6_prefix < 128).then(|| v6_mask(cfg.v6_prefix));
     let has_rule = |proto: &str, set: &str, mask: Option<Ipv6Addr>| {
@@ -281,6 +286,22 @@ mod tests {
             "{m:?}"
         );
         assert!(elements(LISTING, &c).is_err());
+    }
+
+    #[test]
+    fn only_our_table_counts() {
+        // The same objects under another table name (as in a full ruleset
+        // listing with other tables) do not make ours intact.
+        let other = LISTING.replace("\"tarpit\"", "\"other\"");
+        let m = missing_parts(&other, &NftConfig::default()).unwrap();
+        assert_eq!(m, vec!["table inet tarpit".to_string()]);
+        // Our table, but the chain and rules live in an `ip` family twin.
+        let twin = LISTING.replace(
+            "\"family\": \"inet\", \"table\"",
+            "\"family\": \"ip\", \"table\"",
+        );
+        let m = missing_parts(&twin, &NftConfig::default()).unwrap();
+        assert_eq!(m.len(), 3, "chain and both rules: {m:?}");
     }
 
     #[test]

@@ -383,9 +383,13 @@ impl Firewall {
         })
     }
 
-    /// `nft -j list table inet T`; `None` when the table does not exist.
-    /// `terse` (`-t`) leaves out set elements: checking the structure of a
-    /// table with 10,000 bans then costs 30 ms instead of 150 ms.
+    /// `nft -j list table inet T` (`terse`: `nft -j -t list ruleset`);
+    /// `None` when the table does not exist.
+    ///
+    /// The structure check reads the whole ruleset tersely: nft resolves
+    /// `@set` references in `list table`/`list chain` by fetching every set
+    /// element, which with 100,000 bans costs 1.5 s, while a terse ruleset
+    /// listing takes 10 ms whatever the sets hold.
     fn list_table(&self, terse: bool) -> Result<Option<String>, FwError> {
         batch::validate(&self.cfg)?;
         if self.is_dry_run() {
@@ -394,7 +398,7 @@ impl Firewall {
         self.invocations.fetch_add(1, Ordering::Relaxed);
         let t = &self.cfg.family_table;
         let args: &[&str] = if terse {
-            &["-j", "-t", "list", "table", "inet", t]
+            &["-j", "-t", "list", "ruleset"]
         } else {
             &["-j", "list", "table", "inet", t]
         };
@@ -461,7 +465,7 @@ fn dry_listing(cfg: &NftConfig) -> String {
     };
     let rule = |left: &str, set: &str| {
         format!(
-            r#"{{"rule": {{"table": "{t}", "chain": "{}", "expr": [{{"match": {{"left": {left}, "right": "@{set}"}}}}, {{"redirect": {{"port": {}}}}}]}}}}"#,
+            r#"{{"rule": {{"family": "inet", "table": "{t}", "chain": "{}", "expr": [{{"match": {{"left": {left}, "right": "@{set}"}}}}, {{"redirect": {{"port": {}}}}}]}}}}"#,
             batch::CHAIN,
             cfg.port
         )
@@ -472,7 +476,7 @@ fn dry_listing(cfg: &NftConfig) -> String {
         )
     };
     format!(
-        r#"{{"nftables": [{{"table": {{"family": "inet", "name": "{t}"}}}}, {}, {}, {{"chain": {{"table": "{t}", "name": "{}", "type": "nat", "hook": "prerouting"}}}}, {}, {}]}}"#,
+        r#"{{"nftables": [{{"table": {{"family": "inet", "name": "{t}"}}}}, {}, {}, {{"chain": {{"family": "inet", "table": "{t}", "name": "{}", "type": "nat", "hook": "prerouting"}}}}, {}, {}]}}"#,
         set(&cfg.set4, "ipv4_addr"),
         set(&cfg.set6, "ipv6_addr"),
         batch::CHAIN,
