@@ -629,3 +629,32 @@ fn veth_name(ns: &Netns) -> String {
         .unwrap()
         .to_string()
 }
+
+#[test]
+fn unban_still_releases_when_the_other_set_is_gone() {
+    if !privileged("unban_still_releases_when_the_other_set_is_gone") {
+        return;
+    }
+    let ns = Netns::new("fwhalf");
+    let fw = Firewall::new(cfg_in(&ns));
+    assert!(fw.list().unwrap().is_empty(), "no table lists as empty");
+    let t4 = v4("10.77.12.1");
+    let t6 = fw.target_of(ip("fd77:12::1"));
+    fw.restore(&[ban(t4, 600), ban(t6, 600)]).unwrap();
+    // Someone removed trap6 (rules first, since they reference it).
+    ns.run("nft flush chain inet tarpit prerouting && nft delete set inet tarpit trap6");
+    assert_eq!(fw.list().unwrap(), vec![(t4, fw.list().unwrap()[0].1)]);
+    fw.unban(&[t4, t6]).unwrap();
+    assert!(
+        elements(&ns, "trap4").is_empty(),
+        "the IPv4 host is released"
+    );
+    assert!(fw.list().unwrap().is_empty());
+    let c = fw.check().unwrap();
+    assert!(
+        c.missing
+            .iter()
+            .any(|m| m.starts_with("set inet tarpit trap6")),
+        "{c:?}"
+    );
+}

@@ -256,33 +256,38 @@ impl Firewall {
         let mut b = String::new();
         batch::unban_commands(&self.cfg, targets, &mut b)?;
         match self.apply(&b) {
-            Ok(()) => Ok(()),
-            Err(e @ FwError::NftFailed { .. }) => {
-                // Most likely the ruleset was flushed: then nothing is
-                // trapped and the unban has nothing to do.
-                match self.check() {
-                    Ok(i)
-                        if i.missing
-                            .iter()
-                            .any(|m| m.starts_with("table") || m.starts_with("set")) =>
-                    {
-                        Ok(())
-                    }
-                    _ => Err(e),
-                }
-            }
-            Err(e) => Err(e),
+            Err(FwError::NftFailed { .. }) => {}
+            other => return other,
         }
+        // The batch failed as a whole, so nothing was released. Most likely
+        // the ruleset was flushed (table or one set gone): retry per set and
+        // let a set that does not exist count as "nothing to release", so
+        // that the hosts in the other set are still released.
+        let (v4, v6): (Vec<Target>, Vec<Target>) =
+            targets.iter().partition(|t| matches!(t, Target::V4(_)));
+        for part in [v4, v6] {
+            if part.is_empty() {
+                continue;
+            }
+            let mut b = String::new();
+            batch::unban_commands(&self.cfg, &part, &mut b)?;
+            match self.apply(&b) {
+                Ok(()) => {}
+                Err(FwError::NftFailed { stderr, .. })
+                    if stderr.contains("No such file or directory") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Trapped targets with their remaining time (`None`: no timeout, e.g.
-    /// added by hand). A dry run lists nothing.
+    /// added by hand). A missing table or set lists as empty (use
+    /// [`intact`](Self::intact) to notice a flushed ruleset); a dry run
+    /// lists nothing.
     pub fn list(&self) -> Result<Listing, FwError> {
         let Some(text) = self.list_table(false)? else {
-            return Err(FwError::Parse(format!(
-                "table inet {} does not exist",
-                self.cfg.family_table
-            )));
+            return Ok(Vec::new()); // no table: nothing is trapped
         };
         let (els, skipped) = json::elements(&text, &self.cfg)?;
         if skipped > 0 {
