@@ -32,14 +32,28 @@ pub struct Proc {
     pub child: Child,
     pub lines: Arc<Mutex<Vec<String>>>,
     pub listeners: Vec<SocketAddr>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
     /// `tarpit --log-format json serve ARGS...`, waiting until it serves.
+    /// Unless the test names them, the control socket and the history are
+    /// off, so tests never share the machine's default paths.
     pub fn serve(args: &[&str]) -> Proc {
         let mut c = Command::new(bin());
         c.args(["--log-format", "json", "serve"]).args(args);
+        if !args.contains(&"--control") {
+            c.args(["--control", "off"]);
+        }
+        if !args.contains(&"--history") {
+            c.args(["--history", "off"]);
+        }
         Proc::spawn(c)
+    }
+
+    /// The collected log lines, for failure messages.
+    pub fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
     }
 
     pub fn spawn(mut c: Command) -> Proc {
@@ -50,7 +64,7 @@ impl Proc {
         let err = child.stderr.take().expect("stderr");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let l2 = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
                 l2.lock().unwrap().push(line);
@@ -60,6 +74,7 @@ impl Proc {
             child,
             lines,
             listeners: vec![],
+            reader: Some(reader),
         };
         wait_for(10.0, "serving line", || {
             if let Ok(Some(st)) = p.child.try_wait() {
