@@ -658,3 +658,34 @@ fn unban_still_releases_when_the_other_set_is_gone() {
         "{c:?}"
     );
 }
+
+#[test]
+fn concurrent_bans_from_many_threads_all_land() {
+    if !privileged("concurrent_bans_from_many_threads_all_land") {
+        return;
+    }
+    // The watcher and `tarpit ban` (another process) may change the sets at
+    // the same moment; each call is its own transaction and none is lost.
+    let ns = Netns::new("fwconc");
+    let fw = Arc::new(Firewall::new(cfg_in(&ns)));
+    fw.ensure().unwrap();
+    let threads: Vec<_> = (0..8u32)
+        .map(|k| {
+            let fw = fw.clone();
+            std::thread::spawn(move || {
+                for i in 0..20u32 {
+                    let t = Target::V4(Ipv4Addr::from(0x0a4d_0d00 + k * 32 + i));
+                    fw.ban(&[ban(t, 600)]).unwrap();
+                    if k % 2 == 0 {
+                        fw.ensure().unwrap(); // rule rewrites in between
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(elements(&ns, "trap4").len(), 160);
+    assert!(fw.intact().unwrap());
+}
