@@ -25,6 +25,9 @@ pub struct WatchSection {
     pub ipv6_prefix: Option<Spanned<i64>>,
     /// The `nft` program.
     pub nft: Option<Spanned<String>>,
+    /// Also delete a trapped host's conntrack entries, so connections it
+    /// already has open are redirected too.
+    pub flush_conntrack: Option<bool>,
     /// How often logs are polled for new lines.
     pub poll_interval: Option<Spanned<DurationValue>>,
     /// How often the ruleset is checked for having been flushed.

@@ -101,6 +101,7 @@ pub struct Watcher<E: Enforcer> {
     backoff: Duration,
     next_check: Instant,
     next_scan: Instant,
+    next_prune: Instant,
     started: bool,
     errors: RateLimited,
     pub stats: WatchStats,
@@ -109,6 +110,8 @@ pub struct Watcher<E: Enforcer> {
 /// Most bytes read from one file per poll; bounds one transaction.
 const CHUNK_BYTES: usize = 4 << 20;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Hits of hosts that never came back are forgotten this often.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 fn is_glob(p: &str) -> bool {
     p.contains(['*', '?', '['])
@@ -148,6 +151,7 @@ impl<E: Enforcer> Watcher<E> {
             backoff: Duration::from_secs(1),
             next_check: now,
             next_scan: now,
+            next_prune: now + PRUNE_EVERY,
             started: false,
             errors: RateLimited::new(Duration::from_secs(60)),
             stats: WatchStats::default(),
@@ -275,6 +279,15 @@ impl<E: Enforcer> Watcher<E> {
         } else if now >= self.next_scan {
             self.scan();
             self.next_scan = now + Duration::from_secs(2);
+        }
+        if now >= self.next_prune {
+            self.next_prune = now + PRUNE_EVERY;
+            let now_ms = ms(SystemTime::now());
+            for j in &self.settings.jails {
+                if let Err(e) = self.state.prune_hits(&j.name, j.rules.horizon(now_ms)) {
+                    self.errors.error("db", &format!("{e}"));
+                }
+            }
         }
         if !self.fw_ok && now >= self.retry_at {
             self.stats.rebuilds += 1;

@@ -39,6 +39,9 @@ pub struct WatchSettings {
     pub set6: String,
     pub ipv6_prefix: u8,
     pub nft: PathBuf,
+    /// `conntrack -D -s HOST` after each ban (off by default: it cuts the
+    /// host's established sessions too).
+    pub flush_conntrack: bool,
     pub poll_interval: Duration,
     pub check_interval: Duration,
     /// Applies to every jail, besides loopback and our own addresses.
@@ -56,6 +59,7 @@ impl Default for WatchSettings {
             set6: "trap6".into(),
             ipv6_prefix: 64,
             nft: PathBuf::from("nft"),
+            flush_conntrack: false,
             poll_interval: Duration::from_millis(500),
             check_interval: Duration::from_secs(10),
             ignoreip: Vec::new(),
@@ -166,6 +170,7 @@ pub fn resolve(section: Option<(&WatchSection, &Source)>) -> Result<WatchSetting
     if let Some(p) = &w.nft {
         o.nft = PathBuf::from(p.get_ref());
     }
+    o.flush_conntrack = w.flush_conntrack.unwrap_or(false);
     if let Some(v) = &w.poll_interval {
         o.poll_interval = dur(v, "watch.poll_interval")?;
         if o.poll_interval < Duration::from_millis(10) || o.poll_interval > Duration::from_secs(1) {
@@ -383,6 +388,7 @@ mod tests {
 [watch]
 state_db = "/tmp/x/state.db"
 port = 2223
+flush_conntrack = true
 ignoreip = "192.0.2.0/24 2001:db8::/32"
 
 [[watch.jail]]
@@ -407,6 +413,7 @@ enabled = false
         )
         .unwrap();
         assert_eq!(o.port, 2223);
+        assert!(o.flush_conntrack);
         assert_eq!(o.ignoreip.len(), 2);
         assert_eq!(o.jails.len(), 1);
         let j = &o.jails[0];

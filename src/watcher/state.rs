@@ -612,6 +612,21 @@ mod tests {
     }
 
     #[test]
+    fn prune_forgets_hits_outside_the_window() {
+        let (mut s, dir) = tmpdb("prune");
+        let (a, b) = (host("192.0.2.4"), host("192.0.2.5"));
+        let mut tx = s.begin().unwrap();
+        tx.record_hit("j", &rules(), &a, 10 * H, 10 * H).unwrap();
+        tx.record_hit("j", &rules(), &b, 30 * H, 30 * H).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(s.prune_hits("j", rules().horizon(40 * H)).unwrap(), 1);
+        assert!(s.hits("j", &a).unwrap().is_empty());
+        assert_eq!(s.hits("j", &b).unwrap(), vec![30 * H]);
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn manual_ban_unban_and_remaining() {
         let (mut s, dir) = tmpdb("man");
         let h = host("2001:db8:1:2::/64");

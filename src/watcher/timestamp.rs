@@ -100,11 +100,11 @@ fn iso(b: &[u8]) -> Option<Stamp> {
                 }
                 _ => {
                     c.i = save;
-                    crate::sys::local_time_to_unix(year, month, day, hour, min, sec)
+                    local_secs(year, month, day, hour, min, sec)
                 }
             }
         }
-        _ => crate::sys::local_time_to_unix(year, month, day, hour, min, sec),
+        _ => local_secs(year, month, day, hour, min, sec),
     }?;
     // A stamp must end at a word boundary, or it is something else.
     if c.peek().is_some_and(|x| x.is_ascii_alphanumeric()) {
@@ -151,7 +151,7 @@ fn syslog(b: &[u8], now: SystemTime) -> Option<Stamp> {
         if !valid_date(year, mon, day) {
             continue;
         }
-        let t = crate::sys::local_time_to_unix(year, mon, day, hour, min, sec)?;
+        let t = local_secs(year, mon, day, hour, min, sec)?;
         if t <= now_secs + 86400 {
             return Some(Stamp {
                 time: to_time(t, 0)?,
@@ -160,6 +160,27 @@ fn syslog(b: &[u8], now: SystemTime) -> Option<Stamp> {
         }
     }
     None
+}
+
+/// Local broken-down time to epoch seconds. mktime(3) re-reads the zone on
+/// every call (half of the watcher's time per line); zone offsets change
+/// only at hour boundaries, so the start of the hour is cached per thread.
+fn local_secs(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> Option<i64> {
+    use std::cell::Cell;
+    type Hour = (i32, u32, u32, u32);
+    thread_local! {
+        static HOUR: Cell<Option<(Hour, i64)>> = const { Cell::new(None) };
+    }
+    let key = (y, mo, d, h);
+    let base = match HOUR.with(Cell::get) {
+        Some((k, b)) if k == key => b,
+        _ => {
+            let b = crate::sys::local_time_to_unix(y, mo, d, h, 0, 0)?;
+            HOUR.with(|c| c.set(Some((key, b))));
+            b
+        }
+    };
+    Some(base + i64::from(mi * 60 + s))
 }
 
 fn to_time(secs: i64, nanos: u32) -> Option<SystemTime> {
