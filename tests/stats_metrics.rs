@@ -162,3 +162,70 @@ fn metrics_address_in_use_is_an_error_at_start() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(&a) && err.contains("metrics"), "{err}");
 }
+
+/// Every serve metric the Grafana dashboard queries exists in a real scrape
+/// (a renamed metric would silently blank a panel).
+#[test]
+fn grafana_dashboard_queries_existing_serve_metrics() {
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/grafana/tarpit.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let dir = TempDir::new("grafana");
+    let maddr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _srv = Serve::start(
+        dir.path(),
+        &["--history", "off", "--metrics", &maddr.to_string()],
+    );
+    let (_, _, body) = http_get(maddr, "/metrics").unwrap();
+    let mut names: std::collections::BTreeSet<String> = parse_exposition(&body)
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    // Families without samples yet (no accept error so far) are declared.
+    for l in body.lines() {
+        let mut w = l.split_whitespace();
+        if let (Some("#"), Some("TYPE"), Some(n), Some(t)) =
+            (w.next(), w.next(), w.next(), w.next())
+        {
+            match t {
+                "counter" => names.insert(format!("{n}_total")),
+                "histogram" => names.insert(format!("{n}_bucket")),
+                _ => names.insert(n.to_string()),
+            };
+        }
+    }
+    let mut checked = 0;
+    let mut in_watch_row = false;
+    for p in dash["panels"].as_array().unwrap() {
+        if p["type"] == "row" {
+            in_watch_row = p["title"].as_str().unwrap_or("").starts_with("Watch");
+            continue;
+        }
+        if in_watch_row {
+            continue; // the watcher's own /metrics
+        }
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("tarpit_") {
+                let tail = &rest[i..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                let name = &tail[..end];
+                assert!(
+                    names.contains(name),
+                    "dashboard queries {name}, not exported: {expr}"
+                );
+                checked += 1;
+                rest = &tail[end..];
+            }
+        }
+    }
+    assert!(checked >= 10, "checked {checked} metric references");
+}

@@ -32,6 +32,19 @@ pub const HOLD_BUCKETS: [f64; 16] = [
     21600.0, 43200.0, 86400.0,
 ];
 
+/// The accept error kinds the engine reports, pre-created at zero so
+/// `rate()` works from the first error on; a kind not listed here still
+/// gets its series when it first happens.
+pub const ACCEPT_ERROR_KINDS: [&str; 7] = [
+    "emfile",
+    "enfile",
+    "enobufs",
+    "enomem",
+    "econnaborted",
+    "eperm",
+    "other",
+];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabel {
     pub listener: String,
@@ -106,6 +119,18 @@ pub struct ServeMetrics {
     bytes_unread: Counter,
     close_attempts: Family<ListenerLabel, Counter>,
     accept_errors: Family<KindLabel, Counter>,
+    /// Handles of the configured listeners' series, fetched once: the hot
+    /// path then neither allocates a label nor takes the family's lock.
+    known: std::collections::HashMap<String, ListenerSeries>,
+}
+
+#[derive(Debug)]
+struct ListenerSeries {
+    held: Gauge,
+    trapped: Counter,
+    close_attempts: Counter,
+    /// Indexed like [`EndReason::ALL`].
+    ended: Vec<Counter>,
 }
 
 impl ServeMetrics {
@@ -122,20 +147,35 @@ impl ServeMetrics {
             bytes_unread: Counter::default(),
             close_attempts: Family::default(),
             accept_errors: Family::default(),
+            known: Default::default(),
         };
+        let mut known = std::collections::HashMap::new();
         for l in listeners {
             let ll = ListenerLabel {
                 listener: l.clone(),
             };
-            let _ = m.held.get_or_create(&ll);
-            let _ = m.trapped.get_or_create(&ll);
-            let _ = m.close_attempts.get_or_create(&ll);
-            for r in EndReason::ALL {
-                let _ = m.ended.get_or_create(&EndLabels {
-                    listener: l.clone(),
-                    reason: r.as_str().into(),
-                });
-            }
+            let series = ListenerSeries {
+                held: m.held.get_or_create(&ll).clone(),
+                trapped: m.trapped.get_or_create(&ll).clone(),
+                close_attempts: m.close_attempts.get_or_create(&ll).clone(),
+                ended: EndReason::ALL
+                    .iter()
+                    .map(|r| {
+                        m.ended
+                            .get_or_create(&EndLabels {
+                                listener: l.clone(),
+                                reason: r.as_str().into(),
+                            })
+                            .clone()
+                    })
+                    .collect(),
+            };
+            known.insert(l.clone(), series);
+        }
+        let mut m = m;
+        m.known = known;
+        for k in ACCEPT_ERROR_KINDS {
+            let _ = m.accept_errors.get_or_create(&KindLabel { kind: k.into() });
         }
         reg.register(
             "held_connections",
@@ -186,6 +226,11 @@ impl ServeMetrics {
 
 impl Observer for ServeMetrics {
     fn trapped(&self, listener: &str) {
+        if let Some(k) = self.known.get(listener) {
+            k.trapped.inc();
+            k.held.inc();
+            return;
+        }
         let l = ListenerLabel {
             listener: listener.to_string(),
         };
@@ -194,6 +239,10 @@ impl Observer for ServeMetrics {
     }
 
     fn peer_close_attempt(&self, listener: &str) {
+        if let Some(k) = self.known.get(listener) {
+            k.close_attempts.inc();
+            return;
+        }
         self.close_attempts
             .get_or_create(&ListenerLabel {
                 listener: listener.to_string(),
@@ -202,17 +251,26 @@ impl Observer for ServeMetrics {
     }
 
     fn ended(&self, r: &ConnRecord) {
-        self.held
-            .get_or_create(&ListenerLabel {
-                listener: r.listener.clone(),
-            })
-            .dec();
-        self.ended
-            .get_or_create(&EndLabels {
-                listener: r.listener.clone(),
-                reason: r.end.as_str().into(),
-            })
-            .inc();
+        let reason_i = EndReason::ALL.iter().position(|&e| e == r.end);
+        match (self.known.get(&r.listener), reason_i) {
+            (Some(k), Some(i)) => {
+                k.held.dec();
+                k.ended[i].inc();
+            }
+            _ => {
+                self.held
+                    .get_or_create(&ListenerLabel {
+                        listener: r.listener.clone(),
+                    })
+                    .dec();
+                self.ended
+                    .get_or_create(&EndLabels {
+                        listener: r.listener.clone(),
+                        reason: r.end.as_str().into(),
+                    })
+                    .inc();
+            }
+        }
         self.hold_secs.observe(r.held_secs);
         self.attacker_secs.inc_by(r.held_secs.max(0.0));
         self.bytes_unread.inc_by(r.bytes_received);
@@ -372,5 +430,13 @@ mod tests {
         assert!(s.contains("tarpit_unread_bytes_total 7"));
         assert!(s.contains("tarpit_hold_duration_seconds_bucket{le=\"120.0\"} 1"));
         assert!(!s.contains("127.0.0.9"));
+        // A listener not known at start (e.g. inherited) gets its series too.
+        m.trapped("[::1]:2222");
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, &reg).unwrap();
+        assert!(
+            s.contains("tarpit_held_connections{listener=\"[::1]:2222\"} 1"),
+            "{s}"
+        );
     }
 }
