@@ -179,12 +179,21 @@ fn rotated_logs_are_followed_end_to_end() {
     let ns = Netns::new("wrot");
     let sc = Scene::new("wrot", "", "");
     let _w = sc.watch(&ns);
-    let settle = || std::thread::sleep(Duration::from_millis(400));
+    // Waits until the watcher has counted `n` hits of `ip` (read from the
+    // state database, which WAL lets us read while it writes).
+    let settle_hits = |ip: &str, n: usize| {
+        let t: tarpit::watcher::Target = ip.parse().unwrap();
+        wait_for(10.0, &format!("{n} hits of {ip}"), || {
+            let st = tarpit::watcher::State::open(&sc.db).ok()?;
+            (st.hits("multi-ban", &t).ok()?.len() == n).then_some(())
+        });
+    };
+    let settle = || std::thread::sleep(Duration::from_millis(300));
 
     // rename + create: two hits before, one after.
     sc.append(&ban_line("sshd", "10.77.4.1"));
     sc.append(&ban_line("sshd", "10.77.4.1"));
-    settle();
+    settle_hits("10.77.4.1", 2);
     std::fs::rename(&sc.log, sc.dir.join("fail2ban.log.1")).unwrap();
     sc.append(&ban_line("sshd", "10.77.4.1"));
     wait_element(&ns, "trap4", "10.77.4.1", 10.0);
@@ -192,7 +201,7 @@ fn rotated_logs_are_followed_end_to_end() {
     // copytruncate.
     sc.append(&ban_line("sshd", "10.77.4.2"));
     sc.append(&ban_line("sshd", "10.77.4.2"));
-    settle();
+    settle_hits("10.77.4.2", 2);
     std::fs::copy(&sc.log, sc.dir.join("fail2ban.log.2")).unwrap();
     std::fs::OpenOptions::new()
         .write(true)
@@ -207,7 +216,7 @@ fn rotated_logs_are_followed_end_to_end() {
     // delete, a while without the file, recreate.
     sc.append(&ban_line("sshd", "10.77.4.3"));
     sc.append(&ban_line("sshd", "10.77.4.3"));
-    settle();
+    settle_hits("10.77.4.3", 2);
     std::fs::remove_file(&sc.log).unwrap();
     settle();
     append(&sc.log, &ban_line("sshd", "10.77.4.3"));
