@@ -244,7 +244,24 @@ fn ten_thousand_bans_restore_in_one_batch() {
         return;
     }
     let ns = Netns::new("w10k");
-    let sc = Scene::new("w10k", "", "");
+    // An nft that logs each invocation's arguments, to count transactions.
+    let sc0 = Scene::new("w10k-wrap", "", "");
+    let calls = sc0.dir.join("calls");
+    let wrapper = sc0.dir.join("nft-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\nexec nft \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    common::netns::sh(&format!("chmod +x {}", wrapper.display()));
+    let sc = Scene::new(
+        "w10k",
+        &format!("nft = {:?}", wrapper.to_str().unwrap()),
+        "",
+    );
     {
         let mut st = tarpit::watcher::State::open(&sc.db).unwrap();
         let now = tarpit::watcher::state::ms(std::time::SystemTime::now());
@@ -268,4 +285,7 @@ fn ten_thousand_bans_restore_in_one_batch() {
     eprintln!("restored 10,000 bans in one nft batch: {} ms", msg["ms"]);
     let n = elements(&ns, "trap4").len();
     assert_eq!(n, 10_000);
+    let log = std::fs::read_to_string(&calls).unwrap();
+    let batches: Vec<&str> = log.lines().filter(|l| l.contains("-f")).collect();
+    assert_eq!(batches.len(), 1, "one nft transaction: {log}");
 }

@@ -50,7 +50,7 @@ pub fn run(cli: &Cli, a: &WatchArgs) -> ExitCode {
     }
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_thread(stop.clone());
-    let mut w = Watcher::new(settings, state, fw, &own);
+    let mut w = Watcher::new(settings, state, fw, &own).refresh_own_addresses();
     w.run(&stop);
     ExitCode::SUCCESS
 }

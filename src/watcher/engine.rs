@@ -102,6 +102,8 @@ pub struct Watcher<E: Enforcer> {
     next_check: Instant,
     next_scan: Instant,
     next_prune: Instant,
+    /// When to re-read the machine's addresses (`None`: never).
+    next_own: Option<Instant>,
     started: bool,
     errors: RateLimited,
     pub stats: WatchStats,
@@ -110,6 +112,7 @@ pub struct Watcher<E: Enforcer> {
 /// Most bytes read from one file per poll; bounds one transaction.
 const CHUNK_BYTES: usize = 4 << 20;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+const OWN_EVERY: Duration = Duration::from_secs(60);
 /// Hits of hosts that never came back are forgotten this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
@@ -129,15 +132,7 @@ impl<E: Enforcer> Watcher<E> {
     /// `ignore_own` lists the machine's addresses (never banned, with
     /// loopback and each jail's `ignoreip`).
     pub fn new(settings: WatchSettings, state: State, fw: E, own: &[std::net::IpAddr]) -> Self {
-        let ignore = settings
-            .jails
-            .iter()
-            .map(|j| {
-                let mut l = IgnoreList::new(own, &settings.ignoreip);
-                l.add(&j.ignoreip);
-                l
-            })
-            .collect();
+        let ignore = Self::ignore_lists(&settings, own);
         let now = Instant::now();
         Watcher {
             settings,
@@ -152,10 +147,30 @@ impl<E: Enforcer> Watcher<E> {
             next_check: now,
             next_scan: now,
             next_prune: now + PRUNE_EVERY,
+            next_own: None,
             started: false,
             errors: RateLimited::new(Duration::from_secs(60)),
             stats: WatchStats::default(),
         }
+    }
+
+    fn ignore_lists(settings: &WatchSettings, own: &[std::net::IpAddr]) -> Vec<IgnoreList> {
+        settings
+            .jails
+            .iter()
+            .map(|j| {
+                let mut l = IgnoreList::new(own, &settings.ignoreip);
+                l.add(&j.ignoreip);
+                l
+            })
+            .collect()
+    }
+
+    /// Re-reads this machine's addresses every minute: DHCP leases and
+    /// IPv6 temporary addresses change while the watcher runs.
+    pub fn refresh_own_addresses(mut self) -> Self {
+        self.next_own = Some(Instant::now() + OWN_EVERY);
+        self
     }
 
     pub fn state(&self) -> &State {
@@ -279,6 +294,16 @@ impl<E: Enforcer> Watcher<E> {
         } else if now >= self.next_scan {
             self.scan();
             self.next_scan = now + Duration::from_secs(2);
+        }
+        if self.next_own.is_some_and(|t| now >= t) {
+            self.next_own = Some(now + OWN_EVERY);
+            match crate::sys::local_addresses() {
+                Ok(own) => self.ignore = Self::ignore_lists(&self.settings, &own),
+                Err(e) => self.errors.error(
+                    "own-addresses",
+                    &format!("cannot list this machine's addresses: {e}"),
+                ),
+            }
         }
         if now >= self.next_prune {
             self.next_prune = now + PRUNE_EVERY;

@@ -415,13 +415,8 @@ impl Batch<'_> {
                 row_to_ban,
             )
             .map_err(|e| self.err(e))?
-            .ok_or_else(|| {
-                self.err(rusqlite::Error::InvalidColumnType(
-                    0,
-                    "host".into(),
-                    rusqlite::types::Type::Text,
-                ))
-            })
+            // We just wrote `host.to_string()`, which always parses back.
+            .ok_or_else(|| self.err(rusqlite::Error::QueryReturnedNoRows))
     }
 
     /// Stores how far `path` has been read.
