@@ -507,3 +507,75 @@ fn decoy_ports_are_trapped_and_other_ports_reach_the_stack_over_ipv6_too() {
         assert!(ss.is_empty(), "no server socket on the decoy port: {ss:?}");
     }
 }
+
+#[test]
+fn the_watchers_firewall_in_stateless_mode_traps_banned_hosts() {
+    if !privileged("the_watchers_firewall_in_stateless_mode_traps_banned_hosts") {
+        return;
+    }
+    use tarpit::firewall::{Ban, Firewall, NftConfig, Target, TrapMode};
+    let lab = Lab::new(
+        "slw",
+        &LabConfig {
+            trapped_hosts: vec![],
+            free_hosts: vec![2],
+            rules: false,
+            ..Default::default()
+        },
+    );
+    let cfg = NftConfig {
+        netns: Some(lab.server.name.clone()),
+        mode: TrapMode::Stateless {
+            group: common::lab::GROUP,
+        },
+        ..NftConfig::default()
+    };
+    let fw = Firewall::new(cfg.clone());
+    fw.ensure().expect("ensure in stateless mode");
+    assert!(fw.intact().unwrap());
+    let src: IpAddr = lab.v4(2).parse().unwrap();
+    let src6: IpAddr = lab.v6(2).parse().unwrap();
+    fw.ban(&[
+        Ban {
+            target: Target::from_ip(src, 64),
+            timeout: Duration::from_secs(600),
+        },
+        Ban {
+            target: Target::from_ip(src6, 64),
+            timeout: Duration::from_secs(600),
+        },
+    ])
+    .expect("ban");
+    for (from, to) in [(src, lab.v4(1)), (src6, lab.v6(1))] {
+        let server = SocketAddr::new(to.parse().unwrap(), 22);
+        let conns = connect_many(&lab, from, server, 5, 30);
+        for c in &conns {
+            assert_eq!(tarpit::sys::outq(c.as_raw_fd()).unwrap(), 30);
+        }
+    }
+
+    // Back to the socket engine: the log+drop chain goes, the redirect
+    // comes; nothing listens on 2222 here, so the kernel refuses.
+    let fw = Firewall::new(NftConfig {
+        mode: TrapMode::Redirect,
+        ..cfg
+    });
+    assert!(
+        !fw.intact().unwrap(),
+        "a stateless table is not a redirect table"
+    );
+    fw.ensure().expect("ensure in redirect mode");
+    assert!(fw.intact().unwrap());
+    let rules =
+        String::from_utf8_lossy(&lab.server.run("nft list table inet tarpit").stdout).to_string();
+    assert!(!rules.contains("log group"), "{rules}");
+    assert!(rules.contains("10.77."), "bans survive the switch: {rules}");
+    let server = SocketAddr::new(lab.v4(1).parse().unwrap(), 22);
+    let refused = lab.attacker.in_thread(move || {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&SocketAddr::new(src, 0).into()).unwrap();
+        s.connect_timeout(&server.into(), Duration::from_secs(5))
+            .map_err(|e| e.kind())
+    });
+    assert_eq!(refused, Err(std::io::ErrorKind::ConnectionRefused));
+}

@@ -34,6 +34,11 @@ pub struct WatchSection {
     pub check_interval: Option<Spanned<DurationValue>>,
     /// Addresses never banned by any jail (in addition to each jail's own).
     pub ignoreip: Option<Spanned<StrList>>,
+    /// `"socket"` (default: redirect to `port`) or `"stateless"` (log to
+    /// `nflog_group` and drop at raw priority, for `serve --engine stateless`).
+    pub engine: Option<Spanned<String>>,
+    /// nfnetlink_log group for `engine = "stateless"`.
+    pub nflog_group: Option<Spanned<i64>>,
     #[serde(default)]
     pub jail: Vec<Spanned<JailSection>>,
 }

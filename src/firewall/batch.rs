@@ -10,10 +10,20 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::target::{mask_v6, v6_mask, Ban, Target};
-use super::{FwError, NftConfig};
+use super::{FwError, NftConfig, TrapMode};
 
 /// The chain we own inside our table.
 pub const CHAIN: &str = "prerouting";
+/// The chain we own in stateless mode.
+pub use crate::stateless::rules::CHAIN as STATELESS_CHAIN;
+
+/// The chain [`ensure_commands`] maintains for `cfg`'s mode.
+pub fn chain_of(cfg: &NftConfig) -> &'static str {
+    match cfg.mode {
+        TrapMode::Redirect => CHAIN,
+        TrapMode::Stateless { .. } => STATELESS_CHAIN,
+    }
+}
 
 /// Longest element timeout we ask for. nft 1.0.x rejects values somewhere
 /// above ~50 M seconds ("value too large"); a year is far beyond any sane ban
@@ -149,17 +159,42 @@ pub fn ensure_commands(cfg: &NftConfig, out: &mut String) -> Result<(), FwError>
     set_commands(cfg, out)?;
     let t = &cfg.family_table;
     let p = cfg.port;
-    let _ = writeln!(
-        out,
+    let nat = format!(
         "add chain inet {t} {CHAIN} {{ type nat hook prerouting priority dstnat - 10; policy accept; }}"
     );
-    let _ = writeln!(out, "flush chain inet {t} {CHAIN}");
+    let raw = format!(
+        "add chain inet {t} {STATELESS_CHAIN} {{ type filter hook prerouting priority raw; policy accept; }}"
+    );
+    let (mine, other, name, stale, action) = match cfg.mode {
+        TrapMode::Redirect => (
+            nat,
+            raw,
+            CHAIN,
+            STATELESS_CHAIN,
+            format!("redirect to :{p}"),
+        ),
+        TrapMode::Stateless { group } => (
+            raw,
+            nat,
+            STATELESS_CHAIN,
+            CHAIN,
+            crate::stateless::rules::log_drop(group),
+        ),
+    };
+    let _ = writeln!(out, "{mine}");
+    let _ = writeln!(out, "flush chain inet {t} {name}");
     for m in source_matches(cfg)? {
         let _ = writeln!(
             out,
-            "add rule inet {t} {CHAIN} {m} meta l4proto tcp redirect to :{p}"
+            "add rule inet {t} {name} {m} meta l4proto tcp {action}"
         );
     }
+    // The other mode's chain, left from before an engine switch, goes: a
+    // trapped packet must meet exactly one treatment. (Added first so the
+    // delete cannot fail on a chain that is not there.)
+    let _ = writeln!(out, "{other}");
+    let _ = writeln!(out, "flush chain inet {t} {stale}");
+    let _ = writeln!(out, "delete chain inet {t} {stale}");
     Ok(())
 }
 
@@ -280,8 +315,35 @@ mod tests {
              add chain inet tarpit prerouting { type nat hook prerouting priority dstnat - 10; policy accept; }\n\
              flush chain inet tarpit prerouting\n\
              add rule inet tarpit prerouting ip saddr @trap4 meta l4proto tcp redirect to :2222\n\
-             add rule inet tarpit prerouting ip6 saddr & ffff:ffff:ffff:ffff:: @trap6 meta l4proto tcp redirect to :2222\n"
+             add rule inet tarpit prerouting ip6 saddr & ffff:ffff:ffff:ffff:: @trap6 meta l4proto tcp redirect to :2222\n\
+             add chain inet tarpit stateless_raw { type filter hook prerouting priority raw; policy accept; }\n\
+             flush chain inet tarpit stateless_raw\n\
+             delete chain inet tarpit stateless_raw\n"
         );
+    }
+
+    #[test]
+    fn stateless_mode_logs_and_drops_at_raw_priority_and_removes_the_redirect() {
+        let c = NftConfig {
+            mode: TrapMode::Stateless { group: 9 },
+            ..cfg()
+        };
+        let mut s = String::new();
+        ensure_commands(&c, &mut s).unwrap();
+        assert_eq!(chain_of(&c), "stateless_raw");
+        assert!(s.contains(
+            "add chain inet tarpit stateless_raw { type filter hook prerouting priority raw; policy accept; }\n\
+             flush chain inet tarpit stateless_raw\n\
+             add rule inet tarpit stateless_raw ip saddr @trap4 meta l4proto tcp log group 9 snaplen 128 drop\n\
+             add rule inet tarpit stateless_raw ip6 saddr & ffff:ffff:ffff:ffff:: @trap6 meta l4proto tcp log group 9 snaplen 128 drop\n"
+        ), "{s}");
+        assert!(
+            s.ends_with(
+                "flush chain inet tarpit prerouting\ndelete chain inet tarpit prerouting\n"
+            ),
+            "{s}"
+        );
+        assert!(!s.contains("redirect"), "{s}");
     }
 
     #[test]

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::batch::CHAIN;
+use super::batch::chain_of;
 use super::target::{mask_v6, v6_mask, Target};
-use super::{FwError, Listing, NftConfig};
+use super::{FwError, Listing, NftConfig, TrapMode};
 
 /// The objects (`{"table": ..}`, `{"set": ..}`, ...) of an nft JSON document.
 fn objects(text: &str) -> Result<Vec<Value>, FwError> {
@@ -121,15 +121,22 @@ pub fn missing_parts(text: &str, cfg: &NftConfig) -> Result<Vec<String>, FwError
             missing.push(format!("set inet {t} {name} (type {ty}, flags timeout)"));
         }
     }
+    let chain = chain_of(cfg);
+    let (chain_type, action_text) = match cfg.mode {
+        TrapMode::Redirect => ("nat", format!("redirect to :{}", cfg.port)),
+        TrapMode::Stateless { group } => ("filter", crate::stateless::rules::log_drop(group)),
+    };
     let chain_ok = objs.iter().filter_map(|o| o.get("chain")).any(|c| {
         str_of(c, "family") == Some("inet")
             && str_of(c, "table") == Some(t.as_str())
-            && str_of(c, "name") == Some(CHAIN)
-            && str_of(c, "type") == Some("nat")
+            && str_of(c, "name") == Some(chain)
+            && str_of(c, "type") == Some(chain_type)
             && str_of(c, "hook") == Some("prerouting")
     });
     if !chain_ok {
-        missing.push(format!("chain inet {t} {CHAIN} (nat prerouting hook)"));
+        missing.push(format!(
+            "chain inet {t} {chain} ({chain_type} prerouting hook)"
+        ));
     }
     let rules: Vec<&Value> = objs
         .iter()
@@ -137,9 +144,22 @@ pub fn missing_parts(text: &str, cfg: &NftConfig) -> Result<Vec<String>, FwError
         .filter(|r| {
             str_of(r, "family") == Some("inet")
                 && str_of(r, "table") == Some(t.as_str())
-                && str_of(r, "chain") == Some(CHAIN)
+                && str_of(r, "chain") == Some(chain)
         })
         .collect();
+    // Does a rule's statement list end in our treatment of trapped packets?
+    let acts = |expr: &[Value]| match cfg.mode {
+        TrapMode::Redirect => expr
+            .iter()
+            .filter_map(|e| e.get("redirect"))
+            .any(|r| r.get("port").and_then(Value::as_u64) == Some(u64::from(cfg.port))),
+        TrapMode::Stateless { group } => {
+            expr.iter()
+                .filter_map(|e| e.get("log"))
+                .any(|l| l.get("group").and_then(Value::as_u64) == Some(u64::from(group)))
+                && expr.iter().any(|e| e.get("drop").is_some())
+        }
+    };
     let v6_want_mask = (cfg.v6_prefix < 128).then(|| v6_mask(cfg.v6_prefix));
     let has_rule = |proto: &str, set: &str, mask: Option<Ipv6Addr>| {
         rules.iter().any(|r| {
@@ -151,25 +171,17 @@ pub fn missing_parts(text: &str, cfg: &NftConfig) -> Result<Vec<String>, FwError
                 str_of(m, "right") == Some(want_right.as_str())
                     && m.get("left").is_some_and(|l| saddr_left(l, proto, mask))
             });
-            let redirects = expr
-                .iter()
-                .filter_map(|e| e.get("redirect"))
-                .any(|r| r.get("port").and_then(Value::as_u64) == Some(u64::from(cfg.port)));
-            matches_set && redirects
+            matches_set && acts(expr)
         })
     };
     if !has_rule("ip", &cfg.set4, None) {
-        missing.push(format!(
-            "rule: ip saddr @{} redirect to :{}",
-            cfg.set4, cfg.port
-        ));
+        missing.push(format!("rule: ip saddr @{} {action_text}", cfg.set4));
     }
     if !has_rule("ip6", &cfg.set6, v6_want_mask) {
         missing.push(format!(
-            "rule: ip6 saddr{} @{} redirect to :{}",
+            "rule: ip6 saddr{} @{} {action_text}",
             v6_want_mask.map(|m| format!(" & {m}")).unwrap_or_default(),
             cfg.set6,
-            cfg.port
         ));
     }
     Ok(missing)

@@ -51,6 +51,19 @@ pub use target::{mask_v6, v6_mask, Ban, Target, TargetParseError};
 /// timeout).
 pub type Listing = Vec<(Target, Option<Duration>)>;
 
+/// What the trapped hosts' TCP packets meet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrapMode {
+    /// A nat prerouting chain redirects them to [`NftConfig::port`], where
+    /// `tarpit serve` (socket engine) accepts them.
+    #[default]
+    Redirect,
+    /// A raw-priority prerouting chain copies them to nfnetlink_log `group`
+    /// and drops them before conntrack; `tarpit serve --engine stateless`
+    /// answers them (see `crate::stateless::rules`).
+    Stateless { group: u16 },
+}
+
 /// Where and how to trap.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NftConfig {
@@ -80,6 +93,8 @@ pub struct NftConfig {
     pub conntrack: PathBuf,
     /// Longest time one nft/conntrack run may take before it is killed.
     pub timeout: Duration,
+    /// Redirect to the socket engine, or log+drop for the stateless engine.
+    pub mode: TrapMode,
 }
 
 impl Default for NftConfig {
@@ -95,6 +110,7 @@ impl Default for NftConfig {
             flush_conntrack: false,
             conntrack: PathBuf::from("conntrack"),
             timeout: Duration::from_secs(30),
+            mode: TrapMode::Redirect,
         }
     }
 }
@@ -468,11 +484,20 @@ fn dry_listing(cfg: &NftConfig) -> String {
             v6_mask(cfg.v6_prefix)
         )
     };
+    let chain = batch::chain_of(cfg);
+    let (chain_type, act) = match cfg.mode {
+        TrapMode::Redirect => (
+            "nat",
+            format!(r#"{{"redirect": {{"port": {}}}}}"#, cfg.port),
+        ),
+        TrapMode::Stateless { group } => (
+            "filter",
+            format!(r#"{{"log": {{"group": {group}, "snaplen": 128}}}}, {{"drop": null}}"#),
+        ),
+    };
     let rule = |left: &str, set: &str| {
         format!(
-            r#"{{"rule": {{"family": "inet", "table": "{t}", "chain": "{}", "expr": [{{"match": {{"left": {left}, "right": "@{set}"}}}}, {{"redirect": {{"port": {}}}}}]}}}}"#,
-            batch::CHAIN,
-            cfg.port
+            r#"{{"rule": {{"family": "inet", "table": "{t}", "chain": "{chain}", "expr": [{{"match": {{"left": {left}, "right": "@{set}"}}}}, {act}]}}}}"#,
         )
     };
     let set = |name: &str, ty: &str| {
@@ -481,10 +506,9 @@ fn dry_listing(cfg: &NftConfig) -> String {
         )
     };
     format!(
-        r#"{{"nftables": [{{"table": {{"family": "inet", "name": "{t}"}}}}, {}, {}, {{"chain": {{"family": "inet", "table": "{t}", "name": "{}", "type": "nat", "hook": "prerouting"}}}}, {}, {}]}}"#,
+        r#"{{"nftables": [{{"table": {{"family": "inet", "name": "{t}"}}}}, {}, {}, {{"chain": {{"family": "inet", "table": "{t}", "name": "{chain}", "type": "{chain_type}", "hook": "prerouting"}}}}, {}, {}]}}"#,
         set(&cfg.set4, "ipv4_addr"),
         set(&cfg.set6, "ipv6_addr"),
-        batch::CHAIN,
         rule(
             r#"{"payload": {"protocol": "ip", "field": "saddr"}}"#,
             &cfg.set4
@@ -593,14 +617,35 @@ mod tests {
     #[test]
     fn dry_listing_is_intact_for_any_valid_config() {
         for p in [1, 48, 64, 127, 128] {
-            let cfg = NftConfig {
-                v6_prefix: p,
-                port: 9,
-                ..NftConfig::default()
-            };
-            assert!(json::missing_parts(&dry_listing(&cfg), &cfg)
-                .unwrap()
-                .is_empty());
+            for mode in [TrapMode::Redirect, TrapMode::Stateless { group: 3 }] {
+                let cfg = NftConfig {
+                    v6_prefix: p,
+                    port: 9,
+                    mode,
+                    ..NftConfig::default()
+                };
+                assert!(json::missing_parts(&dry_listing(&cfg), &cfg)
+                    .unwrap()
+                    .is_empty());
+            }
         }
+        // A redirect listing does not satisfy stateless mode, nor the reverse.
+        let r = NftConfig::default();
+        let s = NftConfig {
+            mode: TrapMode::Stateless { group: 3 },
+            ..NftConfig::default()
+        };
+        assert_eq!(json::missing_parts(&dry_listing(&r), &s).unwrap().len(), 3);
+        assert_eq!(json::missing_parts(&dry_listing(&s), &r).unwrap().len(), 3);
+        let other_group = NftConfig {
+            mode: TrapMode::Stateless { group: 4 },
+            ..NftConfig::default()
+        };
+        assert_eq!(
+            json::missing_parts(&dry_listing(&s), &other_group)
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }

@@ -224,12 +224,12 @@ impl Core {
         if let Some(old) = o.evicted {
             self.end(old, now, EndReason::EvictedGlobal);
         }
-        if o.new {
+        // A flow first seen mid-stream was trapped before (then evicted or
+        // expired from the table): not a new trap.
+        if o.new && !seen.midstream {
             self.totals.trapped += 1;
-            if !seen.midstream {
-                for ob in &self.observers {
-                    ob.trapped(&self.label);
-                }
+            for ob in &self.observers {
+                ob.trapped(&self.label);
             }
         }
         if o.first_fin {

@@ -20,6 +20,11 @@ pub const SNAPLEN: u32 = 128;
 /// Name of the chain in `table inet <table>`.
 pub const CHAIN: &str = "stateless_raw";
 
+/// The statement every trapping rule ends with: copy to `group`, drop.
+pub fn log_drop(group: u16) -> String {
+    format!("log group {group} snaplen {SNAPLEN} drop")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatelessRules {
     /// The nftables table (family `inet`), normally `tarpit`.
@@ -28,6 +33,9 @@ pub struct StatelessRules {
     pub group: u16,
     /// Trap everything from `@trap4`/`@trap6` (the sets must exist).
     pub trap_sets: bool,
+    /// The watcher traps IPv6 hosts per network of this length; the rule
+    /// masks the source the same way (see `crate::firewall::source_matches`).
+    pub v6_prefix: u8,
     /// TCP ports trapped for every source.
     pub decoy_ports: Vec<u16>,
 }
@@ -45,16 +53,18 @@ impl StatelessRules {
             "add chain inet {t} {CHAIN} {{ type filter hook prerouting priority raw; policy accept; }}"
         );
         let _ = writeln!(s, "flush chain inet {t} {CHAIN}");
-        let action = format!("log group {g} snaplen {SNAPLEN} drop");
+        let action = log_drop(g);
         if self.trap_sets {
-            let _ = writeln!(
-                s,
-                "add rule inet {t} {CHAIN} ip saddr @trap4 meta l4proto tcp {action}"
-            );
-            let _ = writeln!(
-                s,
-                "add rule inet {t} {CHAIN} ip6 saddr @trap6 meta l4proto tcp {action}"
-            );
+            let cfg = crate::firewall::NftConfig {
+                family_table: t.clone(),
+                v6_prefix: self.v6_prefix,
+                ..crate::firewall::NftConfig::default()
+            };
+            // Only an invalid table name or prefix can fail; then no rule
+            // can be written either.
+            for m in crate::firewall::source_matches(&cfg).unwrap_or_default() {
+                let _ = writeln!(s, "add rule inet {t} {CHAIN} {m} meta l4proto tcp {action}");
+            }
         }
         if !self.decoy_ports.is_empty() {
             let ports = self
@@ -79,11 +89,11 @@ impl StatelessRules {
         if self.trap_sets {
             let _ = writeln!(
                 s,
-                "add set inet {t} trap4 {{ type ipv4_addr; flags interval, timeout; }}"
+                "add set inet {t} trap4 {{ type ipv4_addr; flags timeout; }}"
             );
             let _ = writeln!(
                 s,
-                "add set inet {t} trap6 {{ type ipv6_addr; flags interval, timeout; }}"
+                "add set inet {t} trap6 {{ type ipv6_addr; flags timeout; }}"
             );
         }
         s + &self.script()
@@ -105,12 +115,15 @@ mod tests {
             table: "tarpit".into(),
             group: 7,
             trap_sets: true,
+            v6_prefix: 64,
             decoy_ports: vec![22, 2323],
         };
         let s = r.script();
         assert!(s.contains("hook prerouting priority raw"), "{s}");
         assert!(s.contains("ip saddr @trap4 meta l4proto tcp log group 7 snaplen 128 drop"));
-        assert!(s.contains("ip6 saddr @trap6 meta l4proto tcp log group 7 snaplen 128 drop"));
+        assert!(s.contains(
+            "ip6 saddr & ffff:ffff:ffff:ffff:: @trap6 meta l4proto tcp log group 7 snaplen 128 drop"
+        ));
         assert!(s.contains("tcp dport { 22, 2323 } log group 7 snaplen 128 drop"));
         let only_ports = StatelessRules {
             trap_sets: false,

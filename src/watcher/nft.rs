@@ -16,6 +16,7 @@ pub fn nft_config(s: &WatchSettings) -> NftConfig {
         port: s.port,
         nft: s.nft.clone(),
         v6_prefix: s.ipv6_prefix,
+        mode: s.mode,
         flush_conntrack: s.flush_conntrack,
         ..NftConfig::default()
     }

@@ -10,6 +10,7 @@ use super::host::Cidr;
 use super::state::DEFAULT_STATE_DB;
 use super::window::{Rules, MAX_BANTIME};
 use crate::config::{parse_duration, ConfigError, DurationValue, Source, StrList, WatchSection};
+use crate::firewall::TrapMode;
 use regex::Regex;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,6 +39,8 @@ pub struct WatchSettings {
     pub set4: String,
     pub set6: String,
     pub ipv6_prefix: u8,
+    /// Redirect to `port` (socket engine) or log+drop (stateless engine).
+    pub mode: TrapMode,
     pub nft: PathBuf,
     /// `conntrack -D -s HOST` after each ban (off by default: it cuts the
     /// host's established sessions too).
@@ -58,6 +61,7 @@ impl Default for WatchSettings {
             set4: "trap4".into(),
             set6: "trap6".into(),
             ipv6_prefix: 64,
+            mode: TrapMode::Redirect,
             nft: PathBuf::from("nft"),
             flush_conntrack: false,
             poll_interval: Duration::from_millis(500),
@@ -169,6 +173,24 @@ pub fn resolve(section: Option<(&WatchSection, &Source)>) -> Result<WatchSetting
     }
     if let Some(p) = &w.nft {
         o.nft = PathBuf::from(p.get_ref());
+    }
+    let group = match &w.nflog_group {
+        Some(g) => u16::try_from(*g.get_ref())
+            .map_err(|_| src.error_at(g.span(), "watch.nflog_group", "must be within 0..65535"))?,
+        None => crate::stateless::StatelessOptions::default().nflog_group,
+    };
+    if let Some(e) = &w.engine {
+        o.mode = match e.get_ref().as_str() {
+            "socket" => TrapMode::Redirect,
+            "stateless" => TrapMode::Stateless { group },
+            other => {
+                return Err(src.error_at(
+                    e.span(),
+                    "watch.engine",
+                    format!("unknown engine {other:?}; use \"socket\" or \"stateless\""),
+                ))
+            }
+        };
     }
     o.flush_conntrack = w.flush_conntrack.unwrap_or(false);
     if let Some(v) = &w.poll_interval {
@@ -427,6 +449,22 @@ enabled = false
 
     fn err(t: &str) -> ConfigError {
         load(t).unwrap_err()
+    }
+
+    #[test]
+    fn engine_selects_the_trap_mode() {
+        assert_eq!(load("[watch]\n").unwrap().mode, TrapMode::Redirect);
+        let o = load("[watch]\nengine = \"stateless\"\nnflog_group = 12\n").unwrap();
+        assert_eq!(o.mode, TrapMode::Stateless { group: 12 });
+        let o = load("[watch]\nengine = \"stateless\"\n").unwrap();
+        assert_eq!(o.mode, TrapMode::Stateless { group: 7 });
+        let e = err("[watch]\n\nengine = \"kernel\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("watch.engine")));
+        let e = err("[watch]\nnflog_group = 70000\n");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(2), Some("watch.nflog_group"))
+        );
     }
 
     #[test]

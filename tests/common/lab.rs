@@ -31,6 +31,9 @@ pub struct LabConfig {
     pub free_hosts: Vec<u8>,
     pub decoy_ports: Vec<u16>,
     pub extra_args: Vec<String>,
+    /// Install the rules from `stateless::rules` (false: the test installs
+    /// its own, e.g. through the firewall module).
+    pub rules: bool,
 }
 
 impl Default for LabConfig {
@@ -40,6 +43,7 @@ impl Default for LabConfig {
             free_hosts: vec![],
             decoy_ports: vec![],
             extra_args: vec![],
+            rules: true,
         }
     }
 }
@@ -75,10 +79,16 @@ impl Lab {
             table: "tarpit".into(),
             group: GROUP,
             trap_sets: true,
+            // Exact addresses (the sets below hold single hosts).
+            v6_prefix: 128,
             decoy_ports: cfg.decoy_ports.clone(),
         };
-        let mut script = rules.standalone_script();
-        for h in &cfg.trapped_hosts {
+        let mut script = if cfg.rules {
+            rules.standalone_script()
+        } else {
+            String::new()
+        };
+        for h in cfg.trapped_hosts.iter().filter(|_| cfg.rules) {
             script += &format!("add element inet tarpit trap4 {{ 10.77.{n}.{h} }}\n");
             script += &format!("add element inet tarpit trap6 {{ fd77:{n}::{h} }}\n");
         }
@@ -118,6 +128,8 @@ impl Lab {
             "--nflog-group",
             &GROUP.to_string(),
             "--control",
+            "off",
+            "--history",
             "off",
         ])
         .args(extra)

@@ -1,0 +1,549 @@
+//! `cargo bench --bench stateless`: what the stateless engine costs.
+//!
+//! 1. Decision speed: the engine core (parse, cookie check, flow table,
+//!    reply build) on one core, in process — answered packets per second.
+//! 2. End to end, in two network namespaces made here (10.77.200.0/24):
+//!    a raw-socket flood of valid zero-window probes from the attacker
+//!    namespace for a few seconds; answered packets per CPU-second of the
+//!    tarpit process (nfnetlink_log in, AF_PACKET out).
+//! 3. Holding: `STATELESS_HOLD_N` (default 100,000, at most 100,000)
+//!    connections opened from the attacker namespace by 8 client processes
+//!    (12,500 each, under the 20,000-descriptor limit), each from its own
+//!    source address, each with 100 bytes stuck in its send queue; the
+//!    tarpit's RSS and the server namespace's TCP sockets are printed as the
+//!    count grows, once with the default flow table (1M flows) and once
+//!    with `--flow-cap 10000`.
+//!
+//! Needs root (namespaces, nft); prints a reason and exits otherwise. Every
+//! loop is bounded in count and time; client processes exit on their own
+//! after 300 s at the latest; namespaces are removed on exit.
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tarpit::stateless::cookie::Cookies;
+use tarpit::stateless::core::Core;
+use tarpit::stateless::packet::{self, Reply, Tuple, TCP_ACK, TCP_SYN};
+use tarpit::stateless::rules::StatelessRules;
+use tarpit::stateless::{Outcome, StatelessOptions};
+
+const NET: &str = "10.77.200";
+const PER_CLIENT_PROC: usize = 12_500;
+const CLIENT_HARD_STOP: Duration = Duration::from_secs(300);
+const GROUP: u16 = 7;
+
+fn main() {
+    if let Ok(spec) = std::env::var("STATELESS_CLIENT") {
+        client(&spec);
+        return;
+    }
+    in_process();
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        println!("skipping the namespace parts: need root");
+        return;
+    }
+    let n: usize = std::env::var("STATELESS_HOLD_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+        .min(100_000);
+    end_to_end();
+    hold(n, &[]);
+    hold(n, &["--flow-cap".into(), "10000".into()]);
+}
+
+fn tuple(port: u16) -> Tuple {
+    Tuple {
+        src: "10.77.0.2".parse().unwrap(),
+        dst: "10.77.0.1".parse().unwrap(),
+        src_port: port,
+        dst_port: 22,
+    }
+}
+
+fn from_peer(t: Tuple, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
+    let back = Tuple {
+        src: t.dst,
+        dst: t.src,
+        src_port: t.dst_port,
+        dst_port: t.src_port,
+    };
+    let mut b = vec![0u8; 128];
+    let n = packet::build(
+        &Reply {
+            to: back,
+            seq,
+            ack,
+            flags,
+            window: 64240,
+            mss: (flags & TCP_SYN != 0).then_some(1460),
+            payload_len: 0,
+        },
+        &[],
+        &mut b,
+    )
+    .expect("build");
+    b.truncate(n);
+    b
+}
+
+/// Part 1: the decision path alone, one core.
+fn in_process() {
+    let opts = StatelessOptions::default();
+    let cookies = Cookies::with_key(1, 2);
+    // 10,000 connections' probes, round robin (flow table lookups hit).
+    let probes: Vec<Vec<u8>> = (0..10_000u16)
+        .map(|p| {
+            let t = tuple(10_000 + p);
+            let iss = cookies.syn_ack_seq(&t, 1000);
+            from_peer(t, TCP_ACK, 1000, iss.wrapping_add(1))
+        })
+        .collect();
+    let syns: Vec<Vec<u8>> = (0..10_000u16)
+        .map(|p| from_peer(tuple(10_000 + p), TCP_SYN, 1000, 0))
+        .collect();
+    let mut core = Core::new(&opts, cookies, Vec::new());
+    let mut out = [0u8; packet::MAX_REPLY];
+    for (name, set) in [("SYN -> SYN/ACK", &syns), ("probe -> ACK", &probes)] {
+        let t = Instant::now();
+        let mut answered = 0u64;
+        let mut i = 0usize;
+        while t.elapsed() < Duration::from_secs(2) && answered < 50_000_000 {
+            for _ in 0..1000 {
+                if let Outcome::Reply { .. } = core.handle(&set[i % set.len()], 1, &mut out) {
+                    answered += 1;
+                }
+                i += 1;
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "in-process {name:<15} {:>10.0} answered/s on one core ({answered} in {secs:.2}s)",
+            answered as f64 / secs
+        );
+    }
+}
+
+/// Two namespaces joined by veth; removed on drop.
+struct Lab {
+    server: String,
+    attacker: String,
+    tarpit: Option<Child>,
+    log: std::path::PathBuf,
+}
+
+fn sh(cmd: &str) -> String {
+    let o = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
+    assert!(
+        o.status.success(),
+        "`{cmd}`: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+impl Lab {
+    fn new(extra: &[String], attacker_hosts: usize) -> Lab {
+        let pid = std::process::id();
+        let lab = Lab {
+            server: format!("tp-sbs-{pid}"),
+            attacker: format!("tp-sba-{pid}"),
+            tarpit: None,
+            log: std::env::temp_dir().join(format!("tp-sbs-{pid}.log")),
+        };
+        let (s, a) = (&lab.server, &lab.attacker);
+        sh(&format!("ip netns add {s} && ip netns add {a}"));
+        sh(&format!(
+            "ip link add sbs{pid} netns {s} type veth peer name sba{pid} netns {a}"
+        ));
+        sh(&format!(
+            "ip -n {s} addr add {NET}.1/16 dev sbs{pid} && ip -n {s} link set sbs{pid} up && ip -n {s} link set lo up"
+        ));
+        let mut cmds = String::new();
+        for h in 0..attacker_hosts {
+            cmds += &format!("ip -n {a} addr add {NET}.{}/16 dev sba{pid}; ", 10 + h);
+        }
+        sh(&cmds);
+        sh(&format!(
+            "ip -n {a} link set sba{pid} up && ip -n {a} link set lo up && ip netns exec {a} ethtool -K sba{pid} tx off >/dev/null"
+        ));
+        // Lots of ephemeral ports per source address.
+        sh(&format!(
+            "ip netns exec {a} sysctl -qw net.ipv4.ip_local_port_range='1024 65000'"
+        ));
+        let rules = StatelessRules {
+            table: "tarpit".into(),
+            group: GROUP,
+            trap_sets: false,
+            v6_prefix: 64,
+            decoy_ports: vec![22],
+        };
+        let f = std::env::temp_dir().join(format!("tp-sbs-{pid}.nft"));
+        std::fs::write(&f, rules.standalone_script()).expect("write rules");
+        sh(&format!("ip netns exec {s} nft -f {}", f.display()));
+        let _ = std::fs::remove_file(&f);
+        let mut lab = lab;
+        let logf = std::fs::File::create(&lab.log).expect("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.server, env!("CARGO_BIN_EXE_tarpit")])
+            .args([
+                "--log-format",
+                "json",
+                "--log-level",
+                "warn,tarpit::cli=info",
+            ])
+            .args([
+                "serve",
+                "--engine",
+                "stateless",
+                "--nflog-group",
+                "7",
+                "--control",
+                "off",
+                "--history",
+                "off",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().expect("dup"))
+            .stderr(logf)
+            .spawn()
+            .expect("spawn tarpit");
+        lab.tarpit = Some(child);
+        let t = Instant::now();
+        while !lab.log_text().contains("serving (stateless engine)") {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "tarpit did not start: {}",
+                lab.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        lab
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn pid(&self) -> u32 {
+        self.tarpit.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Stops the tarpit and returns its final "stopped" log line.
+    fn stop(&mut self) -> serde_json::Value {
+        if let Some(mut c) = self.tarpit.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(20) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["fields"]["message"] == "stopped" || v["message"] == "stopped")
+            .unwrap_or_default()
+    }
+
+    /// Runs `f` on a thread inside the attacker namespace.
+    fn in_attacker<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let p = format!("/run/netns/{}", self.attacker);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(p).expect("netns");
+            tarpit::sys::enter_netns(&ns).expect("setns");
+            f()
+        })
+        .join()
+        .expect("attacker thread")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.tarpit.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.server])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.attacker])
+            .status();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn field(v: &serde_json::Value, k: &str) -> u64 {
+    v["fields"][k]
+        .as_u64()
+        .or_else(|| v[k].as_u64())
+        .unwrap_or(0)
+}
+
+/// utime + stime of `pid`, seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = s.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Part 2: bounded floods from a raw socket in the attacker namespace:
+/// SYNs (each answered with a SYN/ACK), then zero-window probes carrying
+/// valid cookies (each answered with an ACK).
+fn end_to_end() {
+    let mut lab = Lab::new(&[], 1);
+    let server_ip: IpAddr = format!("{NET}.1").parse().unwrap();
+    let me: IpAddr = format!("{NET}.10").parse().unwrap();
+    let flows: Vec<Tuple> = (0..256u16)
+        .map(|p| Tuple {
+            src: me,
+            dst: server_ip,
+            src_port: 20_000 + p,
+            dst_port: 22,
+        })
+        .collect();
+    let syns: Vec<Vec<u8>> = flows
+        .iter()
+        .map(|t| from_peer(*t, TCP_SYN, 1000, 0))
+        .collect();
+    // Learn each flow's cookie from its SYN/ACK.
+    let (s, cookies) = lab.in_attacker({
+        let syns = syns.clone();
+        move || {
+            let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::TCP)).expect("raw");
+            s.set_header_included_v4(true).expect("hdrincl");
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+            let dst = SockAddr::from(SocketAddr::new(server_ip, 0));
+            let mut cookies = std::collections::HashMap::new();
+            let t = Instant::now();
+            while cookies.len() < syns.len() && t.elapsed() < Duration::from_secs(10) {
+                for p in &syns {
+                    let _ = s.send_to(p, &dst);
+                }
+                let mut buf = [0u8; 1500];
+                let t2 = Instant::now();
+                while t2.elapsed() < Duration::from_millis(500) {
+                    let Ok(n) = (&s).read(&mut buf) else { break };
+                    if let Ok(seg) = packet::parse(&buf[..n]) {
+                        if seg.tuple.src_port == 22 && seg.tcp.flags() == TCP_SYN | TCP_ACK {
+                            cookies.insert(seg.tuple.dst_port, seg.tcp.seq());
+                        }
+                    }
+                }
+            }
+            (s, cookies)
+        }
+    });
+    assert_eq!(cookies.len(), flows.len(), "every SYN answered");
+    let probes: Vec<Vec<u8>> = flows
+        .iter()
+        .map(|t| from_peer(*t, TCP_ACK, 1000, cookies[&t.src_port].wrapping_add(1)))
+        .collect();
+    // From here on the attacker's kernel must not see the answers (it
+    // would answer each with an RST).
+    let a = &lab.attacker;
+    sh(&format!(
+        "ip netns exec {a} nft 'add table inet b; add chain inet b pre {{ type filter hook prerouting priority raw; }}; add rule inet b pre tcp sport 22 drop'"
+    ));
+    let dst = SockAddr::from(SocketAddr::new(server_ip, 0));
+    let mut cpus = Vec::new();
+    for (name, set) in [("SYN -> SYN/ACK", &syns), ("probe -> ACK", &probes)] {
+        std::thread::sleep(Duration::from_millis(300));
+        let c0 = cpu_secs(lab.pid());
+        let t = Instant::now();
+        let mut sent = 0u64;
+        while t.elapsed() < Duration::from_secs(5) && sent < 20_000_000 {
+            for p in set.iter() {
+                if s.send_to(p, &dst).is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_millis(500));
+        let cpu = cpu_secs(lab.pid()) - c0;
+        println!(
+            "end-to-end {name:<15} sent {sent} in {secs:.1}s ({:.0}/s); tarpit used {cpu:.2} CPU-s",
+            sent as f64 / secs
+        );
+        cpus.push(cpu);
+    }
+    let stopped = lab.stop();
+    let (syn_acks, acks) = (field(&stopped, "syn_acks"), field(&stopped, "acks"));
+    println!(
+        "end-to-end: tarpit read {} packets, answered {syn_acks} SYN/ACKs ({:.0} per CPU-second) and {acks} ACKs ({:.0} per CPU-second); overruns (kernel dropped log copies) {}",
+        field(&stopped, "packets"),
+        syn_acks as f64 / cpus[0].max(0.01),
+        acks as f64 / cpus[1].max(0.01),
+        field(&stopped, "overruns"),
+    );
+}
+
+/// Part 3: hold `n` connections, printing the tarpit's memory as they grow.
+fn hold(n: usize, extra: &[String]) {
+    let procs = n.div_ceil(PER_CLIENT_PROC);
+    let mut lab = Lab::new(extra, procs);
+    let pid = lab.pid();
+    std::thread::sleep(Duration::from_millis(500));
+    let rss0 = rss(pid);
+    println!(
+        "hold {n} connections, tarpit {}: idle RSS {:.1} MiB",
+        if extra.is_empty() {
+            "default flow cap (1M)".to_string()
+        } else {
+            extra.join(" ")
+        },
+        rss0 as f64 / 1048576.0
+    );
+    let exe = std::env::current_exe().expect("current exe");
+    let started = Instant::now();
+    let mut clients: Vec<Child> = Vec::new();
+    let mut held = 0usize;
+    for k in 0..procs {
+        let count = PER_CLIENT_PROC.min(n - k * PER_CLIENT_PROC);
+        let spec = format!("{NET}.{},{NET}.1,22,{count},100", 10 + k);
+        let mut c = Command::new("ip")
+            .args(["netns", "exec", &lab.attacker])
+            .arg(&exe)
+            .env("STATELESS_CLIENT", spec)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn client");
+        let mut line = String::new();
+        let mut out = BufReader::new(c.stdout.take().expect("stdout"));
+        let _ = out.read_line(&mut line);
+        let got: usize = line
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        held += got;
+        clients.push(c);
+        let sockets = sh(&format!("ip netns exec {} ss -tanH | wc -l", lab.server));
+        println!(
+            "  {held:>7} held ({:>5.1}s): tarpit RSS {:>6.1} MiB (+{:>5.2} MiB, {:>5.1} B/conn), server-namespace TCP sockets: {}",
+            started.elapsed().as_secs_f64(),
+            rss(pid) as f64 / 1048576.0,
+            rss(pid).saturating_sub(rss0) as f64 / 1048576.0,
+            rss(pid).saturating_sub(rss0) as f64 / held.max(1) as f64,
+            sockets.trim()
+        );
+    }
+    let cpu0 = cpu_secs(pid);
+    std::thread::sleep(Duration::from_secs(10));
+    println!(
+        "  holding {held}: tarpit CPU over 10 s: {:.2} s",
+        cpu_secs(pid) - cpu0
+    );
+    for mut c in clients {
+        drop(c.stdin.take());
+        let _ = c.wait();
+    }
+    let stopped = lab.stop();
+    println!(
+        "  trapped {} packets {} syn_acks {} acks {} overruns {}",
+        field(&stopped, "trapped"),
+        field(&stopped, "packets"),
+        field(&stopped, "syn_acks"),
+        field(&stopped, "acks"),
+        field(&stopped, "overruns"),
+    );
+}
+
+/// Client process: `src,dst,port,count,payload`. Opens `count` connections
+/// from `src`, writes `payload` bytes on each, prints `ready N`, and holds
+/// them until stdin closes (or 300 s).
+fn client(spec: &str) {
+    let deadline = Instant::now() + CLIENT_HARD_STOP;
+    let p: Vec<&str> = spec.split(',').collect();
+    let (Some(src), Some(dst), Some(port), Some(count), Some(payload)) = (
+        p.first().and_then(|v| v.parse::<IpAddr>().ok()),
+        p.get(1).and_then(|v| v.parse::<IpAddr>().ok()),
+        p.get(2).and_then(|v| v.parse::<u16>().ok()),
+        p.get(3).and_then(|v| v.parse::<usize>().ok()),
+        p.get(4).and_then(|v| v.parse::<usize>().ok()),
+    ) else {
+        eprintln!("bad client spec {spec}");
+        return;
+    };
+    let _ = tarpit::sys::raise_nofile_limit();
+    let dst = SocketAddr::new(dst, port);
+    let threads = 16;
+    let hs: Vec<_> = (0..threads)
+        .map(|k| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                for _ in (k..count).step_by(threads) {
+                    if Instant::now() > deadline {
+                        break;
+                    }
+                    let Ok(s) = Socket::new(Domain::IPV4, Type::STREAM, None) else {
+                        break;
+                    };
+                    if s.bind(&SocketAddr::new(src, 0).into()).is_err() {
+                        break;
+                    }
+                    if s.connect_timeout(&dst.into(), Duration::from_secs(10))
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    let mut t: TcpStream = s.into();
+                    let _ = t.set_nonblocking(true);
+                    let _ = t.write(&vec![b'A'; payload]);
+                    v.push(t);
+                }
+                v
+            })
+        })
+        .collect();
+    let conns: Vec<TcpStream> = hs
+        .into_iter()
+        .flat_map(|h| h.join().unwrap_or_default())
+        .collect();
+    println!("ready {}", conns.len());
+    let _ = std::io::stdout().flush();
+    // Hold until the parent closes stdin, bounded.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 1];
+        let _ = std::io::stdin().read(&mut b);
+        let _ = tx.send(());
+    });
+    let _ = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+    drop(conns);
+}
