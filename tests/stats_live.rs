@@ -197,3 +197,42 @@ fn second_server_on_same_control_socket_is_refused() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("already answering"), "{err}");
 }
+
+#[test]
+fn watch_redraws_and_exits_when_the_server_stops() {
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new("watch");
+    let mut srv = Serve::start(dir.path(), NO_HISTORY);
+    let _c = connect_from(Ipv4Addr::new(127, 0, 9, 1), srv.addr()).unwrap();
+    let mut w = Command::new(bin())
+        .args(["stats", "--watch", "--control"])
+        .arg(&srv.control)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = w.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(srv.stop().success());
+    let st = wait_for(Duration::from_secs(10), || w.try_wait().ok().flatten());
+    let st = match st {
+        Some(s) => s,
+        None => {
+            let _ = w.kill();
+            panic!("stats --watch did not notice the server stopped");
+        }
+    };
+    assert_eq!(st.code(), Some(1));
+    let text = reader.join().unwrap();
+    assert!(text.matches("\x1b[2J").count() >= 2, "redrawn: {text:?}");
+    assert!(text.contains("127.0.9.1:"), "{text}");
+    assert!(text.contains("held now 1"), "{text}");
+    let mut err = String::new();
+    let _ = w.stderr.take().unwrap().read_to_string(&mut err);
+    assert!(err.contains("not running"), "{err}");
+}
