@@ -451,15 +451,66 @@ impl<E: Enforcer> Watcher<E> {
         }
     }
 
-    /// Runs until `stop` is set, one tick per poll interval.
+    /// Directories to watch with inotify: the parent of each logpath (for a
+    /// glob, of its first component without wildcards).
+    fn watch_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for j in &self.settings.jails {
+            for p in &j.logpaths {
+                let mut d = PathBuf::new();
+                for c in Path::new(p).components() {
+                    if is_glob(&c.as_os_str().to_string_lossy()) {
+                        break;
+                    }
+                    d.push(c);
+                }
+                // A literal path names the file: watch its directory.
+                if !is_glob(p) {
+                    d.pop();
+                }
+                if !d.as_os_str().is_empty() && !dirs.contains(&d) {
+                    dirs.push(d);
+                }
+            }
+        }
+        dirs
+    }
+
+    /// Runs until `stop` is set: a tick whenever a watched directory changes
+    /// (inotify), and at least every poll interval (polling alone where
+    /// inotify is unavailable or silent, e.g. on NFS).
     pub fn run(&mut self, stop: &AtomicBool) {
+        let ino = match crate::sys::Inotify::new() {
+            Ok(i) => {
+                for d in self.watch_dirs() {
+                    if let Err(e) = i.watch_dir(&d) {
+                        tracing::debug!(dir = %d.display(), error = %e, "no inotify watch; polling");
+                    }
+                }
+                Some(i)
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "inotify unavailable; polling only");
+                None
+            }
+        };
+        // Wake-ups by busy neighbours in a log directory are coalesced.
+        let min_gap = Duration::from_millis(20);
         while !stop.load(Ordering::Relaxed) {
             let t0 = Instant::now();
             self.tick();
-            let rest = self.settings.poll_interval.saturating_sub(t0.elapsed());
-            let until = Instant::now() + rest;
+            let until = t0 + self.settings.poll_interval;
+            std::thread::sleep(min_gap.saturating_sub(t0.elapsed()));
             while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-                std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+                let slice = (until - Instant::now()).min(Duration::from_millis(50));
+                match &ino {
+                    Some(i) => {
+                        if i.wait(slice).unwrap_or(false) {
+                            break;
+                        }
+                    }
+                    None => std::thread::sleep(slice),
+                }
             }
         }
         tracing::info!(
@@ -631,6 +682,29 @@ mod tests {
         assert!(w.firewall_ok());
         let key: Target = "2001:db8:5:6::/64".parse().unwrap();
         assert!(w.firewall().set.borrow().contains_key(&key));
+    }
+
+    #[test]
+    fn inotify_watches_log_directories() {
+        let (d, mut s) = setup("ino");
+        s.jails[0].logpaths.push("/var/log/nginx/*.log".into());
+        s.jails[0].logpaths.push("/srv/*/logs/x.log".into());
+        let w = watcher(&s, Fake::default());
+        assert_eq!(
+            w.watch_dirs(),
+            vec![
+                d.0.clone(),
+                PathBuf::from("/var/log/nginx"),
+                PathBuf::from("/srv")
+            ]
+        );
+        let ino = crate::sys::Inotify::new().unwrap();
+        ino.watch_dir(&d.0).unwrap();
+        assert!(!ino.wait(Duration::from_millis(10)).unwrap());
+        append(&d.0.join("fail2ban.log"), "x\n");
+        assert!(ino.wait(Duration::from_secs(5)).unwrap());
+        // Drained: nothing pending any more.
+        assert!(!ino.wait(Duration::from_millis(10)).unwrap());
     }
 
     #[test]
