@@ -127,11 +127,17 @@ impl Lab {
             "stateless",
             "--nflog-group",
             &GROUP.to_string(),
-            "--control",
-            "off",
-            "--history",
-            "off",
         ])
+        .args(if extra.iter().any(|a| a == "--control") {
+            &[][..]
+        } else {
+            &["--control", "off"][..]
+        })
+        .args(if extra.iter().any(|a| a == "--history") {
+            &[][..]
+        } else {
+            &["--history", "off"][..]
+        })
         .args(extra)
         .stdin(Stdio::null())
         .stdout(logf.try_clone().expect("dup"))
