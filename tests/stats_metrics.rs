@@ -106,9 +106,22 @@ fn metrics_follow_connections_without_peer_labels() {
         "an RST is not a close attempt"
     );
     assert_eq!(metric(&s, "tarpit_unread_bytes_total", &[]), 5.0);
-    let le1 = metric(&s, "tarpit_hold_duration_seconds_bucket", &[("le", "1.0")]);
-    let inf = metric(&s, "tarpit_hold_duration_seconds_bucket", &[("le", "+Inf")]);
-    assert_eq!((le1, inf), (2.0, 2.0), "both ended within a second");
+    // Buckets are cumulative and end with both connections in +Inf.
+    let buckets: Vec<f64> = s
+        .iter()
+        .filter(|x| x.name == "tarpit_hold_duration_seconds_bucket")
+        .map(|x| x.value)
+        .collect();
+    assert_eq!(buckets.len(), 17, "16 bounds (1 s .. 24 h) plus +Inf");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    assert_eq!(
+        metric(&s, "tarpit_hold_duration_seconds_bucket", &[("le", "+Inf")]),
+        2.0
+    );
+    assert_eq!(
+        metric(&s, "tarpit_hold_duration_seconds_bucket", &[("le", "86400.0")]),
+        2.0
+    );
 
     // No label anywhere carries a peer address, and label names are the
     // bounded set.
