@@ -119,7 +119,11 @@ fn metrics_follow_connections_without_peer_labels() {
         2.0
     );
     assert_eq!(
-        metric(&s, "tarpit_hold_duration_seconds_bucket", &[("le", "86400.0")]),
+        metric(
+            &s,
+            "tarpit_hold_duration_seconds_bucket",
+            &[("le", "86400.0")]
+        ),
         2.0
     );
 
