@@ -44,4 +44,4 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo bench --no-run
-cargo test --release
+cargo test --release --no-fail-fast
