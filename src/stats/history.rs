@@ -118,10 +118,14 @@ pub fn open_for_writing(path: &Path) -> Result<Connection, HistoryError> {
 
 /// Opens an existing database read-only (for `tarpit report`).
 pub fn open_for_reading(path: &Path) -> Result<Connection, HistoryError> {
-    if !path.exists() {
-        return Err(HistoryError::Missing {
-            path: path.to_path_buf(),
-        });
+    match std::fs::metadata(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(HistoryError::Missing {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(db_err(path, "cannot read", e)),
     }
     let c = Connection::open_with_flags(
         path,

@@ -2,6 +2,31 @@
 //! HTTP server for `/metrics` that any subcommand can run over its own
 //! [`Registry`] (the watcher uses it for its ban metrics).
 //!
+//! Another subcommand exposes its own metrics like this (bind before
+//! dropping privileges so a bad address is an error at start; serve inside
+//! its tokio runtime):
+//!
+//! ```no_run
+//! use prometheus_client::metrics::gauge::Gauge;
+//! use prometheus_client::registry::Registry;
+//! use std::sync::Arc;
+//! use tarpit::stats::metrics::MetricsServer;
+//!
+//! # async fn f() -> std::io::Result<()> {
+//! let mut reg = Registry::with_prefix("tarpit");
+//! let active: Gauge = Gauge::default();
+//! reg.register("active_bans", "Bans in force", active.clone());
+//! let server = MetricsServer::bind("127.0.0.1:9465".parse().unwrap())?;
+//! let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+//! tokio::spawn(server.run(Arc::new(reg), async move {
+//!     let _ = stop_rx.await;
+//! }));
+//! active.set(3);
+//! # drop(stop_tx);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Labels are bounded by configuration, never by attackers: `listener` (the
 //! configured addresses), `reason` (the six end reasons), `kind` (accept
 //! error kinds). Per-IP data lives in the history database, because a label
