@@ -646,3 +646,40 @@ fn stats_and_history_see_stateless_connections() {
     assert_eq!(r["end_reasons"][0]["reason"], "shutdown", "{r}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_key_file_keeps_connections_answered_across_restarts() {
+    if !privileged("a_key_file_keeps_connections_answered_across_restarts") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tp-slk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("cookie.key");
+    let _ = std::fs::remove_file(&key);
+    let with_key = vec!["--key-file".to_string(), key.display().to_string()];
+    let mut lab = Lab::new(
+        "slk",
+        &LabConfig {
+            extra_args: with_key.clone(),
+            ..Default::default()
+        },
+    );
+    let src: IpAddr = lab.v4(2).parse().unwrap();
+    let dst: IpAddr = lab.v4(1).parse().unwrap();
+    let raw = Raw::open(&lab, src, dst);
+    let our = raw.handshake(45000, 700);
+    lab.stop();
+    lab.start_tarpit(&with_key);
+    raw.send(45000, TCP_ACK, 700, our, b"", |_| {});
+    let a = raw
+        .answer(Duration::from_secs(3))
+        .expect("answered after a restart with the key file");
+    assert_eq!((a.to_port, a.seq, a.ack), (45000, our, 701));
+    // Without the file a restart draws a new key: the old connection is no
+    // longer answered.
+    lab.stop();
+    lab.start_tarpit(&[]);
+    raw.send(45000, TCP_ACK, 700, our, b"", |_| {});
+    assert!(raw.answer(Duration::from_millis(500)).is_none());
+    let _ = std::fs::remove_dir_all(&dir);
+}

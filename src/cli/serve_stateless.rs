@@ -41,6 +41,10 @@ pub struct EngineFlags {
     /// for one to two periods. SIGUSR1 rotates at once.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub key_rotation: Option<Duration>,
+    /// Stateless engine: keep the SYN-cookie keys in this file (mode 0600)
+    /// so connections survive a restart.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// The engine chosen by flags over the file.
@@ -74,6 +78,12 @@ pub fn resolve(
     if let Some((s, src)) = file {
         o.nflog_group = s.nflog_group.unwrap_or(o.nflog_group);
         o.flow_cap = s.flow_cap.unwrap_or(o.flow_cap);
+        if let Some(k) = &s.key_file {
+            if k.get_ref().trim().is_empty() {
+                return Err(src.error_at(k.span(), "serve.key_file", "empty path"));
+            }
+            o.key_file = Some(k.get_ref().into());
+        }
         for (v, key, slot) in [
             (&s.flow_idle, "serve.flow_idle", &mut o.flow_idle),
             (&s.key_rotation, "serve.key_rotation", &mut o.key_rotation),
@@ -87,6 +97,9 @@ pub fn resolve(
     o.flow_cap = f.flow_cap.unwrap_or(o.flow_cap);
     o.flow_idle = f.flow_idle.unwrap_or(o.flow_idle);
     o.key_rotation = f.key_rotation.unwrap_or(o.key_rotation);
+    if let Some(k) = &f.key_file {
+        o.key_file = Some(k.clone());
+    }
     let bad = |key: &str, message: &str| ConfigError {
         file: file
             .map(|(_, s)| s.path.clone())

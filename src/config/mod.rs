@@ -123,6 +123,8 @@ pub struct ServeSection {
     pub flow_idle: Option<Spanned<String>>,
     /// Stateless engine: SYN-cookie key lifetime.
     pub key_rotation: Option<Spanned<String>>,
+    /// Stateless engine: file keeping the SYN-cookie keys across restarts.
+    pub key_file: Option<Spanned<String>>,
 }
 
 /// Reads and parses `path`.

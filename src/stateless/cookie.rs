@@ -79,6 +79,20 @@ impl Cookies {
         }
     }
 
+    /// Restores keys saved with [`keys`](Self::keys) (generation 0).
+    pub fn from_keys(current: (u64, u64), previous: Option<(u64, u64)>) -> Self {
+        Cookies {
+            current,
+            previous,
+            generation: 0,
+        }
+    }
+
+    /// The current and previous key, for saving across restarts.
+    pub fn keys(&self) -> ((u64, u64), Option<(u64, u64)>) {
+        (self.current, self.previous)
+    }
+
     /// Generation of the current key (0 at start, +1 per rotation).
     pub fn generation(&self) -> u64 {
         self.generation

@@ -91,6 +91,7 @@ pub struct Core {
     totals: Totals,
     counters: Counters,
     ended: Vec<FlowInfo>,
+    key_file: Option<std::path::PathBuf>,
 }
 
 impl Core {
@@ -116,6 +117,7 @@ impl Core {
                 ..Counters::default()
             },
             ended: Vec::new(),
+            key_file: opts.key_file.clone(),
         }
     }
 
@@ -282,6 +284,11 @@ impl Core {
     pub fn rotate(&mut self, now: u32) {
         let generation = self.cookies.rotate();
         self.next_rotation = now.saturating_add(self.rotation_ticks);
+        if let Some(p) = &self.key_file {
+            if let Err(e) = super::keyfile::save(p, &self.cookies) {
+                tracing::warn!(path = %p.display(), error = %e, "cannot save the rotated key; a restart will not keep connections");
+            }
+        }
         let mut gone = std::mem::take(&mut self.ended);
         // The generation retired now has the new one's parity.
         self.flows.retire(generation & 1 == 1, &mut gone);

@@ -91,7 +91,14 @@ impl StatelessServer {
         let (tx, rx) = mpsc::channel(16);
         let (stx, shutdown_rx) = watch::channel(false);
         Ok(StatelessServer {
-            core: Core::new(opts, super::cookie::Cookies::new(), observers),
+            core: Core::new(
+                opts,
+                match &opts.key_file {
+                    Some(p) => super::keyfile::load_or_create(p),
+                    None => super::cookie::Cookies::new(),
+                },
+                observers,
+            ),
             sock,
             sender,
             rx,

@@ -16,6 +16,7 @@ pub mod cookie;
 pub mod core;
 pub mod engine;
 pub mod flows;
+pub mod keyfile;
 pub mod nflog;
 pub mod packet;
 pub mod rules;
@@ -45,6 +46,9 @@ pub struct StatelessOptions {
     /// one to two periods: the engine's equivalent of a lifetime.
     pub key_rotation: Duration,
     pub batching: nflog::Batching,
+    /// Where the SYN-cookie keys are kept across restarts; `None`: a new
+    /// key at every start.
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for StatelessOptions {
@@ -55,6 +59,7 @@ impl Default for StatelessOptions {
             flow_idle: Duration::from_secs(10 * 60),
             key_rotation: Duration::from_secs(3600),
             batching: nflog::Batching::default(),
+            key_file: None,
         }
     }
 }
