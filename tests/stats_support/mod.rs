@@ -137,7 +137,10 @@ impl Serve {
             control,
             log,
         };
-        let up = wait_for(Duration::from_secs(20), || {
+        // Generous: a loaded machine (and, for wrapped starts, mount
+        // namespace set-up, which waits for RCU grace periods) can be slow.
+        let limit = if wrapper.is_empty() { 60 } else { 180 };
+        let up = wait_for(Duration::from_secs(limit), || {
             if let Ok(Some(st)) = s.child.try_wait() {
                 panic!("serve exited early ({st}): {}", s.log_text());
             }
