@@ -68,7 +68,15 @@ fn launcher(kind: &str, pid_mode: &str, portfile: &PathBuf, args: &[&str]) -> Op
         .arg(kind)
         .arg(pid_mode)
         .arg(bin())
-        .args(["--log-format", "json", "serve"])
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--history",
+            "off",
+            "--control",
+            "off",
+        ])
         .args(args);
     Some(c)
 }

@@ -291,6 +291,11 @@ fn fail2ban_ban_lands_in_trap_set_and_serve_traps_the_host() {
             "--log-format",
             "json",
             "serve",
+            // Hermetic: no history or control socket on the host's paths.
+            "--history",
+            "off",
+            "--control",
+            "off",
             "--listen",
             "0.0.0.0:2222",
             "--listen",
@@ -471,6 +476,11 @@ fn fail2ban_log_drives_tarpit_watch_to_the_multiban() {
             "--log-format",
             "json",
             "serve",
+            // Hermetic: no history or control socket on the host's paths.
+            "--history",
+            "off",
+            "--control",
+            "off",
             "--listen",
             "0.0.0.0:2222",
             "--lifetime-min",

@@ -171,10 +171,15 @@ fn package_builds_installs_and_works() {
         );
     }
 
-    // Purge removes the files and the state; the conffiles go too.
+    // Purge removes the files and the state; the conffiles go too. (The
+    // state is checked by a file of ours: any `tarpit serve` running on this
+    // machine may create /var/lib/tarpit again for its default history.)
+    let marker = Path::new("/var/lib/tarpit/state.db");
+    std::fs::write(marker, "x").unwrap();
     run(Command::new("dpkg").args(["--purge", "tarpit"]));
     assert!(!Path::new("/usr/bin/tarpit").exists());
     assert!(!Path::new("/etc/tarpit/tarpit.toml").exists());
-    assert!(!Path::new("/var/lib/tarpit").exists());
+    assert!(!Path::new("/etc/tarpit/tarpit.nft").exists());
+    assert!(!marker.exists(), "purge left the state behind");
     let _ = std::fs::remove_dir_all(&stage);
 }
