@@ -69,6 +69,7 @@ fn takeover_keeps_every_connection_and_its_start_time() {
         old.child.try_wait().ok().flatten()
     });
     assert!(st.success(), "old exit status {st}");
+    old.drain();
     assert!(old.records().is_empty(), "the old process released nothing");
     assert_eq!(new.addr(), addr, "the listener itself was handed over");
     let took: Vec<_> = new
@@ -196,5 +197,68 @@ fn takeover_with_nobody_running_starts_fresh() {
         .any(|v| v["message"] == "no running tarpit serve to take over; starting fresh"));
     let mut c = TcpStream::connect(p.addr()).unwrap();
     assert!(untouched(&mut c));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sigusr2_starts_a_successor_that_takes_everything_over() {
+    let dir = tmpdir("takeover-usr2");
+    let ctl = dir.join("control.sock");
+    let mut old = Proc::serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--control",
+        ctl.to_str().unwrap(),
+    ]);
+    let addr = old.addr();
+    let old_pid = old.child.id();
+    let base = fd_count(old_pid);
+    let mut cs = clients(addr, 300);
+    wait_for(10.0, "old holds all", || {
+        (fd_count(old_pid) >= base + 300).then_some(())
+    });
+    old.signal("USR2");
+    // The successor writes to the same stderr; its "serving" line names it.
+    let new_pid = wait_for(15.0, "successor serving", || {
+        old.json()
+            .iter()
+            .filter(|v| v["message"] == "serving")
+            .filter_map(|v| v["pid"].as_u64())
+            .find(|&p| p != u64::from(old_pid))
+    });
+    struct Kill(u64);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+    let guard = Kill(new_pid);
+    let st = wait_for(15.0, "old exits", || old.child.try_wait().ok().flatten());
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let touched = cs
+        .iter_mut()
+        .map(|c| !untouched(&mut c.0))
+        .filter(|t| *t)
+        .count();
+    assert_eq!(touched, 0, "clients saw FIN, RST or data");
+    assert!(fd_count(new_pid as u32) >= 300, "the successor holds them");
+    std::process::Command::new("kill")
+        .args(["-TERM", &new_pid.to_string()])
+        .status()
+        .unwrap();
+    wait_for(5.0, "successor exits", || {
+        (!std::path::Path::new(&format!("/proc/{new_pid}")).exists()).then_some(())
+    });
+    old.drain();
+    let recs = old.records();
+    assert_eq!(
+        recs.len(),
+        300,
+        "the successor released all 300 with records"
+    );
+    drop(guard);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -252,6 +252,8 @@ pub fn run(cli: &Cli, a: &ServeArgs) -> ExitCode {
     } else {
         None
     };
+    let took_over = inherited.is_some();
+    let can_hand_over = stats_opts.control.is_some();
     if let Some(inh) = inherited {
         let n = inh.conns.len();
         let old = inh.old_pid;
@@ -323,8 +325,14 @@ pub fn run(cli: &Cli, a: &ServeArgs) -> ExitCode {
         let server = Server::inherit(opts.clone(), bound, inherited_conns, stats.observers(), max_conns)?;
         let handle = server.handle();
         let stats = stats.start(handle.clone());
-        tracing::info!(max_conns, per_ip = opts.per_ip, lifetime = ?opts.lifetime, keepalive = ?opts.keepalive, "serving");
+        tracing::info!(pid = std::process::id(), max_conns, per_ip = opts.per_ip, lifetime = ?opts.lifetime, keepalive = ?opts.keepalive, "serving");
+        if took_over {
+            systemd::notify_main_pid();
+        }
         systemd::notify_ready(&systemd::status_line(0, 0, 0.0));
+        if can_hand_over {
+            tokio::spawn(reexec_on_sigusr2());
+        }
         if std::env::var_os("NOTIFY_SOCKET").is_some() {
             tokio::spawn(report_status(handle.clone()));
         }
@@ -368,6 +376,23 @@ async fn report_status(handle: listener::Handle) {
         if line != last {
             systemd::notify_status(&line);
             last = line;
+        }
+    }
+}
+
+/// SIGUSR2 (`systemctl reload`): start a fresh copy of ourselves that takes
+/// everything over; if it fails, we simply keep serving.
+async fn reexec_on_sigusr2() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
+        return;
+    };
+    while usr2.recv().await.is_some() {
+        match super::takeover::spawn_successor() {
+            Ok(pid) => tracing::info!(successor = pid, "SIGUSR2: started a successor to take over"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGUSR2: cannot start a successor; keeping everything")
+            }
         }
     }
 }

@@ -101,3 +101,27 @@ fn is_zombie(pid: u32) -> bool {
         })
         .unwrap_or(true)
 }
+
+/// Starts a fresh copy of this program with the same arguments plus
+/// `--takeover`, which takes everything over from us. Used on SIGUSR2
+/// (`systemctl reload tarpit`): after a package upgrade the new binary at
+/// the same path takes over, so an upgrade releases nobody. Prefers the path
+/// we were started as (`argv[0]`, the upgraded file) over `/proc/self/exe`
+/// (which still points at the replaced binary).
+pub fn spawn_successor() -> std::io::Result<u32> {
+    let mut args = std::env::args_os();
+    let argv0 = args.next().map(PathBuf::from);
+    let exe = match argv0 {
+        Some(p) if p.is_absolute() && p.is_file() => p,
+        _ => std::env::current_exe()?,
+    };
+    let mut rest: Vec<std::ffi::OsString> = args.collect();
+    if !rest.iter().any(|a| a == "--takeover") {
+        rest.push("--takeover".into());
+    }
+    let child = std::process::Command::new(exe)
+        .args(rest)
+        .stdin(std::process::Stdio::null())
+        .spawn()?;
+    Ok(child.id())
+}

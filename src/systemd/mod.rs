@@ -21,6 +21,12 @@ pub fn notify_ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// Tells the service manager that this process is now the service's main
+/// process (after a takeover; needs `NotifyAccess=all`).
+pub fn notify_main_pid() {
+    send(&[NotifyState::MainPid(std::process::id())]);
+}
+
 /// Replaces the one-line status `systemctl status` shows.
 pub fn notify_status(status: &str) {
     send(&[NotifyState::Status(status)]);

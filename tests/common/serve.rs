@@ -134,9 +134,18 @@ impl Proc {
     pub fn term(&mut self, secs: f64) -> ExitStatus {
         self.signal("TERM");
         let child = &mut self.child;
-        wait_for(secs, "exit after SIGTERM", || {
+        let st = wait_for(secs, "exit after SIGTERM", || {
             child.try_wait().ok().flatten()
-        })
+        });
+        self.drain();
+        st
+    }
+
+    /// After the process exited: waits until every line it wrote is read.
+    pub fn drain(&mut self) {
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
     }
 }
 
