@@ -53,6 +53,12 @@ pub fn run(cli: &Cli, a: &StatsArgs) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
+    if path.as_os_str() == "off" {
+        return fail(
+            1,
+            "the control socket is turned off (`control = \"off\"`); nothing to ask",
+        );
+    }
     let rows = std::env::var("LINES")
         .ok()
         .and_then(|l| l.parse::<usize>().ok())
