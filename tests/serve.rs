@@ -654,3 +654,48 @@ fn half_open_connections_do_not_disturb_trapping() {
     assert_eq!(snap.conns[0].peer, good.local_addr().unwrap());
     drop(half);
 }
+
+#[test]
+fn unprivileged_run_on_defaults_still_traps() {
+    // `cargo run -- serve` as a normal user: the default control socket and
+    // history paths are not writable; serve warns and traps anyway.
+    if !common::netns::is_root() || !common::netns::which("setpriv") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root with setpriv"
+        );
+        eprintln!("SKIP unprivileged_run_on_defaults_still_traps: needs root and setpriv");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tarpit-unpriv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("tarpit");
+    std::fs::copy(bin(), &exe).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"]);
+    c.env("HOME", &dir).current_dir(&dir);
+    let mut p = Proc::spawn(c);
+    let warns: Vec<String> = p
+        .json()
+        .iter()
+        .filter(|v| v["level"] == "WARN")
+        .filter_map(|v| v["message"].as_str().map(String::from))
+        .collect();
+    assert!(
+        warns.iter().any(|m| m.contains("without history")),
+        "{warns:?}"
+    );
+    let mut s = TcpStream::connect(p.addr()).unwrap();
+    assert_eq!(
+        read_outcome(&mut s, Duration::from_millis(300)),
+        Seen::Nothing
+    );
+    assert!(p.term(3.0).success());
+    assert_eq!(p.records().len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -154,23 +154,19 @@ pub fn prepare(o: &StatsOptions, listeners: &[String]) -> Result<Prepared, Strin
     let hm = HistoryMetrics::default();
     hm.register(&mut registry);
     let history = match &o.history {
-        Some(p) => {
-            if o.history_default {
-                if let Some(dir) = p.parent().filter(|d| !d.exists()) {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        format!(
-                            "history database {}: cannot create {}: {e} (pass --history PATH or --history off)",
-                            p.display(),
-                            dir.display()
-                        )
-                    })?;
-                }
+        Some(p) => match open_history(p, o, hm) {
+            Ok(h) => {
+                tracing::info!(path = %p.display(), days = o.history_days, "history enabled");
+                Some(h)
             }
-            let h = History::start(HistoryOptions::new(p.clone(), o.history_days), hm)
-                .map_err(|e| e.to_string())?;
-            tracing::info!(path = %p.display(), days = o.history_days, "history enabled");
-            Some(h)
-        }
+            // The built-in default path is a convenience: an unprivileged
+            // run (`cargo run -- serve`) still traps, like the control socket.
+            Err(e) if o.history_default => {
+                tracing::warn!(error = %e, "running without history; pass --history PATH");
+                None
+            }
+            Err(e) => return Err(e),
+        },
         None => None,
     };
     Ok(Prepared {
@@ -180,6 +176,26 @@ pub fn prepare(o: &StatsOptions, listeners: &[String]) -> Result<Prepared, Strin
         serve_metrics,
         history,
     })
+}
+
+fn open_history(
+    p: &std::path::Path,
+    o: &StatsOptions,
+    hm: HistoryMetrics,
+) -> Result<std::sync::Arc<History>, String> {
+    if o.history_default {
+        if let Some(dir) = p.parent().filter(|d| !d.exists()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                format!(
+                    "history database {}: cannot create {}: {e} (pass --history PATH or --history off)",
+                    p.display(),
+                    dir.display()
+                )
+            })?;
+        }
+    }
+    History::start(HistoryOptions::new(p.to_path_buf(), o.history_days), hm)
+        .map_err(|e| e.to_string())
 }
 
 /// The statistics tasks running beside the engine.
