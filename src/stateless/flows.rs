@@ -22,6 +22,10 @@ use std::hash::Hasher;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 const NONE: u32 = u32::MAX;
+/// An empty index bucket. Buckets hold flow index + 1, so a fresh index is
+/// all zeros: the allocator hands out untouched zero pages, and an idle
+/// table costs no resident memory.
+const EMPTY: u32 = 0;
 /// Local address index meaning "more local addresses than we track".
 const LOCAL_UNKNOWN: u16 = u16::MAX;
 
@@ -127,7 +131,7 @@ impl FlowTable {
         let mut r = rand::rng();
         FlowTable {
             flows: Vec::with_capacity(cap.min(1 << 16)),
-            index: vec![NONE; buckets],
+            index: vec![EMPTY; buckets],
             mask: buckets - 1,
             cap,
             len: 0,
@@ -284,7 +288,7 @@ impl FlowTable {
     pub fn drain(&mut self) -> Vec<FlowInfo> {
         let all: Vec<FlowInfo> = self.iter().collect();
         self.flows.clear();
-        self.index.fill(NONE);
+        self.index.fill(EMPTY);
         self.len = 0;
         self.head = NONE;
         self.tail = NONE;
@@ -370,10 +374,11 @@ impl FlowTable {
     fn find(&self, k: &Key) -> Option<(usize, u32)> {
         let mut b = self.home(k);
         loop {
-            let i = self.index[b];
-            if i == NONE {
+            let e = self.index[b];
+            if e == EMPTY {
                 return None;
             }
+            let i = e - 1;
             if self.key_at(i) == *k {
                 return Some((b, i));
             }
@@ -383,10 +388,10 @@ impl FlowTable {
 
     fn index_insert(&mut self, k: &Key, i: u32) {
         let mut b = self.home(k);
-        while self.index[b] != NONE {
+        while self.index[b] != EMPTY {
             b = (b + 1) & self.mask;
         }
-        self.index[b] = i;
+        self.index[b] = i + 1;
     }
 
     /// Empties bucket `b` and shifts later members of its cluster back so
@@ -395,11 +400,11 @@ impl FlowTable {
         let mut j = b;
         loop {
             j = (j + 1) & self.mask;
-            let i = self.index[j];
-            if i == NONE {
+            let e = self.index[j];
+            if e == EMPTY {
                 break;
             }
-            let h = self.home(&self.key_at(i));
+            let h = self.home(&self.key_at(e - 1));
             // Move the entry at j into the hole at b unless its home lies
             // cyclically in (b, j].
             let between = if b <= j {
@@ -408,11 +413,11 @@ impl FlowTable {
                 b < h || h <= j
             };
             if !between {
-                self.index[b] = i;
+                self.index[b] = e;
                 b = j;
             }
         }
-        self.index[b] = NONE;
+        self.index[b] = EMPTY;
     }
 
     fn alloc(&mut self, f: Flow) -> u32 {
