@@ -475,12 +475,13 @@ fn hold(n: usize, extra: &[String]) {
     }
     let stopped = lab.stop();
     println!(
-        "  trapped {} packets {} syn_acks {} acks {} overruns {}",
+        "  trapped {} packets {} syn_acks {} acks {} overruns {} send_errors {}",
         field(&stopped, "trapped"),
         field(&stopped, "packets"),
         field(&stopped, "syn_acks"),
         field(&stopped, "acks"),
         field(&stopped, "overruns"),
+        field(&stopped, "send_errors"),
     );
 }
 

@@ -176,6 +176,8 @@ pub fn run(
             packets = counters.packets,
             syn_acks = counters.syn_acks,
             acks = counters.acks,
+            send_errors = counters.send_errors,
+            overruns = counters.overruns,
             "stopped"
         );
         Ok::<_, std::io::Error>(())
