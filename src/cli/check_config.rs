@@ -22,6 +22,12 @@ pub fn run(cli: &Cli, _a: &CheckConfigArgs) -> ExitCode {
             if let Err(e) = serve::resolve(&serve::ServeArgs::default(), Some((s, src))) {
                 return fail(EXIT_CONFIG, e);
             }
+            let flags = super::serve_stateless::EngineFlags::default();
+            if let Err(e) = super::serve_stateless::engine(&flags, Some((s, src)))
+                .and_then(|_| super::serve_stateless::resolve(&flags, Some((s, src))))
+            {
+                return fail(EXIT_CONFIG, e);
+            }
         }
     }
     let w = match settings::resolve(
@@ -37,12 +43,16 @@ pub fn run(cli: &Cli, _a: &CheckConfigArgs) -> ExitCode {
         None => println!("no --config given: built-in defaults"),
     }
     println!(
-        "watch: state {}, nft table inet {} sets {}/{}, redirect to port {}, IPv6 per /{}",
+        "watch: state {}, nft table inet {} sets {}/{}, {}, IPv6 per /{}",
         w.state_db.display(),
         w.table,
         w.set4,
         w.set6,
-        w.port,
+        match w.mode {
+            crate::firewall::TrapMode::Redirect => format!("redirect to port {}", w.port),
+            crate::firewall::TrapMode::Stateless { group } =>
+                format!("log to nflog group {group} and drop (stateless engine)"),
+        },
         w.ipv6_prefix
     );
     for j in &w.jails {
