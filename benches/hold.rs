@@ -46,6 +46,11 @@ fn main() {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            // Measure the engine alone, and never touch the host's paths.
+            "--control",
+            "off",
+            "--history",
+            "off",
         ])
         .args(&extra)
         .stdin(Stdio::null())
