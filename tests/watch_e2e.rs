@@ -64,7 +64,9 @@ fn three_fail2ban_bans_send_the_attacker_into_the_tarpit_until_unban() {
     for jail in ["sshd", "postfix", "sshd"] {
         sc.append(&ban_line(jail, "10.77.20.2"));
     }
+    let t0 = Instant::now();
     wait_element(&server, "trap4", "10.77.20.2", 10.0);
+    eprintln!("third Ban line to set element: {:?}", t0.elapsed());
 
     // Now its connection to port 22 is accepted by the tarpit...
     let mut s = connect(&attacker, "10.77.20.1:22").expect("attacker trapped: accepted");

@@ -86,6 +86,14 @@ fn flushed_ruleset_is_rebuilt_and_manual_bans_work() {
     let ns = Netns::new("wflush");
     let sc = Scene::new("wflush", "", "");
     let w = sc.watch(&ns);
+    // A second watcher on the same state refuses to start.
+    let out = sc.cli(&ns, &["watch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another `tarpit watch` is running"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A manual ban while the watcher runs.
     let out = sc.cli(&ns, &["ban", "10.77.2.9", "--for", "2h"]);
     assert!(

@@ -34,6 +34,16 @@ pub fn run(cli: &Cli, a: &WatchArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(1, e),
     };
+    // Two watchers on one database would both read each log: hits counted
+    // twice. The lock lives as long as this process.
+    let _lock = if a.dry_run && a.state_db.is_none() {
+        None
+    } else {
+        match lock(&settings.state_db) {
+            Ok(l) => Some(l),
+            Err(e) => return fail(1, e),
+        }
+    };
     let cfg = nft::nft_config(&settings);
     let fw = if a.dry_run {
         Firewall::dry_run(cfg, Box::new(std::io::stdout()))
@@ -53,6 +63,28 @@ pub fn run(cli: &Cli, a: &WatchArgs) -> ExitCode {
     let mut w = Watcher::new(settings, state, fw, &own).refresh_own_addresses();
     w.run(&stop);
     ExitCode::SUCCESS
+}
+
+/// Takes `<state_db>.watch.lock` exclusively (flock), or says who has it.
+fn lock(db: &std::path::Path) -> Result<std::fs::File, String> {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".watch.lock");
+    let p = PathBuf::from(p);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    match crate::sys::try_lock_exclusive(&f) {
+        Ok(true) => Ok(f),
+        Ok(false) => Err(format!(
+            "another `tarpit watch` is running on {} (lock {} is held)",
+            db.display(),
+            p.display()
+        )),
+        Err(e) => Err(format!("{}: {e}", p.display())),
+    }
 }
 
 /// Sets `stop` on SIGTERM or SIGINT, so the loop finishes its transaction.

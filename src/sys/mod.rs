@@ -595,9 +595,14 @@ impl Inotify {
         Ok(())
     }
 
-    /// Waits up to `timeout` for events; drains them and returns true if
-    /// there were any.
-    pub fn wait(&self, timeout: std::time::Duration) -> io::Result<bool> {
+    /// Waits up to `timeout` for events and drains them. Returns the names
+    /// of the directory entries that changed (`None` for a queue overflow,
+    /// after which anything may have changed); empty when nothing happened.
+    pub fn wait(
+        &self,
+        timeout: std::time::Duration,
+    ) -> io::Result<Vec<Option<std::ffi::OsString>>> {
+        use std::os::unix::ffi::OsStrExt;
         let mut pfd = libc::pollfd {
             fd: self.fd.as_raw_fd(),
             events: libc::POLLIN,
@@ -609,22 +614,62 @@ impl Inotify {
         if n < 0 {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(false)
+                Ok(Vec::new())
             } else {
                 Err(e)
             };
         }
+        let mut names = Vec::new();
         if n == 0 {
-            return Ok(false);
+            return Ok(names);
         }
-        let mut buf = [0u8; 4096];
-        loop {
-            // SAFETY: `buf` is writable for its whole length.
-            let r = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if r <= 0 {
-                break;
+        // One read, not "until empty": something that writes in the
+        // directory whenever we act (a tracer, our own log file) would keep
+        // it from ever emptying. What is left wakes the next wait.
+        let mut buf = [0u8; 8192];
+        // SAFETY: `buf` is writable for its whole length.
+        let r = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if r > 0 {
+            // struct inotify_event { int wd; u32 mask, cookie, len; char name[len]; }
+            let data = &buf[..r as usize];
+            let mut i = 0usize;
+            while i + 16 <= data.len() {
+                let word = |k: usize| {
+                    u32::from_ne_bytes([
+                        data[i + k],
+                        data[i + k + 1],
+                        data[i + k + 2],
+                        data[i + k + 3],
+                    ])
+                };
+                let mask = word(4);
+                let len = word(12) as usize;
+                let name = data.get(i + 16..i + 16 + len).unwrap_or(&[]);
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                if mask & libc::IN_Q_OVERFLOW != 0 {
+                    names.push(None);
+                } else {
+                    names.push(Some(std::ffi::OsStr::from_bytes(name).to_os_string()));
+                }
+                i += 16 + len;
             }
         }
-        Ok(true)
+        Ok(names)
+    }
+}
+
+/// Takes an exclusive flock(2) on `f` without waiting: `Ok(false)` when
+/// another process holds it. Released when the file is closed.
+pub fn try_lock_exclusive(f: &std::fs::File) -> io::Result<bool> {
+    // SAFETY: flock only operates on the open descriptor `f` owns.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Ok(false)
+    } else {
+        Err(e)
     }
 }

@@ -476,6 +476,29 @@ impl<E: Enforcer> Watcher<E> {
         dirs
     }
 
+    /// True when a changed directory entry `name` may be one of our logs.
+    /// Changes to anything else in the directory (our own trace or log
+    /// output, other programs' logs) must not wake us: that could feed back.
+    fn is_log_name(&self, name: &std::ffi::OsStr) -> bool {
+        let name = name.to_string_lossy();
+        self.settings
+            .jails
+            .iter()
+            .flat_map(|j| &j.logpaths)
+            .any(|p| {
+                let last = Path::new(p)
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if is_glob(&last) {
+                    glob::Pattern::new(&last).is_ok_and(|g| g.matches(&name))
+                } else {
+                    // Also the rotated copy (`x.log.1`) that we may still finish.
+                    name == last || name.starts_with(&format!("{last}."))
+                }
+            })
+    }
+
     /// Runs until `stop` is set: a tick whenever a watched directory changes
     /// (inotify), and at least every poll interval (polling alone where
     /// inotify is unavailable or silent, e.g. on NFS).
@@ -505,8 +528,16 @@ impl<E: Enforcer> Watcher<E> {
                 let slice = (until - Instant::now()).min(Duration::from_millis(50));
                 match &ino {
                     Some(i) => {
-                        if i.wait(slice).unwrap_or(false) {
+                        let changed = i.wait(slice).unwrap_or_default();
+                        if changed
+                            .iter()
+                            .any(|n| n.as_ref().is_none_or(|n| self.is_log_name(n)))
+                        {
                             break;
+                        }
+                        if !changed.is_empty() {
+                            // Busy neighbours: at most ~100 wake-ups a second.
+                            std::thread::sleep(Duration::from_millis(10));
                         }
                     }
                     None => std::thread::sleep(slice),
@@ -700,11 +731,19 @@ mod tests {
         );
         let ino = crate::sys::Inotify::new().unwrap();
         ino.watch_dir(&d.0).unwrap();
-        assert!(!ino.wait(Duration::from_millis(10)).unwrap());
+        assert!(ino.wait(Duration::from_millis(10)).unwrap().is_empty());
         append(&d.0.join("fail2ban.log"), "x\n");
-        assert!(ino.wait(Duration::from_secs(5)).unwrap());
+        let names = ino.wait(Duration::from_secs(5)).unwrap();
+        assert!(!names.is_empty());
+        assert!(names
+            .iter()
+            .all(|n| n.as_deref() == Some(std::ffi::OsStr::new("fail2ban.log"))));
         // Drained: nothing pending any more.
-        assert!(!ino.wait(Duration::from_millis(10)).unwrap());
+        assert!(ino.wait(Duration::from_millis(10)).unwrap().is_empty());
+        // Only our logs wake the watcher.
+        let is = |n: &str| w.is_log_name(std::ffi::OsStr::new(n));
+        assert!(is("fail2ban.log") && is("fail2ban.log.1") && is("x.log"));
+        assert!(!is("state.db") && !is("trace") && !is("fail2ban.logger"));
     }
 
     #[test]
