@@ -21,6 +21,7 @@ pub mod control;
 pub mod firewall;
 pub mod listener;
 pub mod logging;
+pub mod ratelimit;
 pub mod record;
 pub mod stateless;
 pub mod stats;

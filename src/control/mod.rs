@@ -212,14 +212,14 @@ impl ControlServer {
         let commands = Arc::new(std::mem::take(&mut self.commands));
         let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
         tokio::pin!(shutdown);
-        let mut limited = RateLimitedLog::default();
+        let mut limited = crate::ratelimit::RateLimit::new(Duration::from_secs(10));
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 res = listener.accept() => match res {
                     Ok((stream, _)) => {
                         let Ok(permit) = slots.clone().try_acquire_owned() else {
-                            if limited.hit() {
+                            if limited.hit().is_some() {
                                 tracing::warn!(max = MAX_CLIENTS, "control socket: too many clients; closing new ones");
                             }
                             drop(stream);
@@ -233,7 +233,7 @@ impl ControlServer {
                         });
                     }
                     Err(e) => {
-                        if limited.hit() {
+                        if limited.hit().is_some() {
                             tracing::warn!(error = %e, "control socket: accept failed");
                         }
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -248,24 +248,6 @@ impl ControlServer {
 impl Drop for ControlServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-#[derive(Default)]
-struct RateLimitedLog {
-    last: Option<std::time::Instant>,
-}
-
-impl RateLimitedLog {
-    fn hit(&mut self) -> bool {
-        let now = std::time::Instant::now();
-        match self.last {
-            Some(t) if now.duration_since(t) < Duration::from_secs(10) => false,
-            _ => {
-                self.last = Some(now);
-                true
-            }
-        }
     }
 }
 

@@ -14,6 +14,7 @@
 
 use super::table::{Held, Table};
 use super::{handover, Command, Observer, ServeOptions, Snapshot, Totals};
+use crate::ratelimit::RateLimit;
 use crate::record::{escape_bytes, tcp_state_name, ConnRecord, EndReason, LiveConn};
 use crate::sys;
 use rand::Rng;
@@ -48,38 +49,13 @@ pub(super) struct Engine {
     observers: Vec<Arc<dyn Observer>>,
     max_conns: usize,
     totals: Totals,
-    accept_errors: RateLimited,
+    accept_errors: RateLimit,
     accept_paused_until: Option<tokio::time::Instant>,
     next_listener: usize,
     /// Earliest lifetime deadline of any held connection (ticks).
     next_due: u32,
     /// Set once a takeover has been confirmed.
     handed_over: bool,
-}
-
-/// Logs a repeated condition at most once per second, with how many times
-/// it happened since the last line.
-struct RateLimited {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimited {
-    fn hit(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        match self.last {
-            Some(t) if now.duration_since(t) < Duration::from_secs(1) => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                let n = self.suppressed + 1;
-                self.suppressed = 0;
-                Some(n)
-            }
-        }
-    }
 }
 
 impl Engine {
@@ -101,10 +77,7 @@ impl Engine {
             observers,
             max_conns,
             totals: Totals::default(),
-            accept_errors: RateLimited {
-                last: None,
-                suppressed: 0,
-            },
+            accept_errors: RateLimit::default(),
             accept_paused_until: None,
             next_listener: 0,
             next_due: u32::MAX,

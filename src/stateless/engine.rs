@@ -11,11 +11,12 @@ use super::nflog::{self, Message, NflogSocket, ParseError};
 use super::packet::MAX_REPLY;
 use super::StatelessOptions;
 use crate::listener::{Observer, Snapshot, Totals};
+use crate::ratelimit::RateLimit;
 use crate::sys::netlink::Netlink;
 use crate::sys::packet::{PacketSender, ETH_P_IP, ETH_P_IPV6};
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -129,7 +130,7 @@ impl StatelessServer {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; nflog::RECV_BUF];
         let mut out = [0u8; MAX_REPLY];
-        let mut errors = RateLimited::default();
+        let mut errors = RateLimit::default();
         loop {
             tokio::select! {
                 biased;
@@ -188,7 +189,7 @@ fn serve_datagram(
     sender: &PacketSender,
     data: &[u8],
     out: &mut [u8],
-    errors: &mut RateLimited,
+    errors: &mut RateLimit,
 ) {
     let now = core.now();
     for m in nflog::messages(data) {
@@ -220,32 +221,6 @@ fn serve_datagram(
             core.count_send_error();
             if let Some(n) = errors.hit() {
                 tracing::warn!(error = %e, ifindex, count = n, "sending a reply failed");
-            }
-        }
-    }
-}
-
-/// Logs a repeated condition at most once per second, with how many times
-/// it happened since the last line.
-#[derive(Default)]
-struct RateLimited {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimited {
-    fn hit(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        match self.last {
-            Some(t) if now.duration_since(t) < Duration::from_secs(1) => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                let n = self.suppressed + 1;
-                self.suppressed = 0;
-                Some(n)
             }
         }
     }
