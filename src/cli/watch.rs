@@ -18,6 +18,9 @@ pub struct WatchArgs {
     /// SQLite state file (default: `[watch] state_db`, /var/lib/tarpit/state.db).
     #[arg(long, value_name = "FILE")]
     pub state_db: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9465); off by default.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 pub fn run(cli: &Cli, a: &WatchArgs) -> ExitCode {
@@ -61,7 +64,17 @@ pub fn run(cli: &Cli, a: &WatchArgs) -> ExitCode {
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_thread(stop.clone());
     let mut w = Watcher::new(settings, state, fw, &own).refresh_own_addresses();
+    let metrics_thread = match a.metrics {
+        Some(addr) => match serve_metrics(addr, w.metrics(), stop.clone()) {
+            Ok(t) => Some(t),
+            Err(e) => return fail(1, format!("cannot serve metrics on {addr}: {e}")),
+        },
+        None => None,
+    };
     w.run(&stop);
+    if let Some(t) = metrics_thread {
+        let _ = t.join();
+    }
     ExitCode::SUCCESS
 }
 
@@ -124,4 +137,33 @@ fn spawn_signal_thread(stop: Arc<AtomicBool>) {
         tracing::info!("signal received; stopping");
         stop.store(true, Ordering::Relaxed);
     });
+}
+
+/// Serves the watcher's metrics from a small runtime on its own thread (the
+/// watcher itself is a plain loop) until `stop` is set.
+fn serve_metrics(
+    addr: std::net::SocketAddr,
+    metrics: Arc<crate::watcher::metrics::WatchMetrics>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let server = crate::stats::metrics::MetricsServer::bind(addr)?;
+    tracing::info!(address = %server.local_addr()?, "serving metrics");
+    let mut reg = prometheus_client::registry::Registry::with_prefix("tarpit");
+    metrics.register(&mut reg);
+    let reg = Arc::new(reg);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(std::thread::spawn(move || {
+        rt.block_on(async move {
+            let stopped = async move {
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            };
+            if let Err(e) = server.run(reg, stopped).await {
+                tracing::error!(error = %e, "metrics server failed");
+            }
+        })
+    }))
 }

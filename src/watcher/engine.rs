@@ -10,12 +10,14 @@
 use super::filter::LineVerdict;
 use super::follow::{Follower, Start};
 use super::host::{IgnoreList, Target};
+use super::metrics::WatchMetrics;
 use super::settings::{Jail, WatchSettings};
 use super::state::{ms, BanRow, HitOutcome, State, StateError};
 use super::timestamp;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// What the watcher needs from a firewall. `crate::firewall::Firewall` is
@@ -82,6 +84,11 @@ impl RateLimited {
     }
 }
 
+/// Lines the follower dropped: longer than 64 KiB, or binary.
+fn skipped(s: &super::follow::FollowStats) -> u64 {
+    s.oversize + s.binary
+}
+
 struct Source {
     follower: Follower,
     /// Indexes into the jails that read this file.
@@ -107,6 +114,7 @@ pub struct Watcher<E: Enforcer> {
     started: bool,
     errors: RateLimited,
     pub stats: WatchStats,
+    metrics: Arc<WatchMetrics>,
 }
 
 /// Most bytes read from one file per poll; bounds one transaction.
@@ -151,6 +159,19 @@ impl<E: Enforcer> Watcher<E> {
             started: false,
             errors: RateLimited::new(Duration::from_secs(60)),
             stats: WatchStats::default(),
+            metrics: Arc::new(WatchMetrics::default()),
+        }
+    }
+
+    /// Shares the watcher's metrics (for `--metrics`).
+    pub fn metrics(&self) -> Arc<WatchMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Sets the active-bans gauge from the state database.
+    fn count_active(&mut self) {
+        if let Ok(b) = self.state.active_bans(ms(SystemTime::now())) {
+            self.metrics.active_bans.set(b.len() as i64);
         }
     }
 
@@ -204,8 +225,13 @@ impl<E: Enforcer> Watcher<E> {
             .collect();
         let t0 = Instant::now();
         let r = self.fw.restore(&items);
+        self.metrics.nft_batches.inc();
+        self.metrics
+            .restore_duration
+            .set(t0.elapsed().as_secs_f64());
         match r {
             Ok(()) => {
+                self.metrics.active_bans.set(items.len() as i64);
                 tracing::info!(
                     restored = items.len(),
                     ms = t0.elapsed().as_millis() as u64,
@@ -224,6 +250,7 @@ impl<E: Enforcer> Watcher<E> {
 
     fn fw_failed(&mut self, e: &str) {
         self.stats.fw_errors += 1;
+        self.metrics.nft_errors.inc();
         self.fw_ok = false;
         self.errors.error(
             "firewall",
@@ -327,6 +354,7 @@ impl<E: Enforcer> Watcher<E> {
         }
         if self.fw_ok && Instant::now() >= self.next_check {
             self.next_check = Instant::now() + self.settings.check_interval;
+            self.count_active();
             match self.fw.intact() {
                 Ok(true) => {}
                 Ok(false) => {
@@ -344,9 +372,15 @@ impl<E: Enforcer> Watcher<E> {
     /// Polls one file and handles its lines; true when there may be more.
     fn poll_source(&mut self, si: usize) -> bool {
         let before = self.sources[si].follower.position();
+        let skipped_before = skipped(&self.sources[si].follower.stats);
         let chunk = self.sources[si]
             .follower
             .poll(CHUNK_BYTES, SystemTime::now());
+        let skipped_now = skipped(&self.sources[si].follower.stats) - skipped_before;
+        for &ji in &self.sources[si].jails {
+            self.metrics
+                .lines_n(&self.settings.jails[ji].name, "skipped", skipped_now);
+        }
         let path = self.sources[si].follower.path().to_path_buf();
         for n in &chunk.notes {
             tracing::info!(path = %path.display(), "{n}");
@@ -393,12 +427,20 @@ impl<E: Enforcer> Watcher<E> {
             };
             for &ji in jails {
                 let jail: &Jail = &self.settings.jails[ji];
+                let m = &self.metrics;
                 match jail.filter.check(text, &jail.name) {
-                    LineVerdict::NoMatch => {}
-                    LineVerdict::Ignored => self.stats.ignored_regex += 1,
-                    LineVerdict::OwnJail => self.stats.own_jail += 1,
+                    LineVerdict::NoMatch => m.line(&jail.name, "unmatched"),
+                    LineVerdict::Ignored => {
+                        self.stats.ignored_regex += 1;
+                        m.line(&jail.name, "ignored");
+                    }
+                    LineVerdict::OwnJail => {
+                        self.stats.own_jail += 1;
+                        m.line(&jail.name, "ignored");
+                    }
                     LineVerdict::InvalidAddress(a) => {
                         self.stats.invalid_address += 1;
+                        m.line(&jail.name, "invalid");
                         tracing::debug!(jail = %jail.name, address = %a, "matched, but not a valid address");
                     }
                     LineVerdict::Host(ip) => {
@@ -406,8 +448,10 @@ impl<E: Enforcer> Watcher<E> {
                         let key = Target::from_ip(ip, self.settings.ipv6_prefix);
                         if self.ignore[ji].is_ignored(ip) || self.ignore[ji].covers_key(&key) {
                             self.stats.ignored_ip += 1;
+                            m.line(&jail.name, "ignored");
                             continue;
                         }
+                        m.line(&jail.name, "matched");
                         match tx.record_hit(&jail.name, &jail.rules, &key, ms(at), ms(now))? {
                             HitOutcome::Counted(n) => {
                                 tracing::debug!(jail = %jail.name, host = %key, hits = n, "hit");
@@ -416,6 +460,7 @@ impl<E: Enforcer> Watcher<E> {
                             HitOutcome::AlreadyBanned => self.stats.already_banned += 1,
                             HitOutcome::Banned(row) => {
                                 self.stats.bans += 1;
+                                m.ban(&jail.name);
                                 tracing::info!(
                                     target: "tarpit::ban",
                                     host = %row.host,
@@ -446,9 +491,11 @@ impl<E: Enforcer> Watcher<E> {
         let now = ms(SystemTime::now());
         let items: Vec<(Target, Duration)> =
             bans.iter().map(|b| (b.host, b.remaining(now))).collect();
+        self.metrics.nft_batches.inc();
         if let Err(e) = self.fw.ban(&items) {
             self.fw_failed(&e);
         }
+        self.count_active();
     }
 
     /// Directories to watch with inotify: the parent of each logpath (for a

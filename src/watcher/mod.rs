@@ -12,6 +12,7 @@ pub mod engine;
 pub mod filter;
 pub mod follow;
 pub mod host;
+pub mod metrics;
 pub mod nft;
 pub mod settings;
 pub mod state;
