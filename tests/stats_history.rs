@@ -397,3 +397,37 @@ fn disk_full_is_logged_and_counted_and_serve_keeps_trapping() {
     );
     drop(c);
 }
+
+/// The writer thread runs on its own fd table (so the engine keeps the
+/// kernel's single-table fast path): it must not keep the process's sockets
+/// alive: a socket closed by the rest of the process is really closed.
+#[test]
+fn writer_holds_no_reference_to_the_process_sockets() {
+    let dir = TempDir::new("histfds");
+    let db = dir.path().join("h.db");
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = History::start(
+        HistoryOptions::new(db.clone(), 90),
+        HistoryMetrics::default(),
+    )
+    .unwrap();
+    drop(l);
+    let e = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .expect_err("the listener was closed; nothing may still accept on it");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+
+    // Rows are still written by the thread's own connection.
+    h.record(&rec("127.0.8.1:1", SystemTime::now(), 1.0));
+    assert!(h.flush(Duration::from_secs(10)));
+    assert_eq!(count(&db), 1);
+    // Readers in the same process share SQLite's -shm descriptor with the
+    // writer: it must be valid in both tables.
+    for _ in 0..20 {
+        h.record(&rec("127.0.8.1:2", SystemTime::now(), 1.0));
+        assert!(h.flush(Duration::from_secs(10)));
+        count(&db);
+    }
+    assert_eq!(count(&db), 21);
+    h.close(Duration::from_secs(10));
+}

@@ -7,6 +7,7 @@
 //! the call is sound.
 
 pub mod fdpass;
+pub mod fdtable;
 pub mod netlink;
 pub mod packet;
 
