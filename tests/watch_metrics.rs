@@ -44,21 +44,19 @@ fn watch_metrics_count_lines_bans_and_batches_without_addresses() {
     sc.append(&ban_line("sshd", "127.0.0.1")); // loopback: never banned
     sc.append("2026-01-01 00:00:00,000 unrelated line\n");
     sc.append("binary \0 junk\n");
-    let text = wait_for(10.0, "one ban in the metrics", || {
-        let t = scrape(&ns);
-        (value(&t, "tarpit_bans_total{jail=\"multi-ban\"}") == Some(1.0)).then_some(t)
-    });
     let matched = "tarpit_log_lines_total{jail=\"multi-ban\",result=\"matched\"}";
     let ignored = "tarpit_log_lines_total{jail=\"multi-ban\",result=\"ignored\"}";
     let unmatched = "tarpit_log_lines_total{jail=\"multi-ban\",result=\"unmatched\"}";
     let skipped = "tarpit_log_lines_total{jail=\"multi-ban\",result=\"skipped\"}";
-    let text = wait_for(5.0, "all lines counted", || {
-        let t = if value(&text, skipped).is_some() {
-            text.clone()
-        } else {
-            scrape(&ns)
-        };
-        value(&t, skipped).is_some().then_some(t)
+    // The ban is counted when its line is read and the gauge follows once
+    // nft has the element: wait for both, and for every line to be read.
+    let text = wait_for(10.0, "the ban, the gauge and every line", || {
+        let t = scrape(&ns);
+        (value(&t, "tarpit_bans_total{jail=\"multi-ban\"}") == Some(1.0)
+            && value(&t, "tarpit_active_bans") == Some(1.0)
+            && value(&t, skipped).is_some()
+            && value(&t, unmatched).is_some())
+        .then_some(t)
     });
     assert_eq!(value(&text, matched), Some(3.0), "{text}");
     assert_eq!(value(&text, ignored), Some(1.0), "{text}");
