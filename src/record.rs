@@ -114,6 +114,11 @@ pub struct LiveConn {
     /// TCP_KEEPIDLE / TCP_KEEPINTVL drawn for this connection, seconds.
     pub keepalive_idle_secs: u32,
     pub keepalive_intvl_secs: u32,
+    /// The stateless engine lost track of this flow once (evicted from its
+    /// bounded table) and rebuilt it from a later packet: its start time and
+    /// byte count are estimates. Always false for the socket engine.
+    #[serde(default)]
+    pub estimated: bool,
 }
 
 /// Linux TCP state number to its `ss` name.

@@ -532,6 +532,7 @@ impl Engine {
                 state: tcp_state_name(info.state).to_string(),
                 keepalive_idle_secs: ka.0,
                 keepalive_intvl_secs: ka.1,
+                estimated: false,
             });
         }
         let mut totals = self.totals.clone();

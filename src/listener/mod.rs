@@ -90,6 +90,10 @@ pub struct Totals {
     /// Connections handed to a new process by a takeover (not released).
     #[serde(default)]
     pub handed_over: u64,
+    /// Figures are estimates: the stateless engine evicted flows from its
+    /// bounded table (see `LiveConn::estimated`).
+    #[serde(default)]
+    pub estimated: bool,
     pub by_reason: BTreeMap<String, u64>,
     pub accept_errors: BTreeMap<String, u64>,
 }

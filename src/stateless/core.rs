@@ -379,12 +379,14 @@ impl Core {
                     .to_string(),
                     keepalive_idle_secs: 0,
                     keepalive_intvl_secs: 0,
+                    estimated: f.estimated,
                 }
             })
             .collect();
         let mut totals = self.totals.clone();
         totals.held_now = conns.len() as u64;
         totals.live_held_secs = live;
+        totals.estimated = self.flows.evictions() > 0;
         Snapshot { conns, totals }
     }
 
@@ -542,9 +544,11 @@ mod tests {
     fn idle_flows_expire_and_full_table_evicts() {
         let obs = Arc::new(Rec::default());
         let mut c = Core::new(&opts(2), Cookies::with_key(1, 2), vec![obs.clone()]);
+        let mut isses = Vec::new();
         for port in 1..=3u16 {
             let t = peer(port);
             let (_, iss, _, _) = answer(&mut c, &pkt(t, TCP_SYN, 5, 0, b""), 1).unwrap();
+            isses.push(iss);
             answer(
                 &mut c,
                 &pkt(t, TCP_ACK, 6, iss.wrapping_add(1), b""),
@@ -559,6 +563,54 @@ mod tests {
         let recs = obs.0.lock().unwrap();
         assert_eq!(recs.len(), 3);
         assert!(recs[1..].iter().all(|r| r.end == EndReason::PeerTimeout));
+    }
+
+    #[test]
+    fn evicted_flows_that_return_are_marked_estimated() {
+        let obs = Arc::new(Rec::default());
+        let mut c = Core::new(&opts(2), Cookies::with_key(1, 2), vec![obs.clone()]);
+        let mut isses = Vec::new();
+        for port in 1..=3u16 {
+            let t = peer(port);
+            let (_, iss, _, _) = answer(&mut c, &pkt(t, TCP_SYN, 5, 0, b""), 1).unwrap();
+            isses.push(iss);
+            answer(
+                &mut c,
+                &pkt(t, TCP_ACK, 6, iss.wrapping_add(1), b""),
+                u32::from(port),
+            )
+            .unwrap();
+        }
+        assert!(
+            !Core::new(&opts(2), Cookies::with_key(1, 2), vec![])
+                .snapshot(1)
+                .totals
+                .estimated
+        );
+        let snap = c.snapshot(4);
+        assert!(
+            snap.totals.estimated,
+            "evictions make the figures estimates"
+        );
+        assert!(
+            snap.conns.iter().all(|f| !f.estimated),
+            "no flow came back yet"
+        );
+        // The evicted peer sends a window probe (mid-stream): its flow
+        // returns, marked estimated.
+        let t1 = peer(1);
+        assert!(answer(
+            &mut c,
+            &pkt(t1, TCP_ACK, 5, isses[0].wrapping_add(1), b""),
+            4
+        )
+        .is_some());
+        let snap = c.snapshot(5);
+        assert!(
+            snap.conns.iter().any(|f| f.peer.port() == 1 && f.estimated),
+            "{:?}",
+            snap.conns
+        );
     }
 
     #[test]

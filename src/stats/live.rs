@@ -120,6 +120,9 @@ pub fn totals_line(snap: &Snapshot) -> String {
         attacker_hours(snap),
         t.close_attempts
     );
+    if t.estimated {
+        s.push_str(" · estimated (flows were evicted from the stateless table)");
+    }
     if t.by_reason.is_empty() {
         s.push_str(" · ended: none");
     } else {
@@ -156,7 +159,16 @@ mod tests {
             keepalive_idle_secs: 60,
             keepalive_intvl_secs: 60,
             state: "ESTABLISHED".into(),
+            estimated: false,
         }
+    }
+
+    #[test]
+    fn totals_line_says_when_figures_are_estimates() {
+        let mut snap = Snapshot::default();
+        assert!(!totals_line(&snap).contains("estimated"));
+        snap.totals.estimated = true;
+        assert!(totals_line(&snap).contains("estimated"));
     }
 
     #[test]
