@@ -544,11 +544,9 @@ mod tests {
     fn idle_flows_expire_and_full_table_evicts() {
         let obs = Arc::new(Rec::default());
         let mut c = Core::new(&opts(2), Cookies::with_key(1, 2), vec![obs.clone()]);
-        let mut isses = Vec::new();
         for port in 1..=3u16 {
             let t = peer(port);
             let (_, iss, _, _) = answer(&mut c, &pkt(t, TCP_SYN, 5, 0, b""), 1).unwrap();
-            isses.push(iss);
             answer(
                 &mut c,
                 &pkt(t, TCP_ACK, 6, iss.wrapping_add(1), b""),
