@@ -121,13 +121,16 @@ fn fmt_edge(s: f64) -> String {
 
 /// Computes the report over rows that ended in `[since, until]` (unix secs).
 pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Report> {
-    const W: &str = "end_time >= ?1 AND end_time <= ?2";
+    // `?3..?4` is the rowid range the history's block index gives for the
+    // window: a range scan instead of reading the whole table.
+    const W: &str = "end_time >= ?1 AND end_time <= ?2 AND id >= ?3 AND id <= ?4";
+    let (lo, hi) = super::history::id_range(c, since, until)?;
     let mut holds: Vec<f64> = Vec::new();
     {
         let mut st = c.prepare(&format!(
             "SELECT held_secs FROM connections WHERE {W} ORDER BY held_secs"
         ))?;
-        let rows = st.query_map(params![since, until], |r| r.get::<_, f64>(0))?;
+        let rows = st.query_map(params![since, until, lo, hi], |r| r.get::<_, f64>(0))?;
         for h in rows {
             holds.push(h?);
         }
@@ -138,7 +141,7 @@ pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Repor
                     coalesce(sum(bytes_received), 0), count(fin_after_secs)
              FROM connections WHERE {W}"
         ),
-        params![since, until],
+        params![since, until, lo, hi],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
     )?;
     let totals = Totals {
@@ -156,7 +159,7 @@ pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Repor
             "SELECT peer_ip, count(*), sum(held_secs) FROM connections WHERE {W}
              GROUP BY peer_ip ORDER BY sum(held_secs) DESC, peer_ip LIMIT {TOP_N}"
         ))?
-        .query_map(params![since, until], |r| {
+        .query_map(params![since, until, lo, hi], |r| {
             Ok(HostRow {
                 host: r.get(0)?,
                 connections: r.get::<_, i64>(1)?.max(0) as u64,
@@ -169,7 +172,7 @@ pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Repor
             "SELECT orig_port, count(*), sum(held_secs) FROM connections WHERE {W}
              GROUP BY orig_port ORDER BY count(*) DESC, orig_port LIMIT {TOP_N}"
         ))?
-        .query_map(params![since, until], |r| {
+        .query_map(params![since, until, lo, hi], |r| {
             Ok(PortRow {
                 port: r.get::<_, i64>(0)?.clamp(0, 65535) as u16,
                 connections: r.get::<_, i64>(1)?.max(0) as u64,
@@ -182,7 +185,7 @@ pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Repor
             "SELECT end_reason, count(*) FROM connections WHERE {W}
              GROUP BY end_reason ORDER BY count(*) DESC, end_reason"
         ))?
-        .query_map(params![since, until], |r| {
+        .query_map(params![since, until, lo, hi], |r| {
             Ok(ReasonRow {
                 reason: r.get(0)?,
                 connections: r.get::<_, i64>(1)?.max(0) as u64,
@@ -218,7 +221,7 @@ pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Repor
         let mut st = c.prepare(&format!(
             "SELECT end_time, held_secs FROM connections WHERE {W}"
         ))?;
-        let rows = st.query_map(params![since, until], |r| {
+        let rows = st.query_map(params![since, until, lo, hi], |r| {
             Ok((r.get::<_, f64>(0)?, r.get::<_, f64>(1)?))
         })?;
         for row in rows {
