@@ -12,7 +12,9 @@
 //! on/off CPU ratio. `STATS_BENCH_ROUNDS` (default 3) alternates off/on runs; the summary
 //! gives medians (the machine is shared, single runs are noisy). The engine
 //! thread's own CPU is shown apart: the history writer runs on its own
-//! thread, so that is the part that could delay accepting.
+//! thread, so that is the part that could delay accepting; the writer
+//! thread's own CPU is printed too. `STATS_BENCH_ON` (default
+//! `control,history,metrics`) picks what the on runs enable.
 //!
 //! Bounded: at most 19,000 connections per run, clients exit on their own
 //! after 180 s, every wait has a deadline.
