@@ -420,13 +420,9 @@ pub(super) async fn wait_for_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     fn src(t: &str) -> Source {
-        Source {
-            path: PathBuf::from("t.toml"),
-            text: t.into(),
-        }
+        Source::new("t.toml", t)
     }
 
     #[test]

@@ -191,13 +191,9 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     fn src(t: &str) -> Source {
-        Source {
-            path: PathBuf::from("t.toml"),
-            text: t.into(),
-        }
+        Source::new("t.toml", t)
     }
 
     #[test]

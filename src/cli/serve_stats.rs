@@ -292,10 +292,7 @@ mod tests {
     use crate::config;
 
     fn src(t: &str) -> Source {
-        Source {
-            path: PathBuf::from("t.toml"),
-            text: t.into(),
-        }
+        Source::new("t.toml", t)
     }
 
     #[test]

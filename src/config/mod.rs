@@ -52,6 +52,14 @@ pub struct Source {
 }
 
 impl Source {
+    /// A source not read from a file (tests, text from elsewhere).
+    pub fn new(path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
+        Source {
+            path: path.into(),
+            text: text.into(),
+        }
+    }
+
     /// 1-based line of a byte offset.
     pub fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
