@@ -37,6 +37,8 @@ const HEAD_BYTES: usize = 48;
 pub(super) struct Listener {
     pub sock: AsyncFd<Socket>,
     pub label: String,
+    /// The port it listens on (local port of every connection it accepts).
+    pub port: u16,
 }
 
 pub(super) struct Engine {
@@ -341,10 +343,8 @@ impl Engine {
             .with_time(idle)
             .with_interval(intvl)
             .with_retries(self.opts.keepalive_count);
-        if let Err(e) = sock
-            .set_tcp_keepalive(&ka)
-            .and_then(|_| sock.set_keepalive(true))
-        {
+        // set_tcp_keepalive also turns SO_KEEPALIVE on.
+        if let Err(e) = sock.set_tcp_keepalive(&ka) {
             tracing::debug!(error = %e, %peer, "keepalive setup failed");
         }
         // Abortive close on release: RST, no TIME_WAIT on our side.
@@ -471,16 +471,11 @@ impl Engine {
     }
 
     fn addrs(&self, h: &Held) -> (SocketAddr, SocketAddr, SocketAddr, String) {
-        let label = self
+        let (label, lport) = self
             .listeners
             .get(usize::from(h.listener))
-            .map(|l| l.label.clone())
+            .map(|l| (l.label.clone(), l.port))
             .unwrap_or_default();
-        let lport = label
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
         let peer = SocketAddr::new(h.peer(), h.peer_port);
         let local = SocketAddr::new(self.table.addrs.get(h.local_ip), lport);
         let orig = SocketAddr::new(self.table.addrs.get(h.orig_ip), h.orig_port);

@@ -194,9 +194,11 @@ impl Server {
             .into_iter()
             .map(|b| {
                 b.sock.set_nonblocking(true)?;
+                let port = bind::inspect(&b.sock).map(|(a, _)| a.port()).unwrap_or(0);
                 Ok(engine::Listener {
                     sock: crate::sys::register_async(b.sock)?,
                     label: b.label,
+                    port,
                 })
             })
             .collect::<io::Result<Vec<_>>>()?;
