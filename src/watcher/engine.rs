@@ -14,6 +14,7 @@ use super::metrics::WatchMetrics;
 use super::settings::{Jail, WatchSettings};
 use super::state::{ms, BanRow, HitOutcome, State, StateError};
 use super::timestamp;
+use crate::ratelimit::RateLimit;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,33 +54,32 @@ pub struct WatchStats {
     pub db_errors: u64,
 }
 
-/// Logs an error at most once per `every`, saying how many were held back:
-/// a broken nft or a full disk must not flood the journal.
+/// Logs an error at most once per `every` for each kind, saying how many
+/// were held back: a broken nft or a full disk must not flood the journal.
 struct RateLimited {
     every: Duration,
-    last: HashMap<&'static str, (Instant, u64)>,
+    kinds: HashMap<&'static str, RateLimit>,
 }
 
 impl RateLimited {
     fn new(every: Duration) -> Self {
         RateLimited {
             every,
-            last: HashMap::new(),
+            kinds: HashMap::new(),
         }
     }
 
     fn error(&mut self, kind: &'static str, msg: &str) {
-        let now = Instant::now();
-        let e = self.last.entry(kind).or_insert((now - self.every * 2, 0));
-        if now.duration_since(e.0) >= self.every {
-            if e.1 > 0 {
-                tracing::error!(kind, suppressed = e.1, "{msg}");
-            } else {
-                tracing::error!(kind, "{msg}");
-            }
-            *e = (now, 0);
-        } else {
-            e.1 += 1;
+        let every = self.every;
+        let hit = self
+            .kinds
+            .entry(kind)
+            .or_insert_with(|| RateLimit::new(every))
+            .hit();
+        match hit {
+            Some(1) => tracing::error!(kind, "{msg}"),
+            Some(n) => tracing::error!(kind, suppressed = n - 1, "{msg}"),
+            None => {}
         }
     }
 }
