@@ -10,6 +10,9 @@
 //! Bounded: at most `HOLD_N` (capped at 19,000) connections, and every
 //! process exits on its own after 180 s at the latest.
 
+mod common;
+
+use common::{cpu_ns, fd_count, rss};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -200,30 +203,4 @@ fn client(spec: &str) {
         let _ = tx.send(());
     });
     let _ = rx.recv_timeout(HARD_STOP.saturating_sub(started.elapsed()));
-}
-
-fn rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024
-}
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-/// CPU time in nanoseconds (/proc/PID/schedstat, first field).
-fn cpu_ns(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }

@@ -19,6 +19,9 @@
 //! Bounded: at most 19,000 connections per run, clients exit on their own
 //! after 180 s, every wait has a deadline.
 
+mod common;
+
+use common::{cpu_ns, fd_count, rss};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -444,24 +447,6 @@ fn client(spec: &str) {
     }
 }
 
-fn rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024
-}
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 /// CPU time of the server's main thread (the engine), nanoseconds.
 fn thread_cpu_ns(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/schedstat"))
@@ -478,18 +463,6 @@ fn named_thread_cpu_ns(pid: u32, name: &str) -> u64 {
                 .filter(|e| {
                     std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == name)
                 })
-                .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
-                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-/// CPU time of all the server's threads, nanoseconds.
-fn cpu_ns(pid: u32) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
                 .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
                 .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
                 .sum()
