@@ -153,7 +153,7 @@ fn main() {
     );
     println!(
         "  slot size                 {} B",
-        std::mem::size_of::<tarpit::listener::table::Held>()
+        std::mem::size_of::<tarpit::engine::socket::table::Held>()
     );
 
     for c in &mut clients {

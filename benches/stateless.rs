@@ -23,11 +23,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tarpit::stateless::cookie::Cookies;
-use tarpit::stateless::core::Core;
-use tarpit::stateless::packet::{self, Reply, Tuple, TCP_ACK, TCP_SYN};
-use tarpit::stateless::rules::StatelessRules;
-use tarpit::stateless::{Outcome, StatelessOptions};
+use tarpit::engine::stateless::cookie::Cookies;
+use tarpit::engine::stateless::core::Core;
+use tarpit::engine::stateless::packet::{self, Reply, Tuple, TCP_ACK, TCP_SYN};
+use tarpit::engine::stateless::{Outcome, StatelessOptions};
+use tarpit::firewall::stateless::StatelessRules;
 
 const NET: &str = "10.77.200";
 const PER_CLIENT_PROC: usize = 12_500;

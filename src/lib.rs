@@ -2,28 +2,28 @@
 //!
 //! The binary is a thin shell over this library. One module per concern:
 //!
-//! * [`listener`] — `tarpit serve`, the zero-window socket engine;
-//! * [`record`] — the facts kept per trapped connection, shared by all;
+//! * [`engine`] — what holds trapped connections: the shared contract
+//!   (observer, snapshot, totals, records) and the two engines side by
+//!   side, [`engine::socket`] (zero-window sockets) and
+//!   [`engine::stateless`] (nfnetlink_log in, AF_PACKET out, SYN cookies,
+//!   no per-connection state);
 //! * [`config`] — the TOML file and its located errors;
 //! * [`control`] — the unix control socket `tarpit stats` talks to;
 //! * [`stats`] — live view, Prometheus metrics, history database and report;
-//! * [`firewall`] — the nftables table and sets that trap hosts;
+//! * [`firewall`] — the only writer of nftables rules: the table, the trap
+//!   sets, the redirect and the stateless log-and-drop rules;
 //! * [`cli`] — the command line, gluing the rest together;
 //! * [`systemd`] — readiness/status notifications and socket activation;
-//! * [`stateless`] — the stateless engine: answers trapped packets from
-//!   nfnetlink_log with SYN cookies, no per-connection state;
 //! * [`watcher`] — `tarpit watch`: logs to bans in nftables sets;
 //! * [`sys`] — the only `unsafe`: socket options libc/socket2 lack.
 
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod engine;
 pub mod firewall;
-pub mod listener;
 pub mod logging;
 pub mod ratelimit;
-pub mod record;
-pub mod stateless;
 pub mod stats;
 pub mod sys;
 pub mod systemd;

@@ -11,7 +11,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tarpit::record::EndReason;
+use tarpit::engine::record::EndReason;
 
 /// What a client sees when it tries to read.
 #[derive(Debug, PartialEq)]
@@ -377,7 +377,7 @@ fn ipv4_mapped_peers_are_recorded_as_ipv4() {
         .unwrap();
     s.listen(16).unwrap();
     let port = s.local_addr().unwrap().as_socket().unwrap().port();
-    let bound = vec![tarpit::listener::BoundListener {
+    let bound = vec![tarpit::engine::socket::BoundListener {
         sock: s,
         label: format!("[::]:{port}"),
     }];

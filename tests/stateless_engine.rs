@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
-use tarpit::stateless::packet::{
+use tarpit::engine::stateless::packet::{
     self, Reply, TcpHeader, Tuple, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
 };
 

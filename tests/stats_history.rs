@@ -8,7 +8,7 @@ use stats_support::*;
 use std::io::Write;
 use std::net::{Ipv4Addr, Shutdown, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
-use tarpit::record::{ConnRecord, EndReason};
+use tarpit::engine::record::{ConnRecord, EndReason};
 use tarpit::stats::history::{self, History, HistoryOptions};
 use tarpit::stats::metrics::HistoryMetrics;
 
@@ -59,7 +59,7 @@ fn rows_match_the_records_of_a_real_server() {
         .log_text()
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["target"] == "tarpit::record")
+        .filter(|v| v["target"] == "tarpit::engine::record")
         .collect();
     assert_eq!(logged.len(), 8, "{}", srv.log_text());
     logged.sort_by_key(|v| v["peer"].as_str().unwrap_or("").to_string());
@@ -441,7 +441,7 @@ fn version_1_history_is_migrated_and_windows_match_a_full_scan() {
     let dir = TempDir::new("histv1");
     let db = dir.path().join("h.db");
     let day = 86400.0;
-    let now = tarpit::record::to_unix(SystemTime::now());
+    let now = tarpit::engine::record::to_unix(SystemTime::now());
     {
         let c = Connection::open(&db).unwrap();
         c.execute_batch(
@@ -481,7 +481,7 @@ fn version_1_history_is_migrated_and_windows_match_a_full_scan() {
     assert_eq!(q(&c, "SELECT count(*) FROM blocks"), 1);
 
     // A batch mixing a very old row with fresh ones, then another batch.
-    let t = |ago: f64| tarpit::record::from_unix(now - ago * day - 5.0);
+    let t = |ago: f64| tarpit::engine::record::from_unix(now - ago * day - 5.0);
     history::insert_batch(
         &mut c,
         &[

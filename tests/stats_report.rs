@@ -9,7 +9,7 @@ use stats_support::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
-use tarpit::record::{ConnRecord, EndReason};
+use tarpit::engine::record::{ConnRecord, EndReason};
 use tarpit::stats::history;
 
 const H: u64 = 3600;

@@ -143,7 +143,7 @@ fn failed_takeover_leaves_the_old_process_holding_everything() {
 
     // A new process that receives everything and dies before confirming.
     let side = dir.join("side.sock");
-    let rx = tarpit::listener::handover::Receiver::bind(&side).unwrap();
+    let rx = tarpit::engine::socket::handover::Receiver::bind(&side).unwrap();
     let mut req = tarpit::control::Request::new("takeover");
     req.args
         .insert("socket".into(), side.to_str().unwrap().into());

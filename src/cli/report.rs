@@ -3,7 +3,7 @@
 
 use super::{fail, Cli, EXIT_CONFIG};
 use crate::config::{self, parse_duration};
-use crate::record::to_unix;
+use crate::engine::record::to_unix;
 use crate::stats::history;
 use crate::stats::report;
 use clap::Args;

@@ -3,7 +3,7 @@
 
 use super::{fail, Cli, EXIT_CONFIG};
 use crate::config::{self, parse_duration, ConfigError, ServeSection, Source};
-use crate::listener::{self, ServeOptions, Server};
+use crate::engine::socket::{self as listener, ServeOptions, Server};
 use crate::sys;
 use crate::systemd;
 use clap::Args;
@@ -210,7 +210,7 @@ pub fn run(cli: &Cli, a: &ServeArgs) -> ExitCode {
                 Ok(o) => o,
                 Err(e) => return fail(EXIT_CONFIG, e),
             };
-            let label = crate::stateless::listener_label(o.nflog_group);
+            let label = crate::engine::stateless::listener_label(o.nflog_group);
             let stats = match super::serve_stats::prepare(&stats_opts, &[label]) {
                 Ok(s) => s,
                 Err(e) => return fail(1, e),

@@ -5,7 +5,7 @@
 
 use super::fail;
 use crate::config::{parse_duration, ConfigError, ServeSection, Source};
-use crate::stateless::{self, StatelessOptions, StatelessServer};
+use crate::engine::stateless::{self, StatelessOptions, StatelessServer};
 use crate::sys;
 use crate::systemd;
 use clap::{Args, ValueEnum};

@@ -5,7 +5,8 @@
 
 use crate::config::{ConfigError, ServeSection, Source};
 use crate::control::{self, ControlServer};
-use crate::listener::{Handle, Observer};
+use crate::engine::socket::Handle;
+use crate::engine::Observer;
 use crate::stats::history::{self, History, HistoryOptions};
 use crate::stats::live;
 use crate::stats::metrics::{HistoryMetrics, MetricsServer, ServeMetrics};

@@ -4,7 +4,7 @@
 use super::{fail, Cli, EXIT_CONFIG};
 use crate::config;
 use crate::control::{self, ClientError, Request};
-use crate::listener::Snapshot;
+use crate::engine::Snapshot;
 use crate::stats::live::{self, SNAPSHOT_CMD};
 use clap::Args;
 use std::io::Write;

@@ -1,5 +1,5 @@
 //! `tarpit serve --takeover`: the process glue around
-//! [`listener::handover`](crate::listener::handover).
+//! [`listener::handover`](crate::engine::socket::handover).
 //!
 //! The old process answers the control command `takeover` by handing its
 //! listeners and held connections to the socket named in the request. The
@@ -7,8 +7,8 @@
 //! the old one to exit before it binds the control socket itself.
 
 use crate::control::{self, ClientError, Handler, Reply, Request};
-use crate::listener::handover::{Inherited, Receiver};
-use crate::listener::Handle;
+use crate::engine::socket::handover::{Inherited, Receiver};
+use crate::engine::socket::Handle;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

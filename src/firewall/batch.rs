@@ -15,7 +15,7 @@ use super::{FwError, NftConfig, TrapMode};
 /// The chain we own inside our table.
 pub const CHAIN: &str = "prerouting";
 /// The chain we own in stateless mode.
-pub use crate::stateless::rules::CHAIN as STATELESS_CHAIN;
+pub use crate::firewall::stateless::CHAIN as STATELESS_CHAIN;
 
 /// The chain [`ensure_commands`] maintains for `cfg`'s mode.
 pub fn chain_of(cfg: &NftConfig) -> &'static str {
@@ -178,7 +178,7 @@ pub fn ensure_commands(cfg: &NftConfig, out: &mut String) -> Result<(), FwError>
             nat,
             STATELESS_CHAIN,
             CHAIN,
-            crate::stateless::rules::log_drop(group),
+            crate::firewall::stateless::log_drop(group),
         ),
     };
     let _ = writeln!(out, "{mine}");

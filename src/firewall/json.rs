@@ -124,7 +124,7 @@ pub fn missing_parts(text: &str, cfg: &NftConfig) -> Result<Vec<String>, FwError
     let chain = chain_of(cfg);
     let (chain_type, action_text) = match cfg.mode {
         TrapMode::Redirect => ("nat", format!("redirect to :{}", cfg.port)),
-        TrapMode::Stateless { group } => ("filter", crate::stateless::rules::log_drop(group)),
+        TrapMode::Stateless { group } => ("filter", crate::firewall::stateless::log_drop(group)),
     };
     let chain_ok = objs.iter().filter_map(|o| o.get("chain")).any(|c| {
         str_of(c, "family") == Some("inet")

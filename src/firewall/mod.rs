@@ -19,6 +19,7 @@
 mod batch;
 mod exec;
 mod json;
+pub mod stateless;
 mod target;
 
 use std::io::Write;
@@ -60,7 +61,7 @@ pub enum TrapMode {
     Redirect,
     /// A raw-priority prerouting chain copies them to nfnetlink_log `group`
     /// and drops them before conntrack; `tarpit serve --engine stateless`
-    /// answers them (see `crate::stateless::rules`).
+    /// answers them (see `crate::firewall::stateless`).
     Stateless { group: u16 },
 }
 

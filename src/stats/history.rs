@@ -10,8 +10,8 @@
 //! `retention_days` at start and then hourly.
 
 use super::metrics::HistoryMetrics;
-use crate::listener::Observer;
-use crate::record::{to_unix, ConnRecord};
+use crate::engine::record::{to_unix, ConnRecord};
+use crate::engine::Observer;
 use rusqlite::{params, Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

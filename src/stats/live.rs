@@ -2,8 +2,9 @@
 //! table `tarpit stats` prints from its answer.
 
 use crate::control::{Handler, Reply, Request};
-use crate::listener::{Handle, Snapshot};
-use crate::record::LiveConn;
+use crate::engine::record::LiveConn;
+use crate::engine::socket::Handle;
+use crate::engine::Snapshot;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -140,7 +141,7 @@ pub fn totals_line(snap: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::listener::Totals;
+    use crate::engine::Totals;
     use std::time::SystemTime;
 
     fn conn(peer: &str, held: f64) -> LiveConn {

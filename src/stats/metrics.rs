@@ -32,8 +32,8 @@
 //! error kinds). Per-IP data lives in the history database, because a label
 //! per peer address grows without bound (the endlessh-go lesson).
 
-use crate::listener::Observer;
-use crate::record::{ConnRecord, EndReason};
+use crate::engine::record::{ConnRecord, EndReason};
+use crate::engine::Observer;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};

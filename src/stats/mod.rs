@@ -2,8 +2,8 @@
 //! what it cost them over time, and how an operator sees it.
 //!
 //! Everything here consumes the listener's public surface only: the
-//! [`crate::listener::Observer`] callbacks, [`crate::listener::Handle::snapshot`]
-//! and the [`crate::record`] types.
+//! [`crate::engine::Observer`] callbacks, [`crate::engine::socket::Handle::snapshot`]
+//! and the [`crate::engine::record`] types.
 
 pub mod history;
 pub mod live;

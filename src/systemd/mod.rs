@@ -5,7 +5,7 @@
 //! notifications go nowhere, without `LISTEN_PID`/`LISTEN_FDS` naming this
 //! process there are no listeners to take.
 
-use crate::listener::{self, BoundListener};
+use crate::engine::socket::{self as listener, BoundListener};
 use sd_notify::NotifyState;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;

@@ -177,7 +177,7 @@ pub fn resolve(section: Option<(&WatchSection, &Source)>) -> Result<WatchSetting
     let group = match &w.nflog_group {
         Some(g) => u16::try_from(*g.get_ref())
             .map_err(|_| src.error_at(g.span(), "watch.nflog_group", "must be within 0..65535"))?,
-        None => crate::stateless::StatelessOptions::default().nflog_group,
+        None => crate::engine::stateless::StatelessOptions::default().nflog_group,
     };
     if let Some(e) = &w.engine {
         o.mode = match e.get_ref().as_str() {

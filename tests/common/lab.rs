@@ -10,7 +10,7 @@ use std::io::Read;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
-use tarpit::stateless::rules::StatelessRules;
+use tarpit::firewall::stateless::StatelessRules;
 
 static SUBNET: AtomicU8 = AtomicU8::new(10);
 

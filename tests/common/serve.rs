@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tarpit::listener::{BoundListener, Handle, Observer, ServeOptions, Server, Snapshot, Totals};
-use tarpit::record::ConnRecord;
+use tarpit::engine::record::ConnRecord;
+use tarpit::engine::socket::{BoundListener, Handle, ServeOptions, Server};
+use tarpit::engine::{Observer, Snapshot, Totals};
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tarpit")
@@ -110,7 +111,7 @@ impl Proc {
     pub fn records(&self) -> Vec<Value> {
         self.json()
             .into_iter()
-            .filter(|v| v["target"] == "tarpit::record")
+            .filter(|v| v["target"] == "tarpit::engine::record")
             .collect()
     }
 
@@ -176,7 +177,7 @@ pub struct InProc {
 
 impl InProc {
     pub fn start(opts: ServeOptions) -> InProc {
-        let bound = tarpit::listener::bind_all(&opts).expect("bind");
+        let bound = tarpit::engine::socket::bind_all(&opts).expect("bind");
         InProc::with_listeners(opts, bound, 100_000)
     }
 

@@ -10,7 +10,7 @@ use super::core::{Core, Counters, Outcome};
 use super::nflog::{self, Message, NflogSocket, ParseError};
 use super::packet::MAX_REPLY;
 use super::StatelessOptions;
-use crate::listener::{Observer, Snapshot, Totals};
+use crate::engine::{Observer, Snapshot, Totals};
 use crate::ratelimit::RateLimit;
 use crate::sys::netlink::Netlink;
 use crate::sys::packet::{PacketSender, ETH_P_IP, ETH_P_IPV6};

@@ -7,8 +7,8 @@ use super::cookie::{AckKind, Cookies};
 use super::flows::{FlowInfo, FlowTable, Seen};
 use super::packet::{self, Reject, Reply, Segment, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use super::StatelessOptions;
-use crate::listener::{Observer, Snapshot, Totals};
-use crate::record::{ConnRecord, EndReason, LiveConn};
+use crate::engine::record::{ConnRecord, EndReason, LiveConn};
+use crate::engine::{Observer, Snapshot, Totals};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -407,7 +407,7 @@ fn secs(t: u32) -> f64 {
 /// what only this engine knows.
 fn emit(r: &ConnRecord, f: &FlowInfo) {
     tracing::info!(
-        target: "tarpit::record",
+        target: "tarpit::engine::record",
         listener = %r.listener,
         peer = %r.peer,
         local = %r.local,
@@ -427,7 +427,7 @@ fn emit(r: &ConnRecord, f: &FlowInfo) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stateless::packet::{parse, Tuple};
+    use crate::engine::stateless::packet::{parse, Tuple};
     use std::sync::Mutex;
 
     #[derive(Default)]

@@ -13,9 +13,10 @@
 //! keepalives on its own, so holding costs no CPU at all.
 
 use super::table::{Held, Table};
-use super::{handover, Command, Observer, ServeOptions, Snapshot, Totals};
+use super::{handover, Command, ServeOptions};
+use crate::engine::record::{escape_bytes, tcp_state_name, ConnRecord, EndReason, LiveConn};
+use crate::engine::{Observer, Snapshot, Totals};
 use crate::ratelimit::RateLimit;
-use crate::record::{escape_bytes, tcp_state_name, ConnRecord, EndReason, LiveConn};
 use crate::sys;
 use rand::Rng;
 use socket2::{SockAddr, Socket, TcpKeepalive};
@@ -201,7 +202,7 @@ impl Engine {
                         peer,
                         local,
                         original_dst,
-                        start: crate::record::to_unix(start),
+                        start: crate::engine::record::to_unix(start),
                         lifetime_left: Self::ticks_to_secs(h.deadline.saturating_sub(now)),
                         fin_after: h
                             .fin_seen()
@@ -241,7 +242,7 @@ impl Engine {
         let now_wall = SystemTime::now();
         let oldest = conns
             .iter()
-            .map(|c| crate::record::from_unix(c.facts.start))
+            .map(|c| crate::engine::record::from_unix(c.facts.start))
             .min()
             .unwrap_or(now_wall);
         let age = now_wall.duration_since(oldest).unwrap_or_default() + Duration::from_secs(1);
@@ -253,7 +254,7 @@ impl Engine {
         for c in conns {
             let f = c.facts;
             let fd = c.fd.into_raw_fd();
-            let start_wall = crate::record::from_unix(f.start);
+            let start_wall = crate::engine::record::from_unix(f.start);
             let start = (start_wall
                 .duration_since(self.epoch_wall)
                 .unwrap_or_default()
@@ -543,7 +544,7 @@ fn emit(r: &ConnRecord) {
     macro_rules! rec {
         ($($extra:tt)*) => {
             tracing::info!(
-                target: "tarpit::record",
+                target: "tarpit::engine::record",
                 listener = %r.listener,
                 peer = %r.peer,
                 local = %r.local,

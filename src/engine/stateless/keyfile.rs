@@ -92,7 +92,7 @@ pub fn save(path: &Path, c: &Cookies) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stateless::packet::Tuple;
+    use crate::engine::stateless::packet::Tuple;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

@@ -10,10 +10,8 @@ mod engine;
 pub mod handover;
 pub mod table;
 
-use crate::record::{ConnRecord, LiveConn};
-use serde::{Deserialize, Serialize};
+use crate::engine::{Observer, Snapshot, Totals};
 use socket2::Socket;
-use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,44 +63,6 @@ impl Default for ServeOptions {
             backlog: 4096,
         }
     }
-}
-
-/// Told about every connection; implementations must be cheap and must not
-/// block (they run on the engine's thread).
-pub trait Observer: Send + Sync {
-    fn trapped(&self, _listener: &str) {}
-    fn peer_close_attempt(&self, _listener: &str) {}
-    fn ended(&self, _record: &ConnRecord) {}
-    fn accept_error(&self, _kind: &str) {}
-}
-
-/// Running totals since start.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Totals {
-    pub held_now: u64,
-    pub trapped: u64,
-    pub ended: u64,
-    /// Seconds attackers spent in connections that have ended.
-    pub held_secs: f64,
-    /// Seconds attackers have spent so far in connections still held.
-    pub live_held_secs: f64,
-    pub close_attempts: u64,
-    /// Connections handed to a new process by a takeover (not released).
-    #[serde(default)]
-    pub handed_over: u64,
-    /// Figures are estimates: the stateless engine evicted flows from its
-    /// bounded table (see `LiveConn::estimated`).
-    #[serde(default)]
-    pub estimated: bool,
-    pub by_reason: BTreeMap<String, u64>,
-    pub accept_errors: BTreeMap<String, u64>,
-}
-
-/// What a running server answers to "what are you holding?".
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
-    pub conns: Vec<LiveConn>,
-    pub totals: Totals,
 }
 
 pub(crate) enum Command {

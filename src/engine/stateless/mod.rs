@@ -19,7 +19,6 @@ pub mod flows;
 pub mod keyfile;
 pub mod nflog;
 pub mod packet;
-pub mod rules;
 
 pub use self::core::{Counters, Outcome};
 pub use engine::{snapshot_handler, Handle, StatelessServer};
