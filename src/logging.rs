@@ -1,6 +1,6 @@
 //! Logging setup: human-readable by default, one JSON object per line with
 //! `--log-format json`. Connection records are ordinary events with target
-//! `tarpit::engine::record`, so they can be filtered like anything else.
+//! `tarpit::record`, so they can be filtered like anything else.
 
 use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;

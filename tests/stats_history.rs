@@ -59,7 +59,7 @@ fn rows_match_the_records_of_a_real_server() {
         .log_text()
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["target"] == "tarpit::engine::record")
+        .filter(|v| v["target"] == "tarpit::record")
         .collect();
     assert_eq!(logged.len(), 8, "{}", srv.log_text());
     logged.sort_by_key(|v| v["peer"].as_str().unwrap_or("").to_string());

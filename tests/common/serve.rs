@@ -111,7 +111,7 @@ impl Proc {
     pub fn records(&self) -> Vec<Value> {
         self.json()
             .into_iter()
-            .filter(|v| v["target"] == "tarpit::engine::record")
+            .filter(|v| v["target"] == "tarpit::record")
             .collect()
     }
 

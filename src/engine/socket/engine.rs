@@ -544,7 +544,7 @@ fn emit(r: &ConnRecord) {
     macro_rules! rec {
         ($($extra:tt)*) => {
             tracing::info!(
-                target: "tarpit::engine::record",
+                target: "tarpit::record",
                 listener = %r.listener,
                 peer = %r.peer,
                 local = %r.local,

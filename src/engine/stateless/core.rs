@@ -407,7 +407,7 @@ fn secs(t: u32) -> f64 {
 /// what only this engine knows.
 fn emit(r: &ConnRecord, f: &FlowInfo) {
     tracing::info!(
-        target: "tarpit::engine::record",
+        target: "tarpit::record",
         listener = %r.listener,
         peer = %r.peer,
         local = %r.local,
