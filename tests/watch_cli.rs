@@ -92,6 +92,41 @@ fn check_config_names_file_line_and_key() {
 }
 
 #[test]
+fn check_config_warns_about_filters_attackers_can_steer() {
+    let d = tmp("lint");
+    let conf = d.0.join("t.toml");
+    std::fs::write(
+        &conf,
+        "[[watch.jail]]\nname = \"pam\"\nlogpath = \"/var/log/auth.log\"\n\
+         failregex = '^\\S+ sshd\\[[0-9]+\\]: pam_unix\\(sshd:auth\\): authentication failure;.* rhost=<HOST>'\n\
+         ignoreregex = 'user=backup'\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&conf)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = String::from_utf8_lossy(&out.stdout);
+    let warnings: Vec<&str> = s.lines().filter(|l| l.contains("warning:")).collect();
+    assert_eq!(warnings.len(), 2, "{s}");
+    assert!(
+        warnings[0].contains("greedy .*") && warnings[0].contains("$"),
+        "{s}"
+    );
+    assert!(
+        warnings[1].contains("ignoreregex") && warnings[1].contains("user=backup"),
+        "{s}"
+    );
+}
+
+#[test]
 fn test_regex_reports_hits_and_who_would_be_banned() {
     let d = tmp("tr");
     let log = d.0.join("fail2ban.log");

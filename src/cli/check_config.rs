@@ -79,13 +79,8 @@ pub fn run(cli: &Cli, _a: &CheckConfigArgs) -> ExitCode {
             },
             j.logpaths.join(", ")
         );
-        for f in &j.filter.fail {
-            if !f.source.starts_with('^') {
-                println!(
-                    "    warning: failregex {:?} is not anchored with ^: text an attacker controls later in a line could match",
-                    f.source
-                );
-            }
+        for w in crate::watcher::filter::lint(&j.filter) {
+            println!("    warning: {w}");
         }
     }
     ExitCode::SUCCESS

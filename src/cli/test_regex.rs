@@ -4,7 +4,7 @@
 use super::{fail, Cli, EXIT_CONFIG};
 use crate::watcher::filter::LineVerdict;
 use crate::watcher::follow::{Follower, Start};
-use crate::watcher::{settings, timestamp, IgnoreList, Target};
+use crate::watcher::{settings, IgnoreList, Target};
 use clap::Args;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -59,11 +59,9 @@ pub fn run(cli: &Cli, a: &TestRegexArgs) -> ExitCode {
             break;
         }
         for line in &chunk.lines {
-            let (at, text) = match timestamp::parse_prefix(&line.text, now) {
-                Some(st) => (st.time, &line.text[st.len..]),
-                None => (now, line.text.as_str()),
-            };
-            match jail.filter.check(text, &jail.name) {
+            let (at, verdict) = jail.filter.check_line(&line.text, now, &jail.name);
+            let at = at.unwrap_or(now);
+            match verdict {
                 LineVerdict::NoMatch => {}
                 LineVerdict::Ignored => ignored_re += 1,
                 LineVerdict::OwnJail => own_jail += 1,

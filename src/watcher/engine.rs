@@ -421,14 +421,13 @@ impl<E: Enforcer> Watcher<E> {
         for line in lines {
             self.stats.lines += 1;
             let now = SystemTime::now();
-            let (at, text) = match timestamp::parse_prefix(&line.text, now) {
-                Some(st) => (st.time.min(now), &line.text[st.len..]),
-                None => (now, line.text.as_str()),
-            };
+            let (st, text) = timestamp::split(&line.text, now);
+            let at = st.map_or(now, |st| st.time.min(now));
+            let kind = st.map(|st| st.kind);
             for &ji in jails {
                 let jail: &Jail = &self.settings.jails[ji];
                 let m = &self.metrics;
-                match jail.filter.check(text, &jail.name) {
+                match jail.filter.check(kind, text, &jail.name) {
                     LineVerdict::NoMatch => m.line(&jail.name, "unmatched"),
                     LineVerdict::Ignored => {
                         self.stats.ignored_regex += 1;

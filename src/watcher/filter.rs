@@ -4,24 +4,33 @@
 //! The tags expand to address patterns, and whatever a pattern captures must
 //! also parse as an address and must not continue into more address
 //! characters (`1.2.3.45` never yields `1.2.3.4`). Regexes see the line
-//! *after* its leading timestamp, as in fail2ban, so `^` anchors at the text
-//! the program wrote. A line whose failregex captures a group named `jail`
-//! equal to this jail's own name is not counted: that is how the default
-//! filter ignores bans by its own jail (fail2ban's recidive rule).
+//! *after* its leading timestamp and the blanks after it, as in fail2ban,
+//! so `^` anchors at the text the program wrote. A line whose failregex
+//! captures a group named `jail` equal to this jail's own name is not
+//! counted: that is how the default filter ignores bans by its own jail
+//! (fail2ban's recidive rule).
 
+use super::timestamp::{self, StampKind};
 use regex::Regex;
 use std::net::IpAddr;
+use std::time::SystemTime;
 
 /// fail2ban's own `Ban` lines, anchored like its recidive filter: only what
 /// `fail2ban.actions` writes as `NOTICE [jail] Ban ADDR` and nothing after
 /// it. `Restore Ban`, `Unban`, `already banned` and attacker text elsewhere
-/// in a line (an SSH user name, an HTTP path) cannot match. An optional
-/// syslog host name may precede the logger name.
-pub const FAIL2BAN_BAN_REGEX: &str = r"^\s*(?:[\w.-]+\s+)?fail2ban\.actions\s*(?:\[\d+\])?:\s+NOTICE\s+\[(?P<jail>[^\]\s]+)\]\s+Ban\s+<HOST>\s*$";
+/// in a line (an SSH user name, an HTTP path) cannot match. The default
+/// filter also requires fail2ban's own timestamp in front (see
+/// [`Filter::require_stamp`]): a line without one, or a syslog line any
+/// local user can write with `logger -t fail2ban.actions`, never counts.
+pub const FAIL2BAN_BAN_REGEX: &str =
+    r"^fail2ban\.actions\s*(?:\[[0-9]+\])?:\s+NOTICE\s+\[(?P<jail>[^\]\s]+)\]\s+Ban\s+<HOST>\s*$";
 
-const IPV4: &str = r"(?:\d{1,3}\.){3}\d{1,3}";
+// ASCII digits only: `\d` is Unicode and would let `١.٢.٣.٤` (Arabic-Indic
+// digits) be taken for an address, shadowing the real one behind it.
+const IPV4: &str = r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}";
 /// Loose on purpose; the capture is then parsed strictly by `IpAddr`.
-const IPV6: &str = r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:]*(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?";
+const IPV6: &str =
+    r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:]*(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?";
 
 /// What one failregex tag may match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +198,10 @@ impl FailRegex {
 pub struct Filter {
     pub fail: Vec<FailRegex>,
     pub ignore: Vec<Regex>,
+    /// Only lines stamped in this format count (the default jail: fail2ban's
+    /// own `2024-01-15 10:23:45,123`, which only fail2ban writes into its
+    /// log). `None`: any line, stamped or not.
+    pub require_stamp: Option<StampKind>,
 }
 
 /// What a filter makes of a line.
@@ -202,7 +215,37 @@ pub enum LineVerdict {
 }
 
 impl Filter {
-    pub fn check(&self, text: &str, own_jail: &str) -> LineVerdict {
+    /// A filter of these regexes that takes any line.
+    pub fn new(fail: Vec<FailRegex>, ignore: Vec<Regex>) -> Filter {
+        Filter {
+            fail,
+            ignore,
+            require_stamp: None,
+        }
+    }
+
+    /// The whole pipeline for one raw log line: the timestamp is split off
+    /// ([`timestamp::split`]), then [`Filter::check`]. Returns the line's own
+    /// time, if it has one.
+    pub fn check_line(
+        &self,
+        line: &str,
+        now: SystemTime,
+        own_jail: &str,
+    ) -> (Option<SystemTime>, LineVerdict) {
+        let (st, text) = timestamp::split(line, now);
+        (
+            st.map(|s| s.time),
+            self.check(st.map(|s| s.kind), text, own_jail),
+        )
+    }
+
+    /// Matches `text`, a line without its timestamp; `stamp` is the format
+    /// of the timestamp that was split off, if any.
+    pub fn check(&self, stamp: Option<StampKind>, text: &str, own_jail: &str) -> LineVerdict {
+        if self.require_stamp.is_some() && stamp != self.require_stamp {
+            return LineVerdict::NoMatch;
+        }
         let mut verdict = LineVerdict::NoMatch;
         for f in &self.fail {
             match f.matches(text, own_jail) {
@@ -228,24 +271,93 @@ impl Filter {
     }
 }
 
+/// True when `src` ends with an unescaped `$` (or `\\z`).
+fn end_anchored(src: &str) -> bool {
+    let s = src.trim_end();
+    if let Some(body) = s.strip_suffix("\\z") {
+        return body.chars().rev().take_while(|c| *c == '\\').count() % 2 == 0;
+    }
+    match s.strip_suffix('$') {
+        Some(body) => body.chars().rev().take_while(|c| *c == '\\').count() % 2 == 0,
+        None => false,
+    }
+}
+
+/// A greedy `.*` / `.+` (not `.*?`) somewhere in `s`, unescaped.
+fn has_greedy_dot(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'.' if matches!(b.get(i + 1), Some(b'*' | b'+')) && b.get(i + 2) != Some(&b'?') => {
+                return true
+            }
+            _ => i += 1,
+        }
+    }
+    false
+}
+
+/// What `check-config` warns about in a failregex: patterns that run but
+/// let attacker text decide what counts.
+pub fn lint_failregex(src: &str) -> Vec<String> {
+    let mut w = Vec::new();
+    if !src.starts_with('^') {
+        w.push(format!(
+            "failregex {src:?} is not anchored with ^: text an attacker controls later in a line could match"
+        ));
+    }
+    let first_tag = ["<HOST>", "<ADDR>", "<IP4>", "<IP6>"]
+        .iter()
+        .filter_map(|t| src.find(t))
+        .min();
+    if let Some(pos) = first_tag {
+        if has_greedy_dot(&src[..pos]) && !end_anchored(src) {
+            w.push(format!(
+                "failregex {src:?} has a greedy .* before the address and no end anchor $: \
+                 attacker text after the real address (`user=x rhost=203.0.113.8`) decides whom to ban; \
+                 end it with $ and spell out what follows the address"
+            ));
+        }
+    }
+    w
+}
+
+/// What `check-config` warns about in an ignoreregex.
+pub fn lint_ignoreregex(src: &str) -> Vec<String> {
+    let mut w = Vec::new();
+    if !src.starts_with('^') {
+        w.push(format!(
+            "ignoreregex {src:?} is not anchored with ^: an attacker can write matching text \
+             (an SSH user name, an HTTP path) into a line to have it ignored"
+        ));
+    }
+    w
+}
+
+/// Every warning for one filter, failregexes first.
+pub fn lint(f: &Filter) -> Vec<String> {
+    let mut w: Vec<String> = f
+        .fail
+        .iter()
+        .flat_map(|r| lint_failregex(&r.source))
+        .collect();
+    w.extend(f.ignore.iter().flat_map(|r| lint_ignoreregex(r.as_str())));
+    w
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn default_filter() -> Filter {
-        Filter {
-            fail: vec![compile_failregex(FAIL2BAN_BAN_REGEX).unwrap()],
-            ignore: vec![],
-        }
+        crate::watcher::settings::default_jail().filter
     }
 
-    /// Strips the timestamp the way the watcher does before matching.
+    /// The whole pipeline, as the watcher runs it.
     fn check(f: &Filter, line: &str) -> LineVerdict {
-        let text = match super::super::timestamp::parse_prefix(line, std::time::SystemTime::now()) {
-            Some(st) => &line[st.len..],
-            None => line,
-        };
-        f.check(text, "multi-ban")
+        f.check_line(line, SystemTime::now(), "multi-ban").1
     }
 
     fn host(s: &str) -> LineVerdict {
@@ -263,14 +375,18 @@ mod tests {
             check(&f, "2024-01-15 10:23:45,123 fail2ban.actions [811]: NOTICE [nginx-http-auth] Ban 2001:db8::7"),
             host("2001:db8::7")
         );
-        assert_eq!(
-            check(
-                &f,
-                "Jan 15 10:23:45 web1 fail2ban.actions[811]: NOTICE [sshd] Ban 192.0.2.9"
-            ),
-            host("192.0.2.9")
-        );
         for l in [
+            // Without fail2ban's own timestamp: anyone may write these (a
+            // syslog logpath takes `logger -t fail2ban.actions ...` from
+            // every local user).
+            "Jan 15 10:23:45 web1 fail2ban.actions[811]: NOTICE [sshd] Ban 192.0.2.9",
+            "fail2ban.actions: NOTICE [sshd] Ban 192.0.2.9",
+            "fail2ban.actions [811]: NOTICE [sshd] Ban 192.0.2.9",
+            "2024-01-15T10:23:45.123Z fail2ban.actions [811]: NOTICE [sshd] Ban 192.0.2.9",
+            "2024-01-15 10:23:45.123 fail2ban.actions [811]: NOTICE [sshd] Ban 192.0.2.9",
+            "2024-01-15 10:23:45 fail2ban.actions [811]: NOTICE [sshd] Ban 192.0.2.9",
+            "Jan 15 10:23:45 web1 user: 2024-01-15 10:23:45,123 fail2ban.actions [811]: NOTICE [sshd] Ban 192.0.2.9",
+
             "2024-01-15 10:23:45,123 fail2ban.actions [811]: NOTICE [sshd] Restore Ban 192.0.2.1",
             "2024-01-15 10:23:45,123 fail2ban.actions [811]: NOTICE [sshd] Unban 192.0.2.1",
             "2024-01-15 10:23:45,123 fail2ban.actions [811]: NOTICE [sshd] 192.0.2.1 already banned",
@@ -317,14 +433,14 @@ mod tests {
 
     #[test]
     fn user_regex_tags_expand_strictly() {
-        let f = Filter {
-            fail: vec![compile_failregex(
+        let f = Filter::new(
+            vec![compile_failregex(
                 r"^\S+ sshd\[\d+\]: Failed password for .* from <HOST> port \d+",
             )
             .unwrap()],
-            ignore: vec![],
-        };
-        let t = |s| f.check(s, "sshd");
+            vec![],
+        );
+        let t = |s| f.check(None, s, "sshd");
         assert_eq!(
             t("web1 sshd[1]: Failed password for root from 192.0.2.4 port 22"),
             host("192.0.2.4")
@@ -383,17 +499,85 @@ mod tests {
 
     #[test]
     fn ignoreregex_wins() {
-        let f = Filter {
-            fail: vec![compile_failregex(r"from <HOST>").unwrap()],
-            ignore: vec![Regex::new("user=monitor").unwrap()],
-        };
+        let f = Filter::new(
+            vec![compile_failregex(r"from <HOST>").unwrap()],
+            vec![Regex::new("user=monitor").unwrap()],
+        );
         assert_eq!(
-            f.check("fail user=monitor from 192.0.2.1", "j"),
+            f.check(None, "fail user=monitor from 192.0.2.1", "j"),
             LineVerdict::Ignored
         );
         assert_eq!(
-            f.check("fail user=bob from 192.0.2.1", "j"),
+            f.check(None, "fail user=bob from 192.0.2.1", "j"),
             host("192.0.2.1")
         );
+    }
+
+    #[test]
+    fn text_starts_after_the_stamp_and_its_blanks() {
+        // The README's sshd style: `^\S+ sshd` must see the host name first.
+        let f = Filter::new(
+            vec![compile_failregex(
+                r"^\S+ sshd\[[0-9]+\]: Failed password for .* from <HOST> port [0-9]+ ssh2$",
+            )
+            .unwrap()],
+            vec![],
+        );
+        let now = SystemTime::now();
+        for l in [
+            "Jan 15 10:23:45 web1 sshd[811]: Failed password for root from 192.0.2.4 port 22 ssh2",
+            "Jan  5 10:23:45 web1 sshd[811]: Failed password for root from 192.0.2.4 port 22 ssh2",
+            "2024-01-15T10:23:45.123456+01:00 web1 sshd[811]: Failed password for root from 192.0.2.4 port 22 ssh2",
+            "2024-01-15 10:23:45\tweb1 sshd[811]: Failed password for root from 192.0.2.4 port 22 ssh2",
+        ] {
+            assert_eq!(f.check_line(l, now, "sshd").1, host("192.0.2.4"), "{l}");
+        }
+    }
+
+    #[test]
+    fn address_patterns_take_ascii_digits_only() {
+        // Arabic-Indic digits are `\d` in Unicode regexes: before, this
+        // captured them as an (invalid) address and lost the line.
+        let r = compile_failregex(r"from <IP4>").unwrap();
+        assert_eq!(
+            r.matches("from \u{661}.\u{662}.\u{663}.\u{664} or from 192.0.2.4", ""),
+            RegexHit::Host("192.0.2.4".parse().unwrap())
+        );
+        let r = compile_failregex(r"from <HOST>$").unwrap();
+        assert_eq!(
+            r.matches("from \u{661}.\u{662}.\u{663}.\u{664}", ""),
+            RegexHit::NoMatch
+        );
+    }
+
+    #[test]
+    fn lint_flags_greedy_unanchored_and_ignoreregex() {
+        // CVE-2013-7176 shape: greedy .* before the tag, nothing after it.
+        let pam =
+            r"^\S+ sshd\[[0-9]+\]: pam_unix\(sshd:auth\): authentication failure;.* rhost=<HOST>";
+        let w = lint_failregex(pam);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("greedy"), "{w:?}");
+        // And it really bans the attacker's choice.
+        let f = Filter::new(vec![compile_failregex(pam).unwrap()], vec![]);
+        assert_eq!(
+            f.check(
+                None,
+                "web1 sshd[9]: pam_unix(sshd:auth): authentication failure; logname= uid=0 rhost=10.77.0.7  user=x rhost=203.0.113.8",
+                "j"
+            ),
+            host("203.0.113.8")
+        );
+        assert!(lint_failregex(&format!("{pam}(?:\\s+user=\\S*)?\\s*$")).is_empty());
+        assert!(lint_failregex(r"^a .*? from <HOST>").is_empty());
+        assert!(lint_failregex(r"^a from <HOST> .*").is_empty());
+        assert_eq!(lint_failregex(r"^a .* from <HOST>\$").len(), 1);
+        assert_eq!(lint_failregex(r"a from <HOST>$").len(), 1);
+        assert!(lint_failregex(FAIL2BAN_BAN_REGEX).is_empty());
+        assert_eq!(lint_ignoreregex("user=backup").len(), 1);
+        assert!(
+            lint_ignoreregex(r"^\S+ sshd\[[0-9]+\]: Failed password for backup from").is_empty()
+        );
+        assert!(lint(&default_filter()).is_empty());
     }
 }

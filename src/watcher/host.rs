@@ -49,6 +49,13 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         Self::to_128(ip) & prefix_mask(self.len) == self.net
     }
+
+    /// Whether this range and the network `net/len` (128-bit space) share
+    /// an address: two prefixes overlap iff they agree on the shorter one.
+    fn overlaps(&self, net: u128, len: u8) -> bool {
+        let m = prefix_mask(self.len.min(len));
+        self.net & m == net & m
+    }
 }
 
 impl FromStr for Cidr {
@@ -118,18 +125,15 @@ impl IgnoreList {
         self.ranges.iter().any(|c| c.contains(ip))
     }
 
-    /// True when banning `key` would trap an ignored address (for an IPv6
-    /// prefix: one of our own addresses inside it).
+    /// True when banning `key` would trap an ignored address: for an IPv6
+    /// prefix, any ignored range that overlaps it (one inside it, longer
+    /// than the prefix, as well as one containing it).
     pub fn covers_key(&self, key: &Target) -> bool {
         match key {
             Target::V4(a) => self.is_ignored(IpAddr::V4(*a)),
-            Target::V6Net(net, _) => {
-                self.is_ignored(IpAddr::V6(*net))
-                    || self
-                        .ranges
-                        .iter()
-                        .filter(|c| c.len == 128)
-                        .any(|c| key.contains(IpAddr::V6(Ipv6Addr::from(c.net))))
+            Target::V6Net(net, p) => {
+                let (net, p) = (u128::from(*net), (*p).min(128));
+                self.ranges.iter().any(|c| c.overlaps(net, p))
             }
         }
     }
@@ -197,5 +201,29 @@ mod tests {
         let c: Cidr = "2001:db8::/32".parse().unwrap();
         assert!(c.contains(ip("2001:db8:ffff::1")));
         assert!(!c.contains(ip("2001:db9::1")));
+    }
+
+    #[test]
+    fn ignoreip_of_every_length_protects_the_prefix_it_overlaps() {
+        let key = Target::from_ip(ip("2001:db8:1:2::5"), 64);
+        for p in 0..=128u8 {
+            // A range around an address inside the /64: always overlaps.
+            let inside: Cidr = format!("2001:db8:1:2::100/{p}").parse().unwrap();
+            let l = IgnoreList::new(&[], &[inside]);
+            assert!(l.covers_key(&key), "/{p} inside the /64");
+            // One around the neighbouring /64 (differs in bit 63): only
+            // ranges of /63 and shorter reach ours.
+            let next: Cidr = format!("2001:db8:1:3::100/{p}").parse().unwrap();
+            let l = IgnoreList::new(&[], &[next]);
+            assert_eq!(l.covers_key(&key), p <= 63, "/{p} next door");
+        }
+        // Other aggregation levels too.
+        let key48 = Target::from_ip(ip("2001:db8:1:2::5"), 48);
+        let l = IgnoreList::new(&[], &["2001:db8:1:ffff::/120".parse().unwrap()]);
+        assert!(l.covers_key(&key48));
+        assert!(!l.covers_key(&Target::from_ip(ip("2001:db8:2::5"), 48)));
+        // IPv4 ranges never protect an IPv6 prefix outside ::ffff:0:0/96.
+        let l = IgnoreList::new(&[], &["0.0.0.0/0".parse().unwrap()]);
+        assert!(!l.covers_key(&key));
     }
 }

@@ -8,6 +8,7 @@
 use super::filter::{compile_failregex, Filter, FAIL2BAN_BAN_REGEX};
 use super::host::Cidr;
 use super::state::DEFAULT_STATE_DB;
+use super::timestamp::StampKind;
 use super::window::{Rules, MAX_BANTIME};
 use crate::config::{parse_duration, ConfigError, DurationValue, Source, StrList, WatchSection};
 use crate::firewall::TrapMode;
@@ -87,6 +88,7 @@ fn default_filter() -> Filter {
     Filter {
         fail: compile_failregex(FAIL2BAN_BAN_REGEX).into_iter().collect(),
         ignore: Vec::new(),
+        require_stamp: Some(StampKind::Fail2ban),
     }
 }
 
@@ -278,6 +280,8 @@ pub fn resolve(section: Option<(&WatchSection, &Source)>) -> Result<WatchSetting
                     "at least one failregex is needed",
                 ));
             }
+            // The fail2ban timestamp rule belongs to the default filter only.
+            jail.filter.require_stamp = None;
         }
         if let Some(v) = &j.ignoreregex {
             jail.filter.ignore = StrList::items(v)

@@ -12,12 +12,36 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Which of the recognised formats a timestamp was written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StampKind {
+    /// Exactly what fail2ban's own log writes: `2024-01-15 10:23:45,123`
+    /// (space, comma, three digits, no zone).
+    Fail2ban,
+    /// Any other ISO 8601 / RFC 3339 form.
+    Iso,
+    /// `Jan 15 10:23:45`.
+    Syslog,
+}
+
 /// A timestamp found at the start of a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
     pub time: SystemTime,
-    /// Bytes of the line the timestamp took (the rest is what regexes see).
+    /// Bytes of the line the timestamp took.
     pub len: usize,
+    pub kind: StampKind,
+}
+
+/// What the filters see of a line: the line after its leading timestamp
+/// *and the blanks that separate the stamp from the text*, so `^` anchors at
+/// the first character the program wrote (`web1 sshd[1]: ...` after a syslog
+/// stamp), and the stamp itself.
+pub fn split(line: &str, now: SystemTime) -> (Option<Stamp>, &str) {
+    match parse_prefix(line, now) {
+        Some(st) => (Some(st), line[st.len..].trim_start_matches([' ', '\t'])),
+        None => (None, line),
+    }
 }
 
 /// Parses the timestamp at the start of `line`, if any. `now` resolves the
@@ -65,7 +89,10 @@ fn iso(b: &[u8]) -> Option<Stamp> {
     c.byte(b"T ")?;
     let (hour, min, sec) = hms(&mut c)?;
     let mut nanos = 0u32;
-    if c.byte(b".,").is_some() {
+    let mut frac_digits = 0;
+    let mut comma = false;
+    if let Some(fc) = c.byte(b".,") {
+        comma = fc == b',';
         let start = c.i;
         while c.peek().is_some_and(|d| d.is_ascii_digit()) {
             c.i += 1;
@@ -74,6 +101,7 @@ fn iso(b: &[u8]) -> Option<Stamp> {
         if frac.is_empty() {
             return None;
         }
+        frac_digits = frac.len();
         for (k, d) in frac.iter().take(9).enumerate() {
             nanos += u32::from(d - b'0') * 10u32.pow(8 - k as u32);
         }
@@ -81,6 +109,7 @@ fn iso(b: &[u8]) -> Option<Stamp> {
     if !valid_date(year, month, day) {
         return None;
     }
+    let zone_at = c.i;
     let secs = match c.peek() {
         Some(b'Z') => {
             c.i += 1;
@@ -110,9 +139,15 @@ fn iso(b: &[u8]) -> Option<Stamp> {
     if c.peek().is_some_and(|x| x.is_ascii_alphanumeric()) {
         return None;
     }
+    let fail2ban = sep == b'-' && b[10] == b' ' && comma && frac_digits == 3 && c.i == zone_at;
     Some(Stamp {
         time: to_time(secs, nanos)?,
         len: c.i,
+        kind: if fail2ban {
+            StampKind::Fail2ban
+        } else {
+            StampKind::Iso
+        },
     })
 }
 
@@ -156,6 +191,7 @@ fn syslog(b: &[u8], now: SystemTime) -> Option<Stamp> {
             return Some(Stamp {
                 time: to_time(t, 0)?,
                 len: c.i,
+                kind: StampKind::Syslog,
             });
         }
     }
@@ -302,5 +338,22 @@ mod tests {
             let (y, m, dd) = civil_from_days(d);
             assert_eq!(days_from_civil(y, m, dd), d);
         }
+    }
+
+    #[test]
+    fn kinds_and_split() {
+        let now = SystemTime::now();
+        let k = |l: &str| parse_prefix(l, now).map(|s| s.kind);
+        assert_eq!(k("2024-01-15 10:23:45,123 x"), Some(StampKind::Fail2ban));
+        assert_eq!(k("2024-01-15 10:23:45.123 x"), Some(StampKind::Iso));
+        assert_eq!(k("2024-01-15 10:23:45,1234 x"), Some(StampKind::Iso));
+        assert_eq!(k("2024-01-15 10:23:45,123Z x"), Some(StampKind::Iso));
+        assert_eq!(k("2024-01-15T10:23:45,123 x"), Some(StampKind::Iso));
+        assert_eq!(k("2024/01/15 10:23:45,123 x"), Some(StampKind::Iso));
+        assert_eq!(k("2024-01-15 10:23:45 x"), Some(StampKind::Iso));
+        assert_eq!(k("Jan 15 10:23:45 x"), Some(StampKind::Syslog));
+        assert_eq!(split("Jan 15 10:23:45  \t web1 x", now).1, "web1 x");
+        assert_eq!(split("2024-01-15T10:23:45Z web1 x", now).1, "web1 x");
+        assert_eq!(split("  no stamp", now), (None, "  no stamp"));
     }
 }
