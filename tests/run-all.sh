@@ -21,6 +21,12 @@ command -v man >/dev/null 2>&1 || need+=(man-db)
 # deploy_syscalls traces the daemons against the units' SystemCallFilter.
 command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+# deploy_jails: the shipped jails against the real sshd, ssh client and nginx.
+command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+command -v sshpass >/dev/null 2>&1 || need+=(sshpass)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # stats tests: the HTML report must render in headless Chromium; unshare and
 # mount (util-linux, mount) give the history tests a small or read-only tmpfs.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
@@ -32,8 +38,18 @@ if [ "${#need[@]}" -gt 0 ]; then
         exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
+    # Installing sshd or nginx must not start them on the machine (the tests
+    # run their own in namespaces): deny service starts while apt runs.
+    added_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 0755 /usr/sbin/policy-rc.d
+        added_policy=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get update -qq
     apt-get install -y -qq "${need[@]}"
+    if [ -n "$added_policy" ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
 fi
 
 # tests/deploy_package.rs packs the .deb with cargo-deb (a crates.io tool).
