@@ -70,7 +70,7 @@ pub fn run(
             what: format!("opening network namespace {}", path.display()),
             source: e,
         })?;
-        crate::sys::netns_exec::exec_in_netns(&mut cmd, file);
+        crate::sys::exec_in_netns(&mut cmd, file);
     }
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => FwError::NftMissing(program.to_path_buf()),

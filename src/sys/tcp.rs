@@ -1,0 +1,234 @@
+//! Reading the state of a TCP socket the engine holds by raw descriptor:
+//! `TCP_INFO`, the original destination, queue sizes, a peek at the
+//! unread head, the pending error and the keepalive times.
+
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+
+/// The subset of `struct tcp_info` the tarpit reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpInfo {
+    /// TCP state (`TCP_ESTABLISHED` = 1, `TCP_CLOSE_WAIT` = 8, ...).
+    pub state: u8,
+    /// Smoothed round-trip time in microseconds.
+    pub rtt_us: u32,
+    /// Bytes the peer sent that the kernel acknowledged (`tcpi_bytes_received`).
+    /// The tarpit never reads them: they sit in the receive queue.
+    pub bytes_received: u64,
+    /// Segments received from the peer (`tcpi_segs_in`), probes included.
+    pub segs_in: u32,
+}
+
+/// Linux `struct tcp_info` layout up to the fields we read (stable ABI,
+/// append-only since 2.6; `bytes_received` and `segs_in` arrived in 4.1/4.2).
+#[repr(C)]
+#[derive(Default)]
+struct RawTcpInfo {
+    state: u8,
+    ca_state: u8,
+    retransmits: u8,
+    probes: u8,
+    backoff: u8,
+    options: u8,
+    wscale: u8,
+    app_limited: u8,
+    rto: u32,
+    ato: u32,
+    snd_mss: u32,
+    rcv_mss: u32,
+    unacked: u32,
+    sacked: u32,
+    lost: u32,
+    retrans: u32,
+    fackets: u32,
+    last_data_sent: u32,
+    last_ack_sent: u32,
+    last_data_recv: u32,
+    last_ack_recv: u32,
+    pmtu: u32,
+    rcv_ssthresh: u32,
+    rtt: u32,
+    rttvar: u32,
+    snd_ssthresh: u32,
+    snd_cwnd: u32,
+    advmss: u32,
+    reordering: u32,
+    rcv_rtt: u32,
+    rcv_space: u32,
+    total_retrans: u32,
+    pacing_rate: u64,
+    max_pacing_rate: u64,
+    bytes_acked: u64,
+    bytes_received: u64,
+    segs_out: u32,
+    segs_in: u32,
+}
+
+/// Reads `TCP_INFO` without touching the data stream.
+pub fn tcp_info(fd: RawFd) -> io::Result<TcpInfo> {
+    let mut raw = RawTcpInfo::default();
+    let mut len = size_of::<RawTcpInfo>() as libc::socklen_t;
+    // SAFETY: `raw` is a properly aligned, writable buffer of `len` bytes and
+    // the kernel writes at most `len` bytes into it, updating `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut raw as *mut RawTcpInfo).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let full = len as usize >= size_of::<RawTcpInfo>();
+    Ok(TcpInfo {
+        state: raw.state,
+        rtt_us: raw.rtt,
+        bytes_received: if full { raw.bytes_received } else { 0 },
+        segs_in: if full { raw.segs_in } else { 0 },
+    })
+}
+
+/// `SO_ORIGINAL_DST` (IPv4) and `IP6T_SO_ORIGINAL_DST` (IPv6) share the value 80.
+const SO_ORIGINAL_DST: libc::c_int = 80;
+
+/// The destination the peer originally aimed at, as recorded by conntrack
+/// before an nftables `redirect`/`dnat` rewrote it. `Err` when the connection
+/// was not translated (no conntrack entry) — callers fall back to the local
+/// address, which is then the same thing.
+pub fn original_dst(fd: RawFd, ipv6: bool) -> io::Result<SocketAddr> {
+    if ipv6 {
+        // SAFETY: all-zero is a valid `sockaddr_in6`.
+        let mut sa: libc::sockaddr_in6 = unsafe { MaybeUninit::zeroed().assume_init() };
+        let mut len = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        // SAFETY: `sa` is a writable `sockaddr_in6` of `len` bytes.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_IPV6,
+                SO_ORIGINAL_DST,
+                (&mut sa as *mut libc::sockaddr_in6).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let ip = Ipv6Addr::from(sa.sin6_addr.s6_addr);
+        Ok(SocketAddr::V6(SocketAddrV6::new(
+            ip,
+            u16::from_be(sa.sin6_port),
+            0,
+            sa.sin6_scope_id,
+        )))
+    } else {
+        // SAFETY: all-zero is a valid `sockaddr_in`.
+        let mut sa: libc::sockaddr_in = unsafe { MaybeUninit::zeroed().assume_init() };
+        let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: `sa` is a writable `sockaddr_in` of `len` bytes.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_IP,
+                SO_ORIGINAL_DST,
+                (&mut sa as *mut libc::sockaddr_in).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let ip = Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr));
+        Ok(SocketAddr::V4(SocketAddrV4::new(
+            ip,
+            u16::from_be(sa.sin_port),
+        )))
+    }
+}
+
+/// Bytes waiting in the receive queue (`SIOCINQ`), i.e. sent by the peer and
+/// never read by us.
+pub fn inq(fd: RawFd) -> io::Result<u32> {
+    ioctl_int(fd, libc::FIONREAD)
+}
+
+/// Bytes in the send queue not yet acknowledged by the peer (`SIOCOUTQ`).
+pub fn outq(fd: RawFd) -> io::Result<u32> {
+    ioctl_int(fd, libc::TIOCOUTQ)
+}
+
+fn ioctl_int(fd: RawFd, req: libc::Ioctl) -> io::Result<u32> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: both requests write one `int` through the pointer.
+    let rc = unsafe { libc::ioctl(fd, req, &mut v as *mut libc::c_int) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v.max(0) as u32)
+}
+
+/// Copies up to `buf.len()` bytes from the head of the receive queue without
+/// consuming them (`MSG_PEEK | MSG_DONTWAIT`): the window stays closed. Used
+/// once, when a connection is released, to record what the peer tried to send.
+pub fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a writable slice of `buf.len()` bytes.
+    let rc = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
+}
+
+/// `SO_ERROR`: the pending socket error (ECONNRESET, ETIMEDOUT, ...), cleared.
+pub fn take_error(fd: RawFd) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` is a writable int of `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
+/// TCP_KEEPIDLE and TCP_KEEPINTVL of a socket, in seconds.
+pub fn keepalive_times(fd: RawFd) -> io::Result<(u32, u32)> {
+    let get = |opt: libc::c_int| -> io::Result<u32> {
+        let mut v: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v` is a writable int of `len` bytes.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                opt,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(v.max(0) as u32)
+    };
+    Ok((get(libc::TCP_KEEPIDLE)?, get(libc::TCP_KEEPINTVL)?))
+}
