@@ -27,7 +27,7 @@ use tarpit::engine::stateless::cookie::Cookies;
 use tarpit::engine::stateless::core::Core;
 use tarpit::engine::stateless::packet::{self, Reply, Tuple, TCP_ACK, TCP_SYN};
 use tarpit::engine::stateless::{Outcome, StatelessOptions};
-use tarpit::firewall::stateless::StatelessRules;
+use tarpit::firewall::{NftConfig, TrapMode};
 
 const NET: &str = "10.77.200";
 const PER_CLIENT_PROC: usize = 12_500;
@@ -179,15 +179,16 @@ impl Lab {
         sh(&format!(
             "ip netns exec {a} sysctl -qw net.ipv4.ip_local_port_range='1024 65000'"
         ));
-        let rules = StatelessRules {
-            table: "tarpit".into(),
-            group: GROUP,
-            trap_sets: false,
-            v6_prefix: 64,
+        // What `tarpit watch` installs for `engine = "stateless"` and
+        // `decoy_ports = [22]`.
+        let rules = NftConfig {
+            mode: TrapMode::Stateless { group: GROUP },
             decoy_ports: vec![22],
+            ..NftConfig::default()
         };
         let f = std::env::temp_dir().join(format!("tp-sbs-{pid}.nft"));
-        std::fs::write(&f, rules.standalone_script()).expect("write rules");
+        let text = tarpit::firewall::ruleset_text(&rules).expect("valid firewall config");
+        std::fs::write(&f, text).expect("write rules");
         sh(&format!("ip netns exec {s} nft -f {}", f.display()));
         let _ = std::fs::remove_file(&f);
         let mut lab = lab;

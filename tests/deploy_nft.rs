@@ -50,9 +50,12 @@ fn decoy_example_is_valid_when_uncommented() {
         return;
     }
     let text = std::fs::read_to_string(include()).unwrap();
-    let decoy = "# tcp dport { 23, 3389, 5900 } redirect to :2222";
+    let decoy = "# fib daddr type local tcp dport { 23, 3389, 5900 } redirect to :2222";
     assert!(text.contains(decoy), "decoy example missing");
-    let enabled = text.replace(decoy, "tcp dport { 23, 3389, 5900 } redirect to :2222");
+    let enabled = text.replace(
+        decoy,
+        "fib daddr type local tcp dport { 23, 3389, 5900 } redirect to :2222",
+    );
     let ns = Netns::new("nftdec");
     let path = std::env::temp_dir().join(format!("tarpit-decoy-{}.nft", std::process::id()));
     std::fs::write(&path, enabled).unwrap();
@@ -60,7 +63,7 @@ fn decoy_example_is_valid_when_uncommented() {
     let t = list(&ns);
     let _ = std::fs::remove_file(&path);
     assert!(
-        t.contains("tcp dport { 23, 3389, 5900 } redirect to :2222"),
+        t.contains("fib daddr type local tcp dport { 23, 3389, 5900 } redirect to :2222"),
         "{t}"
     );
 }

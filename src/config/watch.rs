@@ -39,6 +39,8 @@ pub struct WatchSection {
     pub engine: Option<Spanned<String>>,
     /// nfnetlink_log group for `engine = "stateless"`.
     pub nflog_group: Option<Spanned<i64>>,
+    /// TCP ports trapped for every source (decoys), besides the trapped hosts.
+    pub decoy_ports: Option<Spanned<Vec<i64>>>,
     #[serde(default)]
     pub jail: Vec<Spanned<JailSection>>,
 }

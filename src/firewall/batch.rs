@@ -130,6 +130,18 @@ pub fn source_matches(cfg: &NftConfig) -> Result<Vec<String>, FwError> {
     Ok(vec![format!("ip saddr @{}", cfg.set4), v6])
 }
 
+/// `{ 22, 2323 }` for the decoy rule, `None` when there are none.
+fn decoy_set(ports: &[u16]) -> Option<String> {
+    if ports.is_empty() {
+        return None;
+    }
+    let mut ports = ports.to_vec();
+    ports.sort_unstable();
+    ports.dedup();
+    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    Some(format!("{{ {} }}", list.join(", ")))
+}
+
 /// `add table` and the two `add set` commands: the canonical definitions of
 /// the sets, for anyone who needs them to exist (`flags timeout`, no
 /// `interval`; nft refuses `add set` when a set of that name exists with
@@ -187,6 +199,12 @@ pub fn ensure_commands(cfg: &NftConfig, out: &mut String) -> Result<(), FwError>
         let _ = writeln!(
             out,
             "add rule inet {t} {name} {m} meta l4proto tcp {action}"
+        );
+    }
+    if let Some(ports) = decoy_set(&cfg.decoy_ports) {
+        let _ = writeln!(
+            out,
+            "add rule inet {t} {name} fib daddr type local tcp dport {ports} {action}"
         );
     }
     // The other mode's chain, left from before an engine switch, goes: a
@@ -344,6 +362,31 @@ mod tests {
             "{s}"
         );
         assert!(!s.contains("redirect"), "{s}");
+    }
+
+    #[test]
+    fn decoy_ports_are_trapped_for_local_destinations_in_either_mode() {
+        let c = NftConfig {
+            decoy_ports: vec![2323, 23, 23],
+            ..cfg()
+        };
+        let mut s = String::new();
+        ensure_commands(&c, &mut s).unwrap();
+        assert!(s.contains(
+            "add rule inet tarpit prerouting fib daddr type local tcp dport { 23, 2323 } redirect to :2222\n"
+        ), "{s}");
+        let c = NftConfig {
+            mode: TrapMode::Stateless { group: 9 },
+            ..c
+        };
+        let mut s = String::new();
+        ensure_commands(&c, &mut s).unwrap();
+        assert!(s.contains(
+            "add rule inet tarpit stateless_raw fib daddr type local tcp dport { 23, 2323 } log group 9 snaplen 128 drop\n"
+        ), "{s}");
+        let mut s = String::new();
+        ensure_commands(&cfg(), &mut s).unwrap();
+        assert!(!s.contains("dport"), "no decoys, no decoy rule: {s}");
     }
 
     #[test]

@@ -96,6 +96,10 @@ pub struct NftConfig {
     pub timeout: Duration,
     /// Redirect to the socket engine, or log+drop for the stateless engine.
     pub mode: TrapMode,
+    /// TCP ports trapped for every source addressed to this host (decoys:
+    /// nobody has business there). Matched with `fib daddr type local`, so
+    /// a router never captures traffic it only forwards.
+    pub decoy_ports: Vec<u16>,
 }
 
 impl Default for NftConfig {
@@ -112,6 +116,7 @@ impl Default for NftConfig {
             conntrack: PathBuf::from("conntrack"),
             timeout: Duration::from_secs(30),
             mode: TrapMode::Redirect,
+            decoy_ports: Vec::new(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub fn nft_config(s: &WatchSettings) -> NftConfig {
         nft: s.nft.clone(),
         v6_prefix: s.ipv6_prefix,
         mode: s.mode,
+        decoy_ports: s.decoy_ports.clone(),
         flush_conntrack: s.flush_conntrack,
         ..NftConfig::default()
     }

@@ -42,6 +42,8 @@ pub struct WatchSettings {
     pub ipv6_prefix: u8,
     /// Redirect to `port` (socket engine) or log+drop (stateless engine).
     pub mode: TrapMode,
+    /// Ports trapped for everyone (see `NftConfig::decoy_ports`).
+    pub decoy_ports: Vec<u16>,
     pub nft: PathBuf,
     /// `conntrack -D -s HOST` after each ban (off by default: it cuts the
     /// host's established sessions too).
@@ -63,6 +65,7 @@ impl Default for WatchSettings {
             set6: "trap6".into(),
             ipv6_prefix: 64,
             mode: TrapMode::Redirect,
+            decoy_ports: Vec::new(),
             nft: PathBuf::from("nft"),
             flush_conntrack: false,
             poll_interval: Duration::from_millis(500),
@@ -193,6 +196,20 @@ pub fn resolve(section: Option<(&WatchSection, &Source)>) -> Result<WatchSetting
                 ))
             }
         };
+    }
+    if let Some(ports) = &w.decoy_ports {
+        o.decoy_ports = ports
+            .get_ref()
+            .iter()
+            .map(|&p| u16::try_from(p).ok().filter(|&p| p != 0))
+            .collect::<Option<Vec<u16>>>()
+            .ok_or_else(|| {
+                src.error_at(
+                    ports.span(),
+                    "watch.decoy_ports",
+                    "ports must be within 1..65535",
+                )
+            })?;
     }
     o.flush_conntrack = w.flush_conntrack.unwrap_or(false);
     if let Some(v) = &w.poll_interval {
@@ -464,6 +481,13 @@ enabled = false
         assert_eq!(o.mode, TrapMode::Stateless { group: 7 });
         let e = err("[watch]\n\nengine = \"kernel\"\n");
         assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("watch.engine")));
+        let o = load("[watch]\ndecoy_ports = [23, 2323]\n").unwrap();
+        assert_eq!(o.decoy_ports, vec![23, 2323]);
+        let e = err("[watch]\n\ndecoy_ports = [23, 0]\n");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(3), Some("watch.decoy_ports"))
+        );
         let e = err("[watch]\nnflog_group = 70000\n");
         assert_eq!(
             (e.line, e.key.as_deref()),

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
-use tarpit::firewall::stateless::StatelessRules;
+use tarpit::firewall::{NftConfig, TrapMode};
 
 static SUBNET: AtomicU8 = AtomicU8::new(10);
 
@@ -31,7 +31,7 @@ pub struct LabConfig {
     pub free_hosts: Vec<u8>,
     pub decoy_ports: Vec<u16>,
     pub extra_args: Vec<String>,
-    /// Install the rules from `stateless::rules` (false: the test installs
+    /// Install the firewall module's stateless rules (false: the test installs
     /// its own, e.g. through the firewall module).
     pub rules: bool,
 }
@@ -75,16 +75,16 @@ impl Lab {
         attacker.run(&format!(
             "ip link set {ib} up && ethtool -K {ib} tx off >/dev/null"
         ));
-        let rules = StatelessRules {
-            table: "tarpit".into(),
-            group: GROUP,
-            trap_sets: true,
+        // The rules `tarpit watch` installs with `engine = "stateless"`.
+        let rules = NftConfig {
+            mode: TrapMode::Stateless { group: GROUP },
             // Exact addresses (the sets below hold single hosts).
             v6_prefix: 128,
             decoy_ports: cfg.decoy_ports.clone(),
+            ..NftConfig::default()
         };
         let mut script = if cfg.rules {
-            rules.standalone_script()
+            tarpit::firewall::ruleset_text(&rules).expect("valid firewall config")
         } else {
             String::new()
         };
