@@ -141,6 +141,8 @@ fn capabilities_are_the_minimum() {
     assert_eq!(key(&serve, "Type"), ["notify"]);
     assert_eq!(key(&serve, "LimitNOFILE"), ["1048576"]);
     assert_eq!(key(&watch, "PartOf"), ["nftables.service"]);
+    // `systemctl reload tarpit-watch` is SIGHUP (tests/watch_reload.rs).
+    assert_eq!(key(&watch, "ExecReload"), ["/bin/kill -HUP $MAINPID"]);
     let socket = read("tarpit.socket");
     assert_eq!(key(&socket, "ReceiveBuffer"), ["1"]);
 }

@@ -62,7 +62,8 @@ pub fn run(cli: &Cli, a: &WatchArgs) -> ExitCode {
             findtime = ?j.rules.findtime, bantime = ?j.rules.bantime, "jail");
     }
     let stop = Arc::new(AtomicBool::new(false));
-    spawn_signal_thread(stop.clone());
+    let reload = Arc::new(AtomicBool::new(false));
+    spawn_signal_thread(stop.clone(), reload.clone());
     let mut w = Watcher::new(settings, state, fw, &own).refresh_own_addresses();
     let metrics_thread = match a.metrics {
         Some(addr) => match serve_metrics(addr, w.metrics(), stop.clone()) {
@@ -71,7 +72,21 @@ pub fn run(cli: &Cli, a: &WatchArgs) -> ExitCode {
         },
         None => None,
     };
-    w.run(&stop);
+    // SIGHUP (`systemctl reload tarpit-watch`): the same config file, and
+    // the same --state-db, read again.
+    let mut load = || {
+        let mut s =
+            crate::watcher::settings::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
+        if let Some(p) = &a.state_db {
+            s.state_db = p.clone();
+        }
+        for j in &s.jails {
+            tracing::info!(jail = %j.name, logpath = ?j.logpaths, maxretry = j.rules.maxretry,
+                findtime = ?j.rules.findtime, bantime = ?j.rules.bantime, "jail");
+        }
+        Ok(s)
+    };
+    w.run_reloading(&stop, &reload, &mut load);
     if let Some(t) = metrics_thread {
         let _ = t.join();
     }
@@ -100,8 +115,9 @@ fn lock(db: &std::path::Path) -> Result<std::fs::File, String> {
     }
 }
 
-/// Sets `stop` on SIGTERM or SIGINT, so the loop finishes its transaction.
-fn spawn_signal_thread(stop: Arc<AtomicBool>) {
+/// Sets `stop` on SIGTERM or SIGINT, so the loop finishes its transaction;
+/// sets `reload` on SIGHUP.
+fn spawn_signal_thread(stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -118,9 +134,10 @@ fn spawn_signal_thread(stop: Arc<AtomicBool>) {
         Ok::<_, std::io::Error>((
             signal(SignalKind::terminate())?,
             signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
         ))
     });
-    let (mut term, mut int) = match handlers {
+    let (mut term, mut int, mut hup) = match handlers {
         Ok(h) => h,
         Err(e) => {
             tracing::warn!(error = %e, "no signal handling; SIGTERM ends the watcher abruptly");
@@ -129,9 +146,15 @@ fn spawn_signal_thread(stop: Arc<AtomicBool>) {
     };
     std::thread::spawn(move || {
         rt.block_on(async {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        reload.store(true, Ordering::Relaxed);
+                    }
+                }
             }
         });
         tracing::info!("signal received; stopping");

@@ -111,7 +111,12 @@ pub struct Watcher<E: Enforcer> {
     next_prune: Instant,
     /// When to re-read the machine's addresses (`None`: never).
     next_own: Option<Instant>,
+    /// The machine's addresses, as last read.
+    own: Vec<std::net::IpAddr>,
     started: bool,
+    /// Jails added by a reload whose existing logs are read like at a first
+    /// start (from `findtime` back), not from their beginning.
+    fresh: Vec<usize>,
     errors: RateLimited,
     pub stats: WatchStats,
     metrics: Arc<WatchMetrics>,
@@ -156,7 +161,9 @@ impl<E: Enforcer> Watcher<E> {
             next_scan: now,
             next_prune: now + PRUNE_EVERY,
             next_own: None,
+            own: own.to_vec(),
             started: false,
+            fresh: Vec::new(),
             errors: RateLimited::new(Duration::from_secs(60)),
             stats: WatchStats::default(),
             metrics: Arc::new(WatchMetrics::default()),
@@ -266,6 +273,7 @@ impl<E: Enforcer> Watcher<E> {
     /// Expands every jail's logpaths and starts following new files.
     fn scan(&mut self) {
         let first = !self.started;
+        let fresh = std::mem::take(&mut self.fresh);
         let mut found: Vec<(PathBuf, usize, Duration)> = Vec::new();
         for (ji, jail) in self.settings.jails.iter().enumerate() {
             for pat in &jail.logpaths {
@@ -292,7 +300,9 @@ impl<E: Enforcer> Watcher<E> {
             }
             let start = match self.state.position(&path) {
                 Ok(Some(pos)) => Start::Resume(pos),
-                Ok(None) if first && path.exists() => Start::Tail(findtime),
+                Ok(None) if (first || fresh.contains(&ji)) && path.exists() => {
+                    Start::Tail(findtime)
+                }
                 Ok(None) => Start::Beginning,
                 Err(e) => {
                     self.stats.db_errors += 1;
@@ -325,7 +335,10 @@ impl<E: Enforcer> Watcher<E> {
         if self.next_own.is_some_and(|t| now >= t) {
             self.next_own = Some(now + OWN_EVERY);
             match crate::sys::local_addresses() {
-                Ok(own) => self.ignore = Self::ignore_lists(&self.settings, &own),
+                Ok(own) => {
+                    self.ignore = Self::ignore_lists(&self.settings, &own);
+                    self.own = own;
+                }
                 Err(e) => self.errors.error(
                     "own-addresses",
                     &format!("cannot list this machine's addresses: {e}"),
@@ -497,6 +510,102 @@ impl<E: Enforcer> Watcher<E> {
         self.count_active();
     }
 
+    /// Switches to `new` (a re-read config) without losing anything: the
+    /// state database, every log's read position and every ban stay; jails
+    /// are added and removed; a log no jail reads any more is let go (its
+    /// stored position stays, for when it comes back). What the firewall and
+    /// the database were set up with (state_db, table, sets, port, engine,
+    /// ipv6_prefix, nft, flush_conntrack) only changes at a restart: those
+    /// keys keep their running values, with a warning. Returns the names of
+    /// the jails added and removed.
+    pub fn reload(&mut self, mut new: WatchSettings) -> (Vec<String>, Vec<String>) {
+        let old = &self.settings;
+        let fixed: [(&str, bool); 9] = [
+            ("watch.state_db", new.state_db != old.state_db),
+            ("watch.table", new.table != old.table),
+            ("watch.set4", new.set4 != old.set4),
+            ("watch.set6", new.set6 != old.set6),
+            ("watch.port", new.port != old.port),
+            ("watch.engine", new.mode != old.mode),
+            ("watch.ipv6_prefix", new.ipv6_prefix != old.ipv6_prefix),
+            ("watch.nft", new.nft != old.nft),
+            (
+                "watch.flush_conntrack",
+                new.flush_conntrack != old.flush_conntrack,
+            ),
+        ];
+        for (key, changed) in fixed {
+            if changed {
+                tracing::warn!(
+                    key,
+                    "changed in the config; takes effect at the next restart"
+                );
+            }
+        }
+        new.state_db = old.state_db.clone();
+        new.table = old.table.clone();
+        new.set4 = old.set4.clone();
+        new.set6 = old.set6.clone();
+        new.port = old.port;
+        new.mode = old.mode;
+        new.ipv6_prefix = old.ipv6_prefix;
+        new.nft = old.nft.clone();
+        new.flush_conntrack = old.flush_conntrack;
+
+        let names =
+            |s: &WatchSettings| -> Vec<String> { s.jails.iter().map(|j| j.name.clone()).collect() };
+        let (was, now) = (names(old), names(&new));
+        let added: Vec<String> = now.iter().filter(|n| !was.contains(n)).cloned().collect();
+        let removed: Vec<String> = was.iter().filter(|n| !now.contains(n)).cloned().collect();
+        self.fresh = new
+            .jails
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| added.contains(&j.name))
+            .map(|(i, _)| i)
+            .collect();
+        // Keep the followers (open file, position) of logs still read; the
+        // next scan maps them to the new jail indexes and adds new logs.
+        let own = self.own.clone();
+        self.settings = new;
+        self.ignore = Self::ignore_lists(&self.settings, &own);
+        for s in &mut self.sources {
+            s.jails.clear();
+        }
+        self.scan();
+        let before = self.sources.len();
+        let keep: Vec<bool> = self.sources.iter().map(|s| !s.jails.is_empty()).collect();
+        let mut i = 0;
+        self.sources.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+        if self.sources.len() != before {
+            tracing::info!(
+                logs = before - self.sources.len(),
+                "no longer following logs no jail reads"
+            );
+        }
+        self.by_path = self
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.follower.path().to_path_buf(), i))
+            .collect();
+        self.next_scan = Instant::now() + Duration::from_secs(2);
+        (added, removed)
+    }
+
+    /// Adds an inotify watch for every log directory (again after a reload:
+    /// watching a directory twice is harmless).
+    fn watch_all(&self, ino: &crate::sys::Inotify) {
+        for d in self.watch_dirs() {
+            if let Err(e) = ino.watch_dir(&d) {
+                tracing::debug!(dir = %d.display(), error = %e, "no inotify watch; polling");
+            }
+        }
+    }
+
     /// Directories to watch with inotify: the parent of each logpath (for a
     /// glob, of its first component without wildcards).
     fn watch_dirs(&self) -> Vec<PathBuf> {
@@ -549,13 +658,24 @@ impl<E: Enforcer> Watcher<E> {
     /// (inotify), and at least every poll interval (polling alone where
     /// inotify is unavailable or silent, e.g. on NFS).
     pub fn run(&mut self, stop: &AtomicBool) {
+        self.run_reloading(stop, &AtomicBool::new(false), &mut || {
+            Err("reload is not available".to_string())
+        });
+    }
+
+    /// Like [`run`](Self::run); whenever `reload` is set (SIGHUP), `load`
+    /// re-reads the config and the watcher switches to it
+    /// ([`reload`](Self::reload)). A config that does not load is logged
+    /// (it names file, line and key) and the running one stays.
+    pub fn run_reloading(
+        &mut self,
+        stop: &AtomicBool,
+        reload: &AtomicBool,
+        load: &mut dyn FnMut() -> Result<WatchSettings, String>,
+    ) {
         let ino = match crate::sys::Inotify::new() {
             Ok(i) => {
-                for d in self.watch_dirs() {
-                    if let Err(e) = i.watch_dir(&d) {
-                        tracing::debug!(dir = %d.display(), error = %e, "no inotify watch; polling");
-                    }
-                }
+                self.watch_all(&i);
                 Some(i)
             }
             Err(e) => {
@@ -566,11 +686,33 @@ impl<E: Enforcer> Watcher<E> {
         // Wake-ups by busy neighbours in a log directory are coalesced.
         let min_gap = Duration::from_millis(20);
         while !stop.load(Ordering::Relaxed) {
+            if reload.swap(false, Ordering::Relaxed) {
+                match load() {
+                    Ok(new) => {
+                        let (added, removed) = self.reload(new);
+                        if let Some(i) = &ino {
+                            self.watch_all(i);
+                        }
+                        tracing::info!(
+                            jails = ?self.settings.jails.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(),
+                            added = ?added,
+                            removed = ?removed,
+                            "configuration reloaded"
+                        );
+                    }
+                    Err(e) => tracing::error!(
+                        "reload failed, still running the previous configuration: {e}"
+                    ),
+                }
+            }
             let t0 = Instant::now();
             self.tick();
             let until = t0 + self.settings.poll_interval;
             std::thread::sleep(min_gap.saturating_sub(t0.elapsed()));
-            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+            while !stop.load(Ordering::Relaxed)
+                && !reload.load(Ordering::Relaxed)
+                && Instant::now() < until
+            {
                 let slice = (until - Instant::now()).min(Duration::from_millis(50));
                 match &ino {
                     Some(i) => {
