@@ -25,6 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tarpit::engine::stateless::cookie::Cookies;
 use tarpit::engine::stateless::core::Core;
+use tarpit::engine::stateless::flows;
 use tarpit::engine::stateless::packet::{self, Reply, Tuple, TCP_ACK, TCP_SYN};
 use tarpit::engine::stateless::{Outcome, StatelessOptions};
 use tarpit::firewall::{NftConfig, TrapMode};
@@ -39,7 +40,17 @@ fn main() {
         client(&spec);
         return;
     }
-    in_process();
+    let parts = std::env::var("STATELESS_BENCH").unwrap_or_else(|_| "all".into());
+    let want = |p: &str| parts == "all" || parts.split(',').any(|x| x == p);
+    if want("sizes") {
+        sizes();
+    }
+    if want("growth") {
+        growth();
+    }
+    if want("decide") {
+        in_process();
+    }
     let root = std::fs::read_to_string("/proc/self/status")
         .map(|s| {
             s.lines()
@@ -55,9 +66,108 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000)
         .min(100_000);
-    end_to_end();
-    hold(n, &[]);
-    hold(n, &["--flow-cap".into(), "10000".into()]);
+    if want("e2e") {
+        end_to_end();
+    }
+    if want("hold") {
+        hold(n, &[]);
+        hold(n, &["--flow-cap".into(), "10000".into()]);
+    }
+}
+
+/// The sizes memory per flow is made of.
+fn sizes() {
+    println!(
+        "sizes: flow {} B + index {} B per flow (linear hashing, one bucket per flow); FlowInfo {} B, LiveConn {} B (snapshots only)",
+        flows::FLOW_BYTES,
+        flows::INDEX_BYTES_PER_FLOW,
+        std::mem::size_of::<flows::FlowInfo>(),
+        std::mem::size_of::<tarpit::engine::record::LiveConn>(),
+    );
+}
+
+/// Resident set of this process, bytes.
+fn self_rss() -> u64 {
+    rss(std::process::id())
+}
+
+/// Goal 1 in process: a default engine core grows from 0 to 1,000,000
+/// flows (one handshake ACK each, as a real client's); its RSS growth per
+/// flow at each step, and the longest single answer during growth (an index
+/// that rehashed all at once would show here as a long stall).
+fn growth() {
+    let opts = StatelessOptions::default();
+    let keys = Cookies::with_key(3, 4);
+    let mut core = Core::new(&opts, Cookies::with_key(3, 4), Vec::new());
+    let mut out = [0u8; packet::MAX_REPLY];
+    let mut pkt = vec![0u8; 128];
+    let marks = [
+        1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000,
+    ];
+    let dst: IpAddr = "10.77.255.1".parse().unwrap();
+    let rss0 = self_rss();
+    let started = Instant::now();
+    let (mut worst, mut worst_at) = (Duration::ZERO, 0u32);
+    let mut slow = 0u64; // answers that took over 100 us
+    let mut total = Duration::ZERO;
+    let mut worst_per_flow = 0.0f64;
+    for n in 0..1_000_000u32 {
+        let t = Tuple {
+            src: IpAddr::V4(std::net::Ipv4Addr::from(0x0a4d_0000 | (n >> 14))),
+            dst,
+            src_port: 1024 + (n & 0x3fff) as u16,
+            dst_port: 22,
+        };
+        let iss = keys.syn_ack_seq(&t, 1000);
+        let back = Tuple {
+            src: t.dst,
+            dst: t.src,
+            src_port: t.dst_port,
+            dst_port: t.src_port,
+        };
+        let len = packet::build(
+            &Reply {
+                to: back,
+                seq: 1001,
+                ack: iss.wrapping_add(1),
+                flags: TCP_ACK,
+                window: 64240,
+                mss: None,
+                payload_len: 0,
+            },
+            &[],
+            &mut pkt,
+        )
+        .expect("build");
+        let t0 = Instant::now();
+        let o = core.handle(&pkt[..len], 1, &mut out);
+        let d = t0.elapsed();
+        assert!(matches!(o, Outcome::Reply { .. }), "{o:?}");
+        total += d;
+        if d > worst {
+            (worst, worst_at) = (d, n + 1);
+        }
+        if d > Duration::from_micros(100) {
+            slow += 1;
+        }
+        if marks.contains(&(n + 1)) {
+            let grown = self_rss().saturating_sub(rss0);
+            let per = grown as f64 / f64::from(n + 1);
+            worst_per_flow = worst_per_flow.max(per);
+            println!(
+                "growth {:>9} flows: RSS +{:>7.2} MiB = {per:>5.1} B/flow; index {} buckets",
+                n + 1,
+                grown as f64 / 1048576.0,
+                core.flow_buckets(),
+            );
+        }
+    }
+    println!(
+        "growth to 1M: worst {worst_per_flow:.1} B/flow; longest answer {:.1} us (at flow {worst_at}), {slow} answers over 100 us, mean {:.2} us; {:.1}s in all",
+        worst.as_secs_f64() * 1e6,
+        total.as_secs_f64() * 1e6 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
 }
 
 fn tuple(port: u16) -> Tuple {
@@ -132,6 +242,11 @@ fn in_process() {
     }
 }
 
+/// `STATELESS_NAPI_THREADS=1`: see [`Lab::new`].
+fn napi_threads() -> bool {
+    std::env::var("STATELESS_NAPI_THREADS").is_ok_and(|v| v == "1")
+}
+
 /// Two namespaces joined by veth; removed on drop.
 struct Lab {
     server: String,
@@ -175,6 +290,15 @@ impl Lab {
         sh(&format!(
             "ip -n {a} link set sba{pid} up && ip -n {a} link set lo up && ip netns exec {a} ethtool -K sba{pid} tx off >/dev/null"
         ));
+        if napi_threads() {
+            // The replies' receive processing in the attacker's kernel runs
+            // in a NAPI kernel thread, not in the softirq of the tarpit's
+            // send() (which is what veth does by default, charging the
+            // attacker's receive path to the tarpit).
+            sh(&format!(
+                "ip netns exec {a} ethtool -K sba{pid} gro on rx-gro-list on >/dev/null && ip netns exec {a} sh -c 'echo 1 > /sys/class/net/sba{pid}/threaded'"
+            ));
+        }
         // Lots of ephemeral ports per source address.
         sh(&format!(
             "ip netns exec {a} sysctl -qw net.ipv4.ip_local_port_range='1024 65000'"

@@ -139,8 +139,17 @@ impl Core {
         c
     }
 
+    /// Buckets of the flow index (it grows with the flows).
+    pub fn flow_buckets(&self) -> usize {
+        self.flows.buckets()
+    }
+
     pub fn count_send_error(&mut self) {
         self.counters.send_errors += 1;
+    }
+
+    pub fn count_send_errors(&mut self, n: u64) {
+        self.counters.send_errors += n;
     }
 
     pub fn count_overrun(&mut self) {

@@ -13,7 +13,7 @@ use super::StatelessOptions;
 use crate::engine::{Observer, Snapshot, Totals};
 use crate::ratelimit::RateLimit;
 use crate::sys::netlink::Netlink;
-use crate::sys::packet::{PacketSender, ETH_P_IP, ETH_P_IPV6};
+use crate::sys::packet::{Outgoing, PacketSender, ETH_P_IP, ETH_P_IPV6, SEND_BATCH};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,7 +129,7 @@ impl StatelessServer {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; nflog::RECV_BUF];
-        let mut out = [0u8; MAX_REPLY];
+        let mut outbox = Outbox::new();
         let mut errors = RateLimit::default();
         loop {
             tokio::select! {
@@ -151,7 +151,7 @@ impl StatelessServer {
                     };
                     for _ in 0..DRAIN_BATCH {
                         match g.get_inner().recv(&mut buf) {
-                            Ok(n) => serve_datagram(&mut core, &sender, &buf[..n], &mut out, &mut errors),
+                            Ok(n) => serve_datagram(&mut core, &sender, &buf[..n], &mut outbox, &mut errors),
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                                 g.clear_ready();
                                 break;
@@ -170,6 +170,7 @@ impl StatelessServer {
                             }
                         }
                     }
+                    outbox.flush(&mut core, &sender, &mut errors);
                 }
                 _ = tick.tick() => {
                     let now = core.now();
@@ -183,12 +184,83 @@ impl StatelessServer {
     }
 }
 
+/// Replies waiting to be sent, [`SEND_BATCH`] at most: one `sendmmsg` for
+/// all of them. Allocated once; nothing per packet.
+struct Outbox {
+    bufs: Box<[[u8; MAX_REPLY]; SEND_BATCH]>,
+    meta: [Meta; SEND_BATCH],
+    n: usize,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Meta {
+    ifindex: u32,
+    ethertype: u16,
+    hwaddr: [u8; 8],
+    hwlen: u8,
+    len: u8,
+}
+
+impl Outbox {
+    fn new() -> Self {
+        Outbox {
+            bufs: Box::new([[0u8; MAX_REPLY]; SEND_BATCH]),
+            meta: [Meta::default(); SEND_BATCH],
+            n: 0,
+        }
+    }
+
+    /// The buffer the next reply is built in.
+    fn slot(&mut self) -> &mut [u8; MAX_REPLY] {
+        &mut self.bufs[self.n]
+    }
+
+    /// Queues the reply built in [`slot`](Self::slot); sends the batch when
+    /// full.
+    fn commit(&mut self, m: Meta, core: &mut Core, sender: &PacketSender, errors: &mut RateLimit) {
+        self.meta[self.n] = m;
+        self.n += 1;
+        if self.n == SEND_BATCH {
+            self.flush(core, sender, errors);
+        }
+    }
+
+    fn flush(&mut self, core: &mut Core, sender: &PacketSender, errors: &mut RateLimit) {
+        if self.n == 0 {
+            return;
+        }
+        let mut batch = [Outgoing {
+            ifindex: 0,
+            ethertype: 0,
+            dst: &[],
+            pkt: &[],
+        }; SEND_BATCH];
+        for (k, (m, b)) in self.meta[..self.n].iter().zip(self.bufs.iter()).enumerate() {
+            batch[k] = Outgoing {
+                ifindex: m.ifindex,
+                ethertype: m.ethertype,
+                dst: &m.hwaddr[..usize::from(m.hwlen)],
+                pkt: &b[..usize::from(m.len)],
+            };
+        }
+        let r = sender.send_batch(&batch[..self.n]);
+        self.n = 0;
+        if r.failed > 0 {
+            core.count_send_errors(r.failed as u64);
+            if let Some(n) = errors.hit() {
+                let e = io::Error::from_raw_os_error(r.first_error.unwrap_or(0));
+                tracing::warn!(error = %e, failed = r.failed, count = n, "sending replies failed (their peers retransmit)");
+            }
+        }
+    }
+}
+
 /// Answers every packet in one datagram from the log socket.
 fn serve_datagram(
     core: &mut Core,
     sender: &PacketSender,
     data: &[u8],
-    out: &mut [u8],
+    outbox: &mut Outbox,
     errors: &mut RateLimit,
 ) {
     let now = core.now();
@@ -205,6 +277,7 @@ fn serve_datagram(
                 continue;
             }
         };
+        let out = outbox.slot();
         let Outcome::Reply { len } = core.handle(p.payload, now, out) else {
             continue;
         };
@@ -217,12 +290,17 @@ fn serve_datagram(
         } else {
             ETH_P_IPV6
         };
-        if let Err(e) = sender.send(ifindex, ethertype, p.hwaddr, &out[..len]) {
-            core.count_send_error();
-            if let Some(n) = errors.hit() {
-                tracing::warn!(error = %e, ifindex, count = n, "sending a reply failed");
-            }
-        }
+        let mut hwaddr = [0u8; 8];
+        let hwlen = p.hwaddr.len().min(8);
+        hwaddr[..hwlen].copy_from_slice(&p.hwaddr[..hwlen]);
+        let m = Meta {
+            ifindex,
+            ethertype,
+            hwaddr,
+            hwlen: hwlen as u8,
+            len: len.min(MAX_REPLY) as u8,
+        };
+        outbox.commit(m, core, sender, errors);
     }
 }
 

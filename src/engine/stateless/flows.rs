@@ -4,11 +4,19 @@
 //! remembers, per trapped connection, when it was first and last seen, how
 //! many segments we answered, how much the peer tried to send and when it
 //! tried to close — so `tarpit stats`, metrics and history work for this
-//! engine too. It is a fixed-capacity hash table with an exact
+//! engine too. It holds at most `cap` flows with an exact
 //! least-recently-seen list: when full, the flow not heard from longest is
-//! evicted (and reported, so its record is not lost). Each flow costs 48
-//! bytes plus 4–8 bytes of index; the capacity bounds memory whatever the
-//! number of connections held.
+//! evicted (and reported, so its record is not lost, and counted).
+//!
+//! Memory follows the load. Each flow costs [`FLOW_BYTES`] (52) bytes plus
+//! 4 bytes of index: the flows live in one array filled from the front
+//! (freed slots are reused first), and the index is a linear-hashing table
+//! of chain heads that grows by one bucket per flow added — splitting one
+//! chain, never rehashing the whole table — so growth never stalls
+//! answering. Both arrays reserve their address space for `cap` flows up
+//! front (when the system grants it), so they are never copied either; pages
+//! become resident only as flows arrive. An idle table costs a few hundred
+//! bytes.
 //!
 //! A flow whose first segment we see is not the handshake ACK (a probe, or
 //! data) started before we were watching — after an eviction, an idle expiry
@@ -22,12 +30,10 @@ use std::hash::Hasher;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 const NONE: u32 = u32::MAX;
-/// An empty index bucket. Buckets hold flow index + 1, so a fresh index is
-/// all zeros: the allocator hands out untouched zero pages, and an idle
-/// table costs no resident memory.
-const EMPTY: u32 = 0;
 /// Local address index meaning "more local addresses than we track".
 const LOCAL_UNKNOWN: u16 = u16::MAX;
+/// Buckets of a fresh index (a power of two).
+const INITIAL_BUCKETS: usize = 64;
 
 const F_FIN: u8 = 1;
 const F_ESTIMATED: u8 = 2;
@@ -35,7 +41,7 @@ const F_ESTIMATED: u8 = 2;
 const F_GEN_ODD: u8 = 4;
 const F_IPV4: u8 = 8;
 
-/// One flow, 48 bytes. Times are engine ticks (see [`FlowTable::new`]).
+/// One flow. Times are engine ticks (see [`FlowTable::new`]).
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct Flow {
@@ -56,9 +62,16 @@ struct Flow {
     /// free list reuses `next`.
     prev: u32,
     next: u32,
+    /// Next flow in the same index bucket.
+    chain: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<Flow>() == 48);
+/// Bytes one flow occupies in the table, index excluded.
+pub const FLOW_BYTES: usize = std::mem::size_of::<Flow>();
+/// Bytes of index per flow (one bucket head per flow at most).
+pub const INDEX_BYTES_PER_FLOW: usize = std::mem::size_of::<u32>();
+
+const _: () = assert!(FLOW_BYTES == 52);
 
 /// What a flow looked like, in plain types (for records and snapshots).
 #[derive(Debug, Clone, PartialEq)]
@@ -104,8 +117,12 @@ pub struct Observed {
 
 pub struct FlowTable {
     flows: Vec<Flow>,
-    index: Vec<u32>,
-    mask: usize,
+    /// Linear hashing: bucket heads (flow index or `NONE`). There are
+    /// `base + split` buckets; buckets below `split` have been split this
+    /// round and are addressed with one more hash bit.
+    heads: Vec<u32>,
+    base: usize,
+    split: usize,
     cap: usize,
     len: usize,
     /// Most recently seen.
@@ -120,19 +137,30 @@ pub struct FlowTable {
     evictions: u64,
 }
 
+/// A vector with room for `n` elements reserved if the system grants it
+/// (address space only: nothing is touched), else empty; it then grows as
+/// usual.
+fn reserved<T>(n: usize) -> Vec<T> {
+    let mut v = Vec::new();
+    if v.try_reserve_exact(n).is_err() {
+        v = Vec::new();
+    }
+    v
+}
+
 impl FlowTable {
     /// A table holding at most `cap` flows (at least 1). `ticks_per_sec`
-    /// tells it the unit of the `now` values it is given. Memory for the
-    /// flows is reserved up front but only touched as flows arrive.
+    /// tells it the unit of the `now` values it is given.
     pub fn new(cap: usize, ticks_per_sec: u32) -> Self {
         let cap = cap.clamp(1, (u32::MAX - 1) as usize);
-        // Load factor at most 0.8 keeps linear probing short.
-        let buckets = (cap + cap / 4 + 1).next_power_of_two().max(16);
         let mut r = rand::rng();
+        let mut heads = reserved(cap.max(INITIAL_BUCKETS));
+        heads.resize(INITIAL_BUCKETS, NONE);
         FlowTable {
-            flows: Vec::with_capacity(cap.min(1 << 16)),
-            index: vec![EMPTY; buckets],
-            mask: buckets - 1,
+            flows: reserved(cap),
+            heads,
+            base: INITIAL_BUCKETS,
+            split: 0,
             cap,
             len: 0,
             head: NONE,
@@ -158,23 +186,35 @@ impl FlowTable {
         self.cap
     }
 
+    /// Index buckets in use (grows with the number of flows).
+    pub fn buckets(&self) -> usize {
+        self.heads.len()
+    }
+
     /// Flows evicted because the table was full, since start. Non-zero means
     /// later flows' first-seen times may be estimates.
     pub fn evictions(&self) -> u64 {
         self.evictions
     }
 
+    /// Bytes the table touches at most: for the flow slots and buckets
+    /// ever used (the high-water mark; freed slots are reused).
+    pub fn bytes_used(&self) -> usize {
+        self.flows.len() * FLOW_BYTES + self.heads.len() * INDEX_BYTES_PER_FLOW
+    }
+
     /// Bytes the table uses at full capacity (flows plus index).
     pub fn bytes_at_capacity(&self) -> usize {
-        self.cap * std::mem::size_of::<Flow>() + self.index.len() * 4
+        self.cap * (FLOW_BYTES + INDEX_BYTES_PER_FLOW) + INITIAL_BUCKETS * INDEX_BYTES_PER_FLOW
     }
 
     /// Records one verified segment of `t` at time `now`.
     pub fn observe(&mut self, t: &Tuple, now: u32, s: Seen) -> Observed {
         let key = self.key_of(t);
+        let hash = self.hash(&key);
         let mut out = Observed::default();
-        let i = match self.find(&key) {
-            Some((_, i)) => {
+        let i = match self.find(&key, hash) {
+            Some(i) => {
                 self.unlink(i);
                 i
             }
@@ -200,10 +240,12 @@ impl FlowTable {
                     answered: 0,
                     prev: NONE,
                     next: NONE,
+                    chain: NONE,
                 };
                 let i = self.alloc(f);
-                self.index_insert(&key, i);
+                self.index_insert(hash, i);
                 self.len += 1;
+                self.grow();
                 out.new = true;
                 i
             }
@@ -232,8 +274,8 @@ impl FlowTable {
     /// Removes `t`'s flow (the peer reset it).
     pub fn remove(&mut self, t: &Tuple) -> Option<FlowInfo> {
         let key = self.key_of(t);
-        let (b, i) = self.find(&key)?;
-        Some(self.remove_at(b, i))
+        let i = self.find(&key, self.hash(&key))?;
+        Some(self.remove_at(i))
     }
 
     /// Removes and returns flows not seen since `before`, oldest first, at
@@ -244,12 +286,7 @@ impl FlowTable {
             if self.flows[i as usize].last >= before {
                 break;
             }
-            let key = self.key_at(i);
-            if let Some((b, _)) = self.find(&key) {
-                out.push(self.remove_at(b, i));
-            } else {
-                break; // cannot happen: every listed flow is indexed
-            }
+            out.push(self.remove_at(i));
         }
     }
 
@@ -262,10 +299,7 @@ impl FlowTable {
             let f = self.flows[i as usize];
             let prev = f.prev;
             if (f.flags & F_GEN_ODD != 0) == odd {
-                let key = self.key_at(i);
-                if let Some((b, _)) = self.find(&key) {
-                    out.push(self.remove_at(b, i));
-                }
+                out.push(self.remove_at(i));
             }
             i = prev;
         }
@@ -288,7 +322,10 @@ impl FlowTable {
     pub fn drain(&mut self) -> Vec<FlowInfo> {
         let all: Vec<FlowInfo> = self.iter().collect();
         self.flows.clear();
-        self.index.fill(EMPTY);
+        self.heads.clear();
+        self.heads.resize(INITIAL_BUCKETS, NONE);
+        self.base = INITIAL_BUCKETS;
+        self.split = 0;
         self.len = 0;
         self.head = NONE;
         self.tail = NONE;
@@ -361,63 +398,85 @@ impl FlowTable {
         }
     }
 
-    fn home(&self, k: &Key) -> usize {
+    fn hash(&self, k: &Key) -> u64 {
         let mut h = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
         h.write(&k.peer);
         h.write_u16(k.peer_port);
         h.write_u16(k.local_port);
         h.write_u16(k.local);
-        h.finish() as usize & self.mask
+        h.finish()
     }
 
-    /// `(bucket, flow index)` of `k`.
-    fn find(&self, k: &Key) -> Option<(usize, u32)> {
-        let mut b = self.home(k);
-        loop {
-            let e = self.index[b];
-            if e == EMPTY {
-                return None;
-            }
-            let i = e - 1;
+    /// The bucket of `hash` (linear hashing: one more bit below the split
+    /// pointer).
+    fn bucket(&self, hash: u64) -> usize {
+        let h = hash as usize;
+        let b = h & (self.base - 1);
+        if b < self.split {
+            h & (2 * self.base - 1)
+        } else {
+            b
+        }
+    }
+
+    fn find(&self, k: &Key, hash: u64) -> Option<u32> {
+        let mut i = self.heads[self.bucket(hash)];
+        while i != NONE {
             if self.key_at(i) == *k {
-                return Some((b, i));
+                return Some(i);
             }
-            b = (b + 1) & self.mask;
+            i = self.flows[i as usize].chain;
+        }
+        None
+    }
+
+    fn index_insert(&mut self, hash: u64, i: u32) {
+        let b = self.bucket(hash);
+        self.flows[i as usize].chain = self.heads[b];
+        self.heads[b] = i;
+    }
+
+    fn index_delete(&mut self, i: u32) {
+        let b = self.bucket(self.hash(&self.key_at(i)));
+        let after = self.flows[i as usize].chain;
+        let mut j = self.heads[b];
+        if j == i {
+            self.heads[b] = after;
+            return;
+        }
+        while j != NONE {
+            let next = self.flows[j as usize].chain;
+            if next == i {
+                self.flows[j as usize].chain = after;
+                return;
+            }
+            j = next;
         }
     }
 
-    fn index_insert(&mut self, k: &Key, i: u32) {
-        let mut b = self.home(k);
-        while self.index[b] != EMPTY {
-            b = (b + 1) & self.mask;
+    /// Keeps at most one flow per bucket on average: each new flow past
+    /// that splits one bucket (the one at the split pointer) into itself
+    /// and a new last bucket. Work per call: one chain, about one flow.
+    fn grow(&mut self) {
+        if self.len <= self.heads.len() {
+            return;
         }
-        self.index[b] = i + 1;
-    }
-
-    /// Empties bucket `b` and shifts later members of its cluster back so
-    /// lookups never stop early (linear probing without tombstones).
-    fn index_delete(&mut self, mut b: usize) {
-        let mut j = b;
-        loop {
-            j = (j + 1) & self.mask;
-            let e = self.index[j];
-            if e == EMPTY {
-                break;
-            }
-            let h = self.home(&self.key_at(e - 1));
-            // Move the entry at j into the hole at b unless its home lies
-            // cyclically in (b, j].
-            let between = if b <= j {
-                b < h && h <= j
-            } else {
-                b < h || h <= j
-            };
-            if !between {
-                self.index[b] = e;
-                b = j;
-            }
+        let from = self.split;
+        let mut i = std::mem::replace(&mut self.heads[from], NONE);
+        self.heads.push(NONE);
+        self.split += 1;
+        if self.split == self.base {
+            self.base *= 2;
+            self.split = 0;
         }
-        self.index[b] = EMPTY;
+        // Every flow of the old bucket goes to `from` or to the new one.
+        while i != NONE {
+            let next = self.flows[i as usize].chain;
+            let b = self.bucket(self.hash(&self.key_at(i)));
+            self.flows[i as usize].chain = self.heads[b];
+            self.heads[b] = i;
+            i = next;
+        }
     }
 
     fn alloc(&mut self, f: Flow) -> u32 {
@@ -432,9 +491,9 @@ impl FlowTable {
         }
     }
 
-    fn remove_at(&mut self, b: usize, i: u32) -> FlowInfo {
+    fn remove_at(&mut self, i: u32) -> FlowInfo {
         let info = self.info(i);
-        self.index_delete(b);
+        self.index_delete(i);
         self.unlink(i);
         self.flows[i as usize].next = self.free;
         self.free = i;
@@ -447,10 +506,8 @@ impl FlowTable {
         if i == NONE {
             return None;
         }
-        let key = self.key_at(i);
-        let (b, _) = self.find(&key)?;
         self.evictions += 1;
-        Some(self.remove_at(b, i))
+        Some(self.remove_at(i))
     }
 
     fn unlink(&mut self, i: u32) {
@@ -606,6 +663,52 @@ mod tests {
     }
 
     #[test]
+    fn index_grows_with_the_flows_and_keeps_finding_them() {
+        let n = 200_000u32;
+        let mut ft = FlowTable::new(1_000_000, 1);
+        assert_eq!(ft.buckets(), INITIAL_BUCKETS);
+        for k in 0..n {
+            assert!(ft.observe(&t(k), k, answered()).new);
+            // One bucket per flow at most, never fewer flows than buckets
+            // beyond the initial ones: memory follows the load.
+            assert!(ft.len() <= ft.buckets().max(INITIAL_BUCKETS));
+            assert!(ft.buckets() <= ft.len().max(INITIAL_BUCKETS));
+        }
+        assert_eq!(ft.bytes_used(), n as usize * (FLOW_BYTES + 4));
+        for k in (0..n).step_by(7) {
+            assert!(!ft.observe(&t(k), n, answered()).new, "flow {k} lost");
+        }
+        // Removing half and adding as many reuses slots: no growth.
+        for k in (0..n).step_by(2) {
+            assert!(ft.remove(&t(k)).is_some());
+        }
+        let used = ft.bytes_used();
+        for k in n..n + n / 2 {
+            assert!(ft.observe(&t(k), n, answered()).new);
+        }
+        assert_eq!(ft.bytes_used(), used);
+        assert_eq!(ft.len(), n as usize);
+        for k in (1..n).step_by(2).chain(n..n + n / 2) {
+            assert!(ft.remove(&t(k)).is_some(), "flow {k} lost");
+        }
+        assert!(ft.is_empty());
+        assert_eq!(ft.evictions(), 0);
+    }
+
+    #[test]
+    fn evictions_are_counted() {
+        let mut ft = FlowTable::new(100, 1);
+        for k in 0..1000 {
+            let o = ft.observe(&t(k), k, answered());
+            assert_eq!(o.evicted.is_some(), k >= 100);
+        }
+        assert_eq!(ft.evictions(), 900);
+        assert_eq!(ft.len(), 100);
+        // The index stopped growing at the cap.
+        assert!(ft.buckets() <= 100.max(INITIAL_BUCKETS));
+    }
+
+    #[test]
     fn expire_takes_oldest_first_and_stops_at_recent() {
         let mut ft = FlowTable::new(100, 1);
         for n in 0..10 {
@@ -663,7 +766,8 @@ mod tests {
         let f = ft.iter().next().unwrap();
         assert_eq!(f.peer, "[fd77::2]:5".parse::<SocketAddr>().unwrap());
         assert_eq!(f.local, "[fd77::1]:22".parse::<SocketAddr>().unwrap());
-        // 48 B per flow plus at most 2 x 4 B of index per slot.
-        assert!(ft.bytes_at_capacity() <= 1000 * 48 + 2048 * 4);
+        // 52 B per flow plus 4 B of index.
+        assert!(ft.bytes_at_capacity() <= 1000 * 56 + 64 * 4);
+        assert!(ft.bytes_used() <= 56 + 64 * 4);
     }
 }
