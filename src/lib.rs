@@ -20,6 +20,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod crowdsec;
 pub mod engine;
 pub mod firewall;
 pub mod logging;

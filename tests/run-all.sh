@@ -7,6 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
+
+# crowdsec's postinst runs `cscli capi register`, which needs the internet and
+# leaves the package half-configured without it. Its README.Debian: a comment
+# line in online_api_credentials.yaml before installing skips the registration.
+crowdsec_offline_credentials() {
+    mkdir -p /etc/crowdsec
+    if [ ! -s /etc/crowdsec/online_api_credentials.yaml ]; then
+        echo '# no online API (tarpit test suite: LAPI runs offline)' > /etc/crowdsec/online_api_credentials.yaml
+    fi
+}
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
@@ -32,6 +42,9 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v mount >/dev/null 2>&1 || need+=(mount)
+# crowdsec tests run Debian's LAPI offline on loopback (config and DB of their own).
+command -v crowdsec >/dev/null 2>&1 || need+=(crowdsec)
+command -v cscli >/dev/null 2>&1 || need+=(crowdsec)
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "run-all: need root to install: ${need[*]}" >&2
@@ -48,8 +61,15 @@ if [ "${#need[@]}" -gt 0 ]; then
         trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     apt-get update -qq
+    crowdsec_offline_credentials
     apt-get install -y -qq "${need[@]}"
     if [ -n "$added_policy" ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
+fi
+# A crowdsec left half-configured by an earlier run (its postinst registered
+# with the online API and failed) breaks every later apt run: finish it.
+if dpkg-query -W -f='${Status}' crowdsec 2>/dev/null | grep -q 'half-configured\|unpacked'; then
+    crowdsec_offline_credentials
+    dpkg --configure crowdsec
 fi
 
 # tests/deploy_package.rs packs the .deb with cargo-deb (a crates.io tool).

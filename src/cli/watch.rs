@@ -64,9 +64,28 @@ pub fn run(cli: &Cli, a: &WatchArgs) -> ExitCode {
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
     spawn_signal_thread(stop.clone(), reload.clone());
+    let mut crowdsec = None;
+    if settings.crowdsec.is_some() {
+        match crate::crowdsec::worker::db_path(&state) {
+            Some(db) => match crate::crowdsec::start(&settings, &db, stop.clone()) {
+                Ok(c) => crowdsec = Some(c),
+                Err(e) => return fail(1, format!("crowdsec: {e}")),
+            },
+            None => tracing::warn!(
+                "crowdsec: off in a dry run without --state-db (decisions live in the state database)"
+            ),
+        }
+    }
     let mut w = Watcher::new(settings, state, fw, &own).refresh_own_addresses();
+    let mut cs_metrics = None;
+    let mut cs_thread = None;
+    if let Some((bridge, m, t)) = crowdsec {
+        w = w.with_external(Box::new(bridge));
+        cs_metrics = Some(m);
+        cs_thread = Some(t);
+    }
     let metrics_thread = match a.metrics {
-        Some(addr) => match serve_metrics(addr, w.metrics(), stop.clone()) {
+        Some(addr) => match serve_metrics(addr, w.metrics(), cs_metrics, stop.clone()) {
             Ok(t) => Some(t),
             Err(e) => return fail(1, format!("cannot serve metrics on {addr}: {e}")),
         },
@@ -90,6 +109,10 @@ pub fn run(cli: &Cli, a: &WatchArgs) -> ExitCode {
     if let Some(t) = metrics_thread {
         let _ = t.join();
     }
+    // The crowdsec thread is not joined: a request to a hung LAPI may take
+    // its full timeout, and everything it writes is in committed
+    // transactions already.
+    drop(cs_thread);
     ExitCode::SUCCESS
 }
 
@@ -167,12 +190,16 @@ fn spawn_signal_thread(stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) {
 fn serve_metrics(
     addr: std::net::SocketAddr,
     metrics: Arc<crate::watcher::metrics::WatchMetrics>,
+    crowdsec: Option<Arc<crate::crowdsec::CrowdSecMetrics>>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let server = crate::stats::metrics::MetricsServer::bind(addr)?;
     tracing::info!(address = %server.local_addr()?, "serving metrics");
     let mut reg = prometheus_client::registry::Registry::with_prefix("tarpit");
     metrics.register(&mut reg);
+    if let Some(c) = crowdsec {
+        c.register(&mut reg);
+    }
     let reg = Arc::new(reg);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

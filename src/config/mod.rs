@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 pub use duration::parse_duration;
-pub use watch::{DurationValue, JailSection, StrList, WatchSection};
+pub use watch::{CrowdSecSection, DurationValue, JailSection, StrList, WatchSection};
 
 /// A configuration mistake, located.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,8 +41,32 @@ pub struct WatchSection {
     pub nflog_group: Option<Spanned<i64>>,
     /// TCP ports trapped for every source (decoys), besides the trapped hosts.
     pub decoy_ports: Option<Spanned<Vec<i64>>>,
+    /// `[watch.crowdsec]`: bouncer and machine of a CrowdSec Local API.
+    pub crowdsec: Option<Spanned<CrowdSecSection>>,
     #[serde(default)]
     pub jail: Vec<Spanned<JailSection>>,
+}
+
+/// `[watch.crowdsec]`, as written (validated in `crate::crowdsec::settings`).
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct CrowdSecSection {
+    /// LAPI, `http://127.0.0.1:8080/`.
+    pub url: Option<Spanned<String>>,
+    /// File with the bouncer key (`cscli bouncers add tarpit -o raw`), mode 0600.
+    pub api_key_file: Option<Spanned<String>>,
+    /// Machine name for pushing our bans (`cscli machines add`).
+    pub machine_id: Option<Spanned<String>>,
+    /// File with the machine's password, mode 0600.
+    pub password_file: Option<Spanned<String>>,
+    /// Push our bans as alerts (default: on when a machine is configured).
+    pub push: Option<Spanned<bool>>,
+    /// Decision types that trap (default `["tarpit"]`).
+    pub types: Option<Spanned<StrList>>,
+    /// Only decisions of these origins (default: all).
+    pub origins: Option<Spanned<StrList>>,
+    /// How often the decision stream is pulled (default 10s).
+    pub update_frequency: Option<Spanned<DurationValue>>,
 }
 
 /// One `[[watch.jail]]`.

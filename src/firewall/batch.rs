@@ -70,6 +70,11 @@ pub fn validate(cfg: &NftConfig) -> Result<(), FwError> {
             cfg.set4
         )));
     }
+    if cfg.range_sets {
+        let (n4, n6) = super::net::set_names(cfg);
+        validate_name("IPv4 range set name", &n4)?;
+        validate_name("IPv6 range set name", &n6)?;
+    }
     if cfg.port == 0 {
         return Err(FwError::Config("redirect port must not be 0".into()));
     }
@@ -127,7 +132,13 @@ pub fn source_matches(cfg: &NftConfig) -> Result<Vec<String>, FwError> {
     } else {
         format!("ip6 saddr @{}", cfg.set6)
     };
-    Ok(vec![format!("ip saddr @{}", cfg.set4), v6])
+    let mut m = vec![format!("ip saddr @{}", cfg.set4), v6];
+    if cfg.range_sets {
+        let (n4, n6) = super::net::set_names(cfg);
+        m.push(format!("ip saddr @{n4}"));
+        m.push(format!("ip6 saddr @{n6}"));
+    }
+    Ok(m)
 }
 
 /// `{ 22, 2323 }` for the decoy rule, `None` when there are none.
@@ -160,6 +171,18 @@ pub fn set_commands(cfg: &NftConfig, out: &mut String) -> Result<(), FwError> {
         "add set inet {t} {} {{ type ipv6_addr; flags timeout; }}",
         cfg.set6
     );
+    if cfg.range_sets {
+        // Networks (CrowdSec ranges): interval sets, see `super::net`.
+        let (n4, n6) = super::net::set_names(cfg);
+        let _ = writeln!(
+            out,
+            "add set inet {t} {n4} {{ type ipv4_addr; flags interval, timeout; }}"
+        );
+        let _ = writeln!(
+            out,
+            "add set inet {t} {n6} {{ type ipv6_addr; flags interval, timeout; }}"
+        );
+    }
     Ok(())
 }
 

@@ -184,6 +184,27 @@ pub fn missing_parts(text: &str, cfg: &NftConfig) -> Result<Vec<String>, FwError
             cfg.set6,
         ));
     }
+    if cfg.range_sets {
+        let (n4, n6) = super::net::set_names(cfg);
+        for (name, ty, proto) in [(&n4, "ipv4_addr", "ip"), (&n6, "ipv6_addr", "ip6")] {
+            let ok = find_set(&objs, cfg, name).is_some_and(|s| {
+                str_of(s, "type") == Some(ty)
+                    && s.get("flags").and_then(Value::as_array).is_some_and(|f| {
+                        ["interval", "timeout"]
+                            .iter()
+                            .all(|w| f.iter().any(|x| x.as_str() == Some(w)))
+                    })
+            });
+            if !ok {
+                missing.push(format!(
+                    "set inet {t} {name} (type {ty}, flags interval, timeout)"
+                ));
+            }
+            if !has_rule(proto, name, None) {
+                missing.push(format!("rule: {proto} saddr @{name} {action_text}"));
+            }
+        }
+    }
     Ok(missing)
 }
 

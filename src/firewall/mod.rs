@@ -20,7 +20,10 @@ mod batch;
 mod exec;
 mod json;
 pub mod stateless;
+mod net;
 mod target;
+
+pub use net::Net;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -100,6 +103,10 @@ pub struct NftConfig {
     /// nobody has business there). Matched with `fib daddr type local`, so
     /// a router never captures traffic it only forwards.
     pub decoy_ports: Vec<u16>,
+    /// Also keep two interval sets for networks (`<set4>_net`,
+    /// `<set6>_net`, see [`Firewall::set_ranges`]) and match them like the
+    /// host sets. On when `[watch.crowdsec]` is configured.
+    pub range_sets: bool,
 }
 
 impl Default for NftConfig {
@@ -117,6 +124,7 @@ impl Default for NftConfig {
             timeout: Duration::from_secs(30),
             mode: TrapMode::Redirect,
             decoy_ports: Vec::new(),
+            range_sets: false,
         }
     }
 }

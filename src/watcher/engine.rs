@@ -35,6 +35,12 @@ pub trait Enforcer {
     fn unban(&self, hosts: &[Target]) -> Result<(), String>;
     /// False when the table, a set or the rule is missing.
     fn intact(&self) -> Result<bool, String>;
+    /// Makes the interval sets hold exactly these networks (CrowdSec
+    /// ranges), in one transaction.
+    fn set_ranges(&self, nets: &[(crate::firewall::Net, Duration)]) -> Result<(), String> {
+        let _ = nets;
+        Err("this firewall has no range sets".into())
+    }
 }
 
 /// Counters, for logs and tests.
@@ -120,6 +126,8 @@ pub struct Watcher<E: Enforcer> {
     errors: RateLimited,
     pub stats: WatchStats,
     metrics: Arc<WatchMetrics>,
+    /// Traps decided elsewhere (CrowdSec), see `super::external`.
+    external: Option<Box<dyn super::external::External>>,
 }
 
 /// Most bytes read from one file per poll; bounds one transaction.
@@ -167,7 +175,14 @@ impl<E: Enforcer> Watcher<E> {
             errors: RateLimited::new(Duration::from_secs(60)),
             stats: WatchStats::default(),
             metrics: Arc::new(WatchMetrics::default()),
+            external: None,
         }
+    }
+
+    /// Also applies (and restores) the traps `x` decides.
+    pub fn with_external(mut self, x: Box<dyn super::external::External>) -> Self {
+        self.external = Some(x);
+        self
     }
 
     /// Shares the watcher's metrics (for `--metrics`).
@@ -225,13 +240,20 @@ impl<E: Enforcer> Watcher<E> {
                 return false;
             }
         };
-        let items: Vec<(Target, Duration)> = bans
+        let mut items: Vec<(Target, Duration)> = bans
             .iter()
             .map(|b| (b.host, b.remaining(now)))
             .filter(|(_, d)| !d.is_zero())
             .collect();
+        if let Some(x) = self.external.as_mut() {
+            // The batch keeps the longest timeout of duplicates.
+            items.extend(x.hosts());
+        }
         let t0 = Instant::now();
-        let r = self.fw.restore(&items);
+        let mut r = self.fw.restore(&items);
+        if let (Ok(()), Some(x)) = (&r, self.external.as_mut()) {
+            r = x.restore_nets(&self.fw);
+        }
         self.metrics.nft_batches.inc();
         self.metrics
             .restore_duration
@@ -363,6 +385,11 @@ impl<E: Enforcer> Watcher<E> {
                 if !self.poll_source(si) {
                     break;
                 }
+            }
+        }
+        if let Some(x) = self.external.as_mut() {
+            if let Err(e) = x.tick(&self.fw, self.fw_ok) {
+                self.fw_failed(&e);
             }
         }
         if self.fw_ok && Instant::now() >= self.next_check {
@@ -501,8 +528,13 @@ impl<E: Enforcer> Watcher<E> {
             return;
         }
         let now = ms(SystemTime::now());
-        let items: Vec<(Target, Duration)> =
+        let mut items: Vec<(Target, Duration)> =
             bans.iter().map(|b| (b.host, b.remaining(now))).collect();
+        if let Some(x) = self.external.as_mut() {
+            for (h, d) in items.iter_mut() {
+                *d = (*d).max(x.until(h).unwrap_or_default());
+            }
+        }
         self.metrics.nft_batches.inc();
         if let Err(e) = self.fw.ban(&items) {
             self.fw_failed(&e);

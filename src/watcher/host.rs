@@ -125,6 +125,18 @@ impl IgnoreList {
         self.ranges.iter().any(|c| c.contains(ip))
     }
 
+    /// True when the network `ip/len` shares any address with an ignored
+    /// range (CIDR ranges overlap exactly when one contains the other).
+    pub fn overlaps(&self, ip: IpAddr, len: u8) -> bool {
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let len = len.min(max) + if ip.is_ipv4() { 96 } else { 0 };
+        let net = Cidr::to_128(ip) & prefix_mask(len);
+        self.ranges.iter().any(|c| {
+            let l = c.len.min(len);
+            c.net & prefix_mask(l) == net & prefix_mask(l)
+        })
+    }
+
     /// True when banning `key` would trap an ignored address: for an IPv6
     /// prefix, any ignored range that overlaps it (one inside it, longer
     /// than the prefix, as well as one containing it).
@@ -188,6 +200,13 @@ mod tests {
         assert!(!l.is_ignored(ip("10.77.0.2")));
         assert!(l.is_ignored(ip("192.0.2.200")));
         assert!(!l.is_ignored(ip("192.0.3.1")));
+        assert!(l.overlaps(ip("10.77.0.0"), 16));
+        assert!(l.overlaps(ip("192.0.2.128"), 25));
+        assert!(l.overlaps(ip("192.0.0.0"), 8));
+        assert!(!l.overlaps(ip("192.0.3.0"), 24));
+        assert!(!l.overlaps(ip("10.78.0.0"), 16));
+        assert!(l.overlaps(ip("fd77::"), 16));
+        assert!(!l.overlaps(ip("fd78::"), 16));
         // Our own address inside a /64 protects the whole prefix.
         assert!(l.covers_key(&Target::from_ip(ip("fd77::99"), 64)));
         assert!(!l.covers_key(&Target::from_ip(ip("fd78::99"), 64)));

@@ -9,6 +9,7 @@
 //! * [`state`] — SQLite: bans, hits, log positions.
 
 pub mod engine;
+pub mod external;
 pub mod filter;
 pub mod follow;
 pub mod host;

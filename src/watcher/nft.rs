@@ -19,6 +19,7 @@ pub fn nft_config(s: &WatchSettings) -> NftConfig {
         mode: s.mode,
         decoy_ports: s.decoy_ports.clone(),
         flush_conntrack: s.flush_conntrack,
+        range_sets: s.crowdsec.is_some(),
         ..NftConfig::default()
     }
 }
@@ -45,5 +46,8 @@ impl Enforcer for Firewall {
     }
     fn intact(&self) -> Result<bool, String> {
         Firewall::intact(self).map_err(|e| e.to_string())
+    }
+    fn set_ranges(&self, nets: &[(crate::firewall::Net, Duration)]) -> Result<(), String> {
+        Firewall::set_ranges(self, nets).map_err(|e| e.to_string())
     }
 }

@@ -53,6 +53,8 @@ pub struct WatchSettings {
     /// Applies to every jail, besides loopback and our own addresses.
     pub ignoreip: Vec<Cidr>,
     pub jails: Vec<Jail>,
+    /// `[watch.crowdsec]`: LAPI bouncer and machine (off when absent).
+    pub crowdsec: Option<crate::crowdsec::Settings>,
 }
 
 impl Default for WatchSettings {
@@ -72,6 +74,7 @@ impl Default for WatchSettings {
             check_interval: Duration::from_secs(10),
             ignoreip: Vec::new(),
             jails: vec![default_jail()],
+            crowdsec: None,
         }
     }
 }
@@ -236,6 +239,10 @@ pub fn resolve(section: Option<(&WatchSection, &Source)>) -> Result<WatchSetting
     }
     if let Some(v) = &w.ignoreip {
         o.ignoreip = cidrs(v, "watch.ignoreip")?;
+    }
+
+    if let Some(c) = &w.crowdsec {
+        o.crowdsec = Some(crate::crowdsec::settings::resolve(c, src)?);
     }
 
     if !w.jail.is_empty() {

@@ -1,0 +1,66 @@
+//! CrowdSec: `tarpit watch` as a bouncer (pulls `tarpit` decisions from a
+//! Local API and traps them) and as a machine (pushes every ban it makes
+//! as an alert carrying a `tarpit` decision), so a fleet traps together.
+//!
+//! * [`decision`] — pure: stream parsing, which decisions we trap and how;
+//! * [`duration`] — Go duration text;
+//! * [`client`] — the LAPI HTTP client (bounded answers, re-login on 401);
+//! * [`store`] — decisions and the push queue in the state database;
+//! * [`worker`] — the LAPI thread: pulls, pushes, back-off;
+//! * [`bridge`] — the watcher's hook: database changes → firewall;
+//! * [`settings`] — `[watch.crowdsec]`.
+
+pub mod bridge;
+pub mod client;
+pub mod decision;
+pub mod duration;
+pub mod metrics;
+pub mod settings;
+pub mod store;
+pub mod worker;
+
+pub use bridge::Bridge;
+pub use metrics::CrowdSecMetrics;
+pub use settings::Settings;
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Starts the LAPI thread for `[watch.crowdsec]` on the state database at
+/// `db`; returns the watcher's hook, the metrics and the thread.
+pub fn start(
+    watch: &crate::watcher::WatchSettings,
+    db: &Path,
+    stop: Arc<AtomicBool>,
+) -> Result<(Bridge, Arc<CrowdSecMetrics>, std::thread::JoinHandle<()>), String> {
+    let cs = watch
+        .crowdsec
+        .clone()
+        .ok_or_else(|| "no [watch.crowdsec] configured".to_string())?;
+    let metrics = Arc::new(CrowdSecMetrics::default());
+    let (tx, rx) = std::sync::mpsc::channel();
+    tracing::info!(
+        url = %cs.url,
+        bouncer = cs.api_key.is_some(),
+        push = cs.push,
+        types = ?cs.types,
+        every = ?cs.update_frequency,
+        "crowdsec: starting"
+    );
+    let worker = worker::Worker::new(
+        cs,
+        db,
+        watch.ipv6_prefix,
+        watch.ignoreip.clone(),
+        metrics.clone(),
+        tx,
+    )
+    .map_err(|e| format!("state database {}: {e}", db.display()))?;
+    let conn = store::open(db).map_err(|e| format!("state database {}: {e}", db.display()))?;
+    let t = std::thread::Builder::new()
+        .name("crowdsec".into())
+        .spawn(move || worker.run(stop))
+        .map_err(|e| format!("cannot start the crowdsec thread: {e}"))?;
+    Ok((Bridge::new(conn, rx), metrics, t))
+}
