@@ -40,7 +40,8 @@ impl Bridge {
     }
 
     fn nets(&mut self, now: i64) -> Result<Vec<(Net, Duration)>, String> {
-        let nets = store::active_nets(&self.conn, now).map_err(|e| format!("state database: {e}"))?;
+        let nets =
+            store::active_nets(&self.conn, now).map_err(|e| format!("state database: {e}"))?;
         let items: Vec<(Net, Duration)> = nets
             .into_iter()
             .map(|(n, e)| (n, Duration::from_millis((e - now).max(0) as u64)))
@@ -70,8 +71,10 @@ impl External for Bridge {
             let mut unban = Vec::new();
             let err = |e: rusqlite::Error| format!("state database: {e}");
             if self.hosts.len() > BULK {
-                let all: std::collections::HashMap<Target, i64> =
-                    store::all_hosts(&self.conn, now).map_err(err)?.into_iter().collect();
+                let all: std::collections::HashMap<Target, i64> = store::all_hosts(&self.conn, now)
+                    .map_err(err)?
+                    .into_iter()
+                    .collect();
                 for h in &self.hosts {
                     match all.get(h) {
                         Some(e) => ban.push((*h, Duration::from_millis((e - now).max(1) as u64))),
@@ -89,7 +92,11 @@ impl External for Bridge {
             fw.ban(&ban)?;
             fw.unban(&unban)?;
             self.applied += 1;
-            tracing::debug!(trapped = ban.len(), released = unban.len(), "crowdsec decisions applied");
+            tracing::debug!(
+                trapped = ban.len(),
+                released = unban.len(),
+                "crowdsec decisions applied"
+            );
             self.hosts.clear();
         }
         if self.nets_dirty {

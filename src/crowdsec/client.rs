@@ -242,7 +242,9 @@ impl Client {
             .collect()
             .await
             .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     LapiError::TooBig(MAX_BODY)
                 } else {
                     LapiError::Unreachable(where_.clone(), e.to_string())
@@ -292,7 +294,12 @@ impl Client {
             .ok_or_else(|| LapiError::Config("no machine_id/password configured".into()))?;
         let body = serde_json::json!({"machine_id": m.id, "password": m.password}).to_string();
         let (st, body) = self
-            .request(Method::POST, "/v1/watchers/login", &[], Some(body.into_bytes()))
+            .request(
+                Method::POST,
+                "/v1/watchers/login",
+                &[],
+                Some(body.into_bytes()),
+            )
             .await?;
         Self::check(st, &body, &[200])?;
         #[derive(serde::Deserialize)]
@@ -346,9 +353,15 @@ mod tests {
     #[test]
     fn endpoints() {
         let e = Endpoint::parse("http://127.0.0.1:8080/").unwrap();
-        assert_eq!((e.host.as_str(), e.port, e.prefix.as_str()), ("127.0.0.1", 8080, ""));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.prefix.as_str()),
+            ("127.0.0.1", 8080, "")
+        );
         let e = Endpoint::parse("http://[::1]:81/lapi/").unwrap();
-        assert_eq!((e.host.as_str(), e.port, e.prefix.as_str()), ("::1", 81, "/lapi"));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.prefix.as_str()),
+            ("::1", 81, "/lapi")
+        );
         assert_eq!(e.authority(), "[::1]:81");
         assert_eq!(Endpoint::parse("http://lapi.internal").unwrap().port, 80);
         for bad in [

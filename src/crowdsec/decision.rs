@@ -375,26 +375,51 @@ mod tests {
         }
         // A range that merely contains one of them.
         for v in ["10.77.0.0/24", "192.0.0.0/16", "127.0.0.0/8", "fd77::/48"] {
-            assert_eq!(no(&dec("tarpit", "Range", v, "1h")), Refusal::Ignored, "{v}");
+            assert_eq!(
+                no(&dec("tarpit", "Range", v, "1h")),
+                Refusal::Ignored,
+                "{v}"
+            );
         }
         for v in ["0.0.0.0/0", "10.0.0.0/7", "::/0", "fd00::/8"] {
-            assert_eq!(no(&dec("tarpit", "Range", v, "1h")), Refusal::TooWide, "{v}");
+            assert_eq!(
+                no(&dec("tarpit", "Range", v, "1h")),
+                Refusal::TooWide,
+                "{v}"
+            );
         }
     }
 
     #[test]
     fn bad_values_and_durations() {
-        for v in ["", "x", "10.0.0.1/33", "10.0.0.1/x", "fd77::/129", "1.2.3.4.5"] {
-            assert_eq!(no(&dec("tarpit", "Range", v, "1h")), Refusal::Invalid, "{v}");
+        for v in [
+            "",
+            "x",
+            "10.0.0.1/33",
+            "10.0.0.1/x",
+            "fd77::/129",
+            "1.2.3.4.5",
+        ] {
+            assert_eq!(
+                no(&dec("tarpit", "Range", v, "1h")),
+                Refusal::Invalid,
+                "{v}"
+            );
         }
         assert_eq!(
             no(&dec("tarpit", "Ip", "10.1.0.0/16", "1h")),
             Refusal::Invalid,
             "an Ip with a prefix"
         );
-        assert_eq!(no(&dec("tarpit", "Ip", &"1".repeat(5000), "1h")), Refusal::Invalid);
+        assert_eq!(
+            no(&dec("tarpit", "Ip", &"1".repeat(5000), "1h")),
+            Refusal::Invalid
+        );
         assert_eq!(no(&dec("tarpit", "Ip", "10.1.2.3", "7d")), Refusal::Invalid);
-        assert_eq!(no(&dec("tarpit", "Ip", "10.1.2.3", "-3ms")), Refusal::Expired);
+        assert_eq!(
+            no(&dec("tarpit", "Ip", "10.1.2.3", "-3ms")),
+            Refusal::Expired
+        );
         assert_eq!(no(&dec("tarpit", "Ip", "10.1.2.3", "0s")), Refusal::Expired);
     }
 
@@ -418,7 +443,11 @@ mod tests {
             br#"{"new":{}}"#,
             b"\xff\xfe",
         ] {
-            assert!(parse_stream(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_stream(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let huge = vec![b' '; MAX_BODY + 1];
         assert!(parse_stream(&huge).unwrap_err().contains("larger"));

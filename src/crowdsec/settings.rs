@@ -77,11 +77,17 @@ fn plain_word(s: &str) -> bool {
 pub fn resolve(sec: &Spanned<CrowdSecSection>, src: &Source) -> Result<Settings, ConfigError> {
     let c = sec.get_ref();
     let url = c.url.as_ref().ok_or_else(|| {
-        src.error_at(sec.span(), "watch.crowdsec.url", "the LAPI url is required (e.g. \"http://127.0.0.1:8080/\")")
+        src.error_at(
+            sec.span(),
+            "watch.crowdsec.url",
+            "the LAPI url is required (e.g. \"http://127.0.0.1:8080/\")",
+        )
     })?;
     let endpoint = Endpoint::parse(url.get_ref())
         .map_err(|m| src.error_at(url.span(), "watch.crowdsec.url", m))?;
-    let secret = |v: &Option<Spanned<String>>, key: &str| -> Result<Option<(PathBuf, Secret)>, ConfigError> {
+    let secret = |v: &Option<Spanned<String>>,
+                  key: &str|
+     -> Result<Option<(PathBuf, Secret)>, ConfigError> {
         match v {
             None => Ok(None),
             Some(p) => {
@@ -108,14 +114,20 @@ pub fn resolve(sec: &Spanned<CrowdSecSection>, src: &Source) -> Result<Settings,
     match (&machine_id, &password) {
         (Some(_), None) => {
             return Err(src.error_at(
-                c.machine_id.as_ref().map(|m| m.span()).unwrap_or(sec.span()),
+                c.machine_id
+                    .as_ref()
+                    .map(|m| m.span())
+                    .unwrap_or(sec.span()),
                 "watch.crowdsec.password_file",
                 "machine_id needs password_file",
             ))
         }
         (None, Some(_)) => {
             return Err(src.error_at(
-                c.password_file.as_ref().map(|m| m.span()).unwrap_or(sec.span()),
+                c.password_file
+                    .as_ref()
+                    .map(|m| m.span())
+                    .unwrap_or(sec.span()),
                 "watch.crowdsec.machine_id",
                 "password_file needs machine_id",
             ))
@@ -131,12 +143,19 @@ pub fn resolve(sec: &Spanned<CrowdSecSection>, src: &Source) -> Result<Settings,
     }
     let push = match &c.push {
         Some(p) if *p.get_ref() && machine_id.is_none() => {
-            return Err(src.error_at(p.span(), "watch.crowdsec.push", "push needs machine_id and password_file"))
+            return Err(src.error_at(
+                p.span(),
+                "watch.crowdsec.push",
+                "push needs machine_id and password_file",
+            ))
         }
         Some(p) => *p.get_ref(),
         None => machine_id.is_some(),
     };
-    let words = |v: &Option<Spanned<StrList>>, key: &str, dflt: Vec<String>| -> Result<Vec<String>, ConfigError> {
+    let words = |v: &Option<Spanned<StrList>>,
+                 key: &str,
+                 dflt: Vec<String>|
+     -> Result<Vec<String>, ConfigError> {
         match v {
             None => Ok(dflt),
             Some(l) => StrList::items(l)
@@ -154,16 +173,25 @@ pub fn resolve(sec: &Spanned<CrowdSecSection>, src: &Source) -> Result<Settings,
     let types = words(&c.types, "watch.crowdsec.types", vec!["tarpit".into()])?;
     if types.is_empty() {
         let span = c.types.as_ref().map(|t| t.span()).unwrap_or(sec.span());
-        return Err(src.error_at(span, "watch.crowdsec.types", "at least one decision type is needed"));
+        return Err(src.error_at(
+            span,
+            "watch.crowdsec.types",
+            "at least one decision type is needed",
+        ));
     }
     let origins = words(&c.origins, "watch.crowdsec.origins", Vec::new())?;
     let update_frequency = match &c.update_frequency {
         None => DEFAULT_UPDATE_FREQUENCY,
         Some(v) => {
             let d: &DurationValue = v.get_ref();
-            let d = parse_duration(&d.0).map_err(|m| src.error_at(v.span(), "watch.crowdsec.update_frequency", m))?;
+            let d = parse_duration(&d.0)
+                .map_err(|m| src.error_at(v.span(), "watch.crowdsec.update_frequency", m))?;
             if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
-                return Err(src.error_at(v.span(), "watch.crowdsec.update_frequency", "must be within 100ms..1h"));
+                return Err(src.error_at(
+                    v.span(),
+                    "watch.crowdsec.update_frequency",
+                    "must be within 100ms..1h",
+                ));
             }
             d
         }
@@ -211,12 +239,18 @@ mod tests {
         ))
         .unwrap();
         let c = o.crowdsec.unwrap();
-        assert_eq!(c.api_key.as_ref().unwrap().0, "f60533ad058c034f46bb3183f759e377");
+        assert_eq!(
+            c.api_key.as_ref().unwrap().0,
+            "f60533ad058c034f46bb3183f759e377"
+        );
         assert!(c.push, "push defaults on with a machine");
         assert_eq!(c.types, vec!["tarpit", "ban"]);
         assert_eq!(c.update_frequency, std::time::Duration::from_secs(2));
         assert!(!format!("{c:?}").contains("f60533"), "Debug hides the key");
-        let o = load(&format!("[watch.crowdsec]\nurl = \"http://127.0.0.1:8080/\"\napi_key_file = {k:?}\n")).unwrap();
+        let o = load(&format!(
+            "[watch.crowdsec]\nurl = \"http://127.0.0.1:8080/\"\napi_key_file = {k:?}\n"
+        ))
+        .unwrap();
         let c = o.crowdsec.unwrap();
         assert!(!c.push);
         assert_eq!(c.types, vec!["tarpit"]);
@@ -245,9 +279,16 @@ mod tests {
         ];
         for (text, line, key) in cases {
             let e = load(&text).unwrap_err();
-            assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{text}: {e}");
+            assert_eq!(
+                (e.line, e.key.as_deref()),
+                (Some(line), Some(key)),
+                "{text}: {e}"
+            );
         }
-        let e = load(&format!("[watch.crowdsec]\nurl = \"http://x:1/\"\napi_key_file = {open:?}\n")).unwrap_err();
+        let e = load(&format!(
+            "[watch.crowdsec]\nurl = \"http://x:1/\"\napi_key_file = {open:?}\n"
+        ))
+        .unwrap_err();
         assert!(e.message.contains("chmod 600"), "{e}");
         for p in [k, open, empty] {
             let _ = std::fs::remove_file(p);

@@ -240,7 +240,9 @@ pub fn all_hosts(c: &Connection, now_ms: i64) -> rusqlite::Result<Vec<(Target, i
             SELECT trap AS t, expires_at AS e FROM cs_decisions WHERE is_net = 0 AND expires_at > ?1)
          GROUP BY t",
     )?;
-    let rows = st.query_map([now_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let rows = st.query_map([now_ms], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
     let mut out = Vec::new();
     for r in rows {
         let (t, e) = r?;
@@ -256,7 +258,9 @@ pub fn active_hosts(c: &Connection, now_ms: i64) -> rusqlite::Result<Vec<(Target
     let mut st = c.prepare_cached(
         "SELECT trap, MAX(expires_at) FROM cs_decisions WHERE is_net = 0 AND expires_at > ?1 GROUP BY trap",
     )?;
-    let rows = st.query_map([now_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let rows = st.query_map([now_ms], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
     let mut out = Vec::new();
     for r in rows {
         let (t, e) = r?;
@@ -272,7 +276,9 @@ pub fn active_nets(c: &Connection, now_ms: i64) -> rusqlite::Result<Vec<(Net, i6
     let mut st = c.prepare_cached(
         "SELECT trap, MAX(expires_at) FROM cs_decisions WHERE is_net = 1 AND expires_at > ?1 GROUP BY trap",
     )?;
-    let rows = st.query_map([now_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let rows = st.query_map([now_ms], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
     let mut out = Vec::new();
     for r in rows {
         let (t, e) = r?;
@@ -404,8 +410,18 @@ mod tests {
     fn deletions_are_idempotent_and_counted_against_other_holders() {
         let (mut c, d) = db("ref");
         let h: Target = "10.77.1.2".parse().unwrap();
-        let t = apply(&mut c, &[row(1, "10.77.1.2", 5000), row(2, "10.77.1.2", 9000)], &[], false, 100).unwrap();
-        assert_eq!((t.added, t.hosts.iter().copied().collect::<Vec<_>>()), (2, vec![h]));
+        let t = apply(
+            &mut c,
+            &[row(1, "10.77.1.2", 5000), row(2, "10.77.1.2", 9000)],
+            &[],
+            false,
+            100,
+        )
+        .unwrap();
+        assert_eq!(
+            (t.added, t.hosts.iter().copied().collect::<Vec<_>>()),
+            (2, vec![h])
+        );
         // The same answer again changes nothing.
         let t = apply(&mut c, &[row(1, "10.77.1.2", 5000)], &[], false, 200).unwrap();
         assert_eq!(t, Touched::default());
@@ -414,7 +430,12 @@ mod tests {
         assert_eq!(t.removed, 1);
         assert_eq!(trapped_until(&c, &h, 300).unwrap(), Some(5000));
         // Repeated deletion: nothing more.
-        assert_eq!(apply(&mut c, &[], &[(2, "v2".into())], false, 300).unwrap().removed, 0);
+        assert_eq!(
+            apply(&mut c, &[], &[(2, "v2".into())], false, 300)
+                .unwrap()
+                .removed,
+            0
+        );
         // A deletion under an id we never saw removes the value's rows.
         let mut r3 = row(3, "10.77.1.9", 5000);
         r3.value = "10.77.1.9".into();
@@ -437,7 +458,14 @@ mod tests {
     #[test]
     fn startup_forgets_what_lapi_no_longer_has_and_nets_are_separate() {
         let (mut c, d) = db("startup");
-        apply(&mut c, &[row(1, "10.77.1.2", 5000), row(3, "10.78.0.0/16", 5000)], &[], false, 100).unwrap();
+        apply(
+            &mut c,
+            &[row(1, "10.77.1.2", 5000), row(3, "10.78.0.0/16", 5000)],
+            &[],
+            false,
+            100,
+        )
+        .unwrap();
         assert_eq!(active_nets(&c, 100).unwrap().len(), 1);
         assert_eq!(active_hosts(&c, 100).unwrap().len(), 1);
         let t = apply(&mut c, &[row(1, "10.77.1.2", 5000)], &[], true, 200).unwrap();
@@ -454,20 +482,33 @@ mod tests {
     fn outbox_is_filled_by_bans_in_order_only_while_pushing() {
         let (c, d) = db("outbox");
         set_push(&c, true).unwrap();
-        c.execute("INSERT INTO bans VALUES ('10.77.1.2', 'j', 10, 20, 1)", []).unwrap();
-        c.execute("INSERT INTO bans VALUES ('10.77.1.3', 'j', 11, 21, 1)", []).unwrap();
+        c.execute("INSERT INTO bans VALUES ('10.77.1.2', 'j', 10, 20, 1)", [])
+            .unwrap();
+        c.execute("INSERT INTO bans VALUES ('10.77.1.3', 'j', 11, 21, 1)", [])
+            .unwrap();
         // An unban (expiry only) is not a new ban; a re-ban is.
-        c.execute("UPDATE bans SET expires_at = 12 WHERE host = '10.77.1.2'", []).unwrap();
-        c.execute("UPDATE bans SET banned_at = 30, expires_at = 40 WHERE host = '10.77.1.2'", []).unwrap();
+        c.execute(
+            "UPDATE bans SET expires_at = 12 WHERE host = '10.77.1.2'",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "UPDATE bans SET banned_at = 30, expires_at = 40 WHERE host = '10.77.1.2'",
+            [],
+        )
+        .unwrap();
         let q = outbox(&c, 10).unwrap();
         assert_eq!(
-            q.iter().map(|o| (o.host.as_str(), o.banned_at)).collect::<Vec<_>>(),
+            q.iter()
+                .map(|o| (o.host.as_str(), o.banned_at))
+                .collect::<Vec<_>>(),
             vec![("10.77.1.2", 10), ("10.77.1.3", 11), ("10.77.1.2", 30)]
         );
         outbox_done(&c, q[1].seq).unwrap();
         assert_eq!(outbox_len(&c).unwrap(), 1);
         set_push(&c, false).unwrap();
-        c.execute("INSERT INTO bans VALUES ('10.77.1.4', 'j', 11, 21, 1)", []).unwrap();
+        c.execute("INSERT INTO bans VALUES ('10.77.1.4', 'j', 11, 21, 1)", [])
+            .unwrap();
         assert_eq!(outbox_len(&c).unwrap(), 1);
         drop(c);
         let _ = std::fs::remove_dir_all(d);

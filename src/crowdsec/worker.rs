@@ -347,7 +347,8 @@ impl Worker {
             Ok(q) => q,
             Err(e) => {
                 self.metrics.error("db");
-                self.log.error("db", &format!("reading the push queue: {e}"));
+                self.log
+                    .error("db", &format!("reading the push queue: {e}"));
                 self.next_push = Instant::now() + Duration::from_secs(5);
                 return;
             }
@@ -364,12 +365,13 @@ impl Worker {
         } else {
             (&queue[..], last)
         };
-        let alerts: Vec<serde_json::Value> =
-            batch.iter().filter_map(|o| alert(o, now)).collect();
+        let alerts: Vec<serde_json::Value> = batch.iter().filter_map(|o| alert(o, now)).collect();
         let r = if alerts.is_empty() {
             Ok(())
         } else {
-            self.client.push(&serde_json::Value::Array(alerts.clone())).await
+            self.client
+                .push(&serde_json::Value::Array(alerts.clone()))
+                .await
         };
         match r {
             Ok(()) => {
@@ -408,7 +410,8 @@ impl Worker {
         self.tries.retain(|s, _| *s > upto);
         if let Err(e) = store::outbox_done(&self.conn, upto) {
             self.metrics.error("db");
-            self.log.error("db", &format!("updating the push queue: {e}"));
+            self.log
+                .error("db", &format!("updating the push queue: {e}"));
         }
         if let Ok(n) = store::outbox_len(&self.conn) {
             self.metrics.push_queue.set(n);

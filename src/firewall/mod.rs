@@ -19,8 +19,8 @@
 mod batch;
 mod exec;
 mod json;
-pub mod stateless;
 mod net;
+pub mod stateless;
 mod target;
 
 pub use net::Net;

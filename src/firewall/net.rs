@@ -197,7 +197,13 @@ mod tests {
         assert!(!n("10.78.0.0/16").contains(&n("10.0.0.0/8")));
         assert!(!n("10.0.0.0/8").contains(&n("fd77::/16")));
         assert!(n("0.0.0.0/0").contains(&n("1.2.3.4/32")));
-        for bad in ["10.0.0.0", "10.0.0.0/33", "x/8", "fd77::/129", "10.0.0.0/-1"] {
+        for bad in [
+            "10.0.0.0",
+            "10.0.0.0/33",
+            "x/8",
+            "fd77::/129",
+            "10.0.0.0/-1",
+        ] {
             assert!(bad.parse::<Net>().is_err(), "{bad}");
         }
         assert!(!Net::host("10.0.0.1".parse().unwrap()).is_range());
