@@ -5,7 +5,7 @@
 
 use super::fail;
 use crate::config::{parse_duration, ConfigError, ServeSection, Source};
-use crate::engine::stateless::{self, StatelessOptions, StatelessServer};
+use crate::engine::stateless::{StatelessOptions, StatelessServer};
 use crate::sys;
 use crate::systemd;
 use clap::{Args, ValueEnum};
@@ -143,7 +143,7 @@ pub fn run(
             })?;
         }
         let handle = server.handle();
-        let stats = stats.start_with(stateless::snapshot_handler(handle.clone()), None);
+        let stats = stats.start_with(crate::engine::snapshot_handler(handle.clone()), None);
         tracing::info!(
             nflog_group = opts.nflog_group,
             flow_cap = opts.flow_cap,

@@ -220,7 +220,7 @@ impl Prepared {
     /// serve runtime.
     pub fn start(self, handle: Handle) -> Running {
         let takeover = super::takeover::handler(handle.clone());
-        self.start_with(live::snapshot_handler(handle), Some(takeover))
+        self.start_with(crate::engine::snapshot_handler(handle), Some(takeover))
     }
 
     /// [`start`](Self::start) for an engine that brings its own snapshot

@@ -6,7 +6,10 @@
 //! history, metrics, the live view, the control socket — sees only what is
 //! defined here: an [`Observer`] told about each connection, a
 //! [`Snapshot`] of what is held now with its [`Totals`], and the
-//! [`record`] types each ended connection produces.
+//! [`record`] types each ended connection produces, written to the log by
+//! the one [`emit_record`]. Both engines count time on the same 100 ms
+//! [`Clock`] and are driven through the same [`Handle`], whose snapshots
+//! the one [`snapshot_handler`] serves on the control socket.
 
 pub mod record;
 pub mod socket;
@@ -15,6 +18,9 @@ pub mod stateless;
 use record::{ConnRecord, LiveConn};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Told about every connection; implementations must be cheap and must not
 /// block (they run on the engine's thread).
@@ -52,4 +58,362 @@ pub struct Totals {
 pub struct Snapshot {
     pub conns: Vec<LiveConn>,
     pub totals: Totals,
+}
+
+// ---------------------------------------------------------------------------
+// The engine clock: 100 ms ticks.
+
+/// One tick of the engine clock. Both engines count time in ticks since
+/// their start (a `u32` lasts 13 years), so a held connection or a flow
+/// stores 4-byte times, not 16-byte `Instant`s.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Ticks in one second.
+pub const TICKS_PER_SEC: u32 = 10;
+
+/// Where tick 0 is, in monotonic and in wall-clock time. Only the I/O layer
+/// reads it ([`Clock::now`]); the decision code is handed ticks.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    epoch: Instant,
+    epoch_wall: SystemTime,
+}
+
+impl Clock {
+    /// Tick 0 is now.
+    pub fn start() -> Self {
+        Clock {
+            epoch: Instant::now(),
+            epoch_wall: SystemTime::now(),
+        }
+    }
+
+    /// Ticks since tick 0 (saturating below `u32::MAX`).
+    pub fn now(&self) -> u32 {
+        (self.epoch.elapsed().as_millis() / TICK.as_millis()).min(u128::from(u32::MAX - 1)) as u32
+    }
+
+    /// Wall-clock time of tick 0.
+    pub fn epoch_wall(&self) -> SystemTime {
+        self.epoch_wall
+    }
+
+    /// Wall-clock time of tick `t`.
+    pub fn wall(&self, t: u32) -> SystemTime {
+        wall_at(self.epoch_wall, t)
+    }
+
+    /// The tick of wall-clock time `t` (0 if before tick 0), at most `max`.
+    pub fn tick_of(&self, t: SystemTime, max: u32) -> u32 {
+        (t.duration_since(self.epoch_wall)
+            .unwrap_or_default()
+            .as_millis()
+            / TICK.as_millis())
+        .min(u128::from(max)) as u32
+    }
+
+    /// Moves tick 0 back by `by` (so older start times fit); false, and no
+    /// change, if the monotonic clock cannot go back that far.
+    pub fn rewind(&mut self, by: Duration) -> bool {
+        match self.epoch.checked_sub(by) {
+            Some(e) => {
+                self.epoch = e;
+                self.epoch_wall -= by;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Wall-clock time of tick `t` when tick 0 was at `epoch_wall`.
+pub fn wall_at(epoch_wall: SystemTime, t: u32) -> SystemTime {
+    epoch_wall + TICK * t
+}
+
+/// A duration in whole ticks (rounded down, at most `u32::MAX / 2`).
+pub fn ticks(d: Duration) -> u32 {
+    (d.as_millis() / TICK.as_millis()).min(u128::from(u32::MAX / 2)) as u32
+}
+
+/// Ticks as seconds.
+pub fn secs(t: u32) -> f64 {
+    f64::from(t) / f64::from(TICKS_PER_SEC)
+}
+
+// ---------------------------------------------------------------------------
+// The record event.
+
+/// The tracing target of the record event. Users filter on it; it is not
+/// the module path (it predates `engine/`).
+pub const RECORD_TARGET: &str = "tarpit::record";
+
+/// What only the stateless engine knows about an ended flow; it adds these
+/// fields to the record event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowFacts {
+    /// Packets of the flow we answered.
+    pub answered: u32,
+    /// The flow was rebuilt after an eviction (see `LiveConn::estimated`).
+    pub estimated: bool,
+}
+
+/// Emits one ended connection as the [`RECORD_TARGET`] tracing event
+/// (one JSON object in json mode), the one format both engines write and
+/// the tests, the history import and operators parse.
+///
+/// Fields in order: `listener`, `peer`, `local`, `original_dst`, `start`
+/// (RFC 3339, ms), `held_secs`, `bytes_received`, `peer_tried_close`,
+/// `fin_after_secs` (only when the peer tried to close), `answered` and
+/// `estimated` (stateless engine only), `end`, `head` (socket engine only:
+/// the stateless engine never sees payload it could show).
+pub fn emit_record(r: &ConnRecord, flow: Option<FlowFacts>) {
+    // A `None` field is left out of the event altogether.
+    let head = flow.is_none().then(|| tracing::field::display(&r.head));
+    tracing::info!(
+        target: RECORD_TARGET,
+        listener = %r.listener,
+        peer = %r.peer,
+        local = %r.local,
+        original_dst = %r.original_dst,
+        start = %humantime::format_rfc3339_millis(r.start),
+        held_secs = r.held_secs,
+        bytes_received = r.bytes_received,
+        peer_tried_close = r.fin_after_secs.is_some(),
+        fin_after_secs = r.fin_after_secs,
+        answered = flow.map(|f| f.answered),
+        estimated = flow.map(|f| f.estimated),
+        end = %r.end,
+        head = head,
+        "connection released"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The handle.
+
+/// The command set of one engine's run loop. Every engine answers
+/// snapshots; each adds its own commands (takeover, key rotation, ...).
+pub trait Commands: Send + 'static {
+    /// The command asking for a [`Snapshot`].
+    fn snapshot(reply: oneshot::Sender<Snapshot>) -> Self;
+}
+
+/// Talks to a running engine: asks its loop for a [`Snapshot`] (or, through
+/// the engine's own `impl Handle<ItsCommand>`, anything else it answers) and
+/// tells it to stop. Cheap to clone.
+pub struct Handle<C> {
+    tx: mpsc::Sender<C>,
+    shutdown: Arc<watch::Sender<bool>>,
+}
+
+impl<C> Clone for Handle<C> {
+    fn clone(&self) -> Self {
+        Handle {
+            tx: self.tx.clone(),
+            shutdown: Arc::clone(&self.shutdown),
+        }
+    }
+}
+
+/// The loop's end of a [`Handle`]: commands, and the stop flag (changes to
+/// `true` once on [`Handle::shutdown`]).
+pub struct Inbox<C> {
+    pub commands: mpsc::Receiver<C>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// A new handle and the inbox its engine loop reads.
+pub fn channel<C>() -> (Handle<C>, Inbox<C>) {
+    let (tx, commands) = mpsc::channel(16);
+    let (stx, shutdown) = watch::channel(false);
+    (
+        Handle {
+            tx,
+            shutdown: Arc::new(stx),
+        },
+        Inbox { commands, shutdown },
+    )
+}
+
+impl<C: Commands> Handle<C> {
+    /// Live connections and totals, or `None` once the engine has stopped.
+    pub async fn snapshot(&self) -> Option<Snapshot> {
+        self.ask(C::snapshot).await
+    }
+
+    /// Sends the command `make` builds around a reply channel and waits for
+    /// the answer; `None` once the engine has stopped.
+    pub async fn ask<R>(&self, make: impl FnOnce(oneshot::Sender<R>) -> C) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Sends a command that needs no answer; false once the engine has stopped.
+    pub async fn tell(&self, command: C) -> bool {
+        self.tx.send(command).await.is_ok()
+    }
+
+    /// Makes the engine release everything (emitting records) and return.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Answers the control socket's `snapshot` command from either engine with
+/// its [`Snapshot`] as JSON (what `tarpit stats` reads).
+pub fn snapshot_handler<C: Commands>(handle: Handle<C>) -> Arc<dyn crate::control::Handler> {
+    Arc::new(
+        move |_req: crate::control::Request| -> crate::control::Reply {
+            let h = handle.clone();
+            Box::pin(async move {
+                let snap = h
+                    .snapshot()
+                    .await
+                    .ok_or_else(|| "server is shutting down".to_string())?;
+                serde_json::to_value(snap).map_err(|e| e.to_string())
+            })
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use record::EndReason;
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The JSON object `emit_record` writes, with its fields in order.
+    fn emitted(r: &ConnRecord, flow: Option<FlowFacts>) -> (serde_json::Value, Vec<String>) {
+        let buf = Buf::default();
+        let w = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || w.clone())
+            .finish();
+        tracing::subscriber::with_default(sub, || emit_record(r, flow));
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        let fields = text
+            .split("\"fields\":{")
+            .nth(1)
+            .and_then(|f| f.split('}').next())
+            .unwrap()
+            .split(',')
+            .filter_map(|kv| kv.split(':').next())
+            .map(|k| k.trim_matches('"').to_string())
+            .collect();
+        (v, fields)
+    }
+
+    fn rec(fin: Option<f64>) -> ConnRecord {
+        ConnRecord {
+            listener: "0.0.0.0:2222".into(),
+            peer: "10.77.0.2:40000".parse().unwrap(),
+            local: "10.77.0.1:2222".parse().unwrap(),
+            original_dst: "10.77.0.1:22".parse().unwrap(),
+            start: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250),
+            held_secs: 12.5,
+            bytes_received: 7,
+            fin_after_secs: fin,
+            end: EndReason::PeerReset,
+            head: "SSH-2.0\\r\\n".into(),
+        }
+    }
+
+    #[test]
+    fn socket_record_fields() {
+        let (v, fields) = emitted(&rec(None), None);
+        assert_eq!(v["target"], "tarpit::record");
+        assert_eq!(
+            fields,
+            [
+                "message",
+                "listener",
+                "peer",
+                "local",
+                "original_dst",
+                "start",
+                "held_secs",
+                "bytes_received",
+                "peer_tried_close",
+                "end",
+                "head"
+            ]
+        );
+        let f = &v["fields"];
+        assert_eq!(f["message"], "connection released");
+        assert_eq!(f["start"], "2023-11-14T22:13:20.250Z");
+        assert_eq!(f["held_secs"], 12.5);
+        assert_eq!(f["bytes_received"], 7);
+        assert_eq!(f["peer_tried_close"], false);
+        assert_eq!(f["end"], "peer_reset");
+        assert_eq!(f["head"], "SSH-2.0\\r\\n");
+        let (v, fields) = emitted(&rec(Some(3.5)), None);
+        assert_eq!(v["fields"]["fin_after_secs"], 3.5);
+        assert_eq!(v["fields"]["peer_tried_close"], true);
+        assert_eq!(fields[9], "fin_after_secs");
+    }
+
+    #[test]
+    fn stateless_record_fields() {
+        let flow = FlowFacts {
+            answered: 4,
+            estimated: true,
+        };
+        let (v, fields) = emitted(&rec(Some(1.0)), Some(flow));
+        assert_eq!(
+            fields,
+            [
+                "message",
+                "listener",
+                "peer",
+                "local",
+                "original_dst",
+                "start",
+                "held_secs",
+                "bytes_received",
+                "peer_tried_close",
+                "fin_after_secs",
+                "answered",
+                "estimated",
+                "end"
+            ]
+        );
+        assert_eq!(v["fields"]["answered"], 4);
+        assert_eq!(v["fields"]["estimated"], true);
+    }
+
+    #[test]
+    fn clock_ticks_and_wall_time() {
+        let mut c = Clock::start();
+        assert!(c.now() <= 1);
+        assert_eq!(ticks(Duration::from_millis(250)), 2);
+        assert_eq!(secs(25), 2.5);
+        let w = c.wall(10);
+        assert_eq!(
+            w.duration_since(c.epoch_wall()).unwrap(),
+            Duration::from_secs(1)
+        );
+        assert_eq!(c.tick_of(w, u32::MAX), 10);
+        assert_eq!(c.tick_of(w, 3), 3);
+        if c.rewind(Duration::from_secs(1)) {
+            assert_eq!(c.tick_of(w, u32::MAX), 20);
+            assert!(c.now() >= 10);
+        }
+    }
 }

@@ -1,30 +1,13 @@
 //! The live view: the `snapshot` control command on the serve side and the
 //! table `tarpit stats` prints from its answer.
 
-use crate::control::{Handler, Reply, Request};
 use crate::engine::record::LiveConn;
-use crate::engine::socket::Handle;
 use crate::engine::Snapshot;
 use std::fmt::Write as _;
-use std::sync::Arc;
 
-/// Control command name answered by [`snapshot_handler`].
+/// Control command name answered by [`crate::engine::snapshot_handler`]
+/// (the figures come from TCP_INFO on demand; no held socket is ever read).
 pub const SNAPSHOT_CMD: &str = "snapshot";
-
-/// Answers `{"cmd":"snapshot"}` with the engine's [`Snapshot`]. The figures
-/// come from TCP_INFO on demand; no held socket is ever read.
-pub fn snapshot_handler(handle: Handle) -> Arc<dyn Handler> {
-    Arc::new(move |_req: Request| -> Reply {
-        let h = handle.clone();
-        Box::pin(async move {
-            let snap = h
-                .snapshot()
-                .await
-                .ok_or_else(|| "server is shutting down".to_string())?;
-            serde_json::to_value(snap).map_err(|e| e.to_string())
-        })
-    })
-}
 
 /// Attacker-hours wasted so far: ended plus still-held connections.
 pub fn attacker_hours(s: &Snapshot) -> f64 {

@@ -15,7 +15,7 @@
 use super::table::{Held, Table};
 use super::{handover, Command, ServeOptions};
 use crate::engine::record::{escape_bytes, tcp_state_name, ConnRecord, EndReason, LiveConn};
-use crate::engine::{Observer, Snapshot, Totals};
+use crate::engine::{emit_record, secs, ticks, Clock, Observer, Snapshot, Totals, TICK};
 use crate::ratelimit::RateLimit;
 use crate::sys;
 use rand::Rng;
@@ -25,12 +25,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, IntoRawFd};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
-
-/// One tick of the engine clock: 100 ms.
-const TICK: Duration = Duration::from_millis(100);
 
 /// How many bytes of what the peer sent are peeked into the record.
 const HEAD_BYTES: usize = 48;
@@ -47,8 +44,7 @@ pub(super) struct Engine {
     listeners: Vec<Listener>,
     table: Table,
     epoll: AsyncFd<sys::Epoll>,
-    epoch: Instant,
-    epoch_wall: SystemTime,
+    clock: Clock,
     observers: Vec<Arc<dyn Observer>>,
     max_conns: usize,
     totals: Totals,
@@ -75,8 +71,7 @@ impl Engine {
             listeners,
             table,
             epoll,
-            epoch: Instant::now(),
-            epoch_wall: SystemTime::now(),
+            clock: Clock::start(),
             observers,
             max_conns,
             totals: Totals::default(),
@@ -89,11 +84,7 @@ impl Engine {
     }
 
     fn now_ticks(&self) -> u32 {
-        (self.epoch.elapsed().as_millis() / TICK.as_millis()).min(u128::from(u32::MAX - 1)) as u32
-    }
-
-    fn ticks_to_secs(t: u32) -> f64 {
-        f64::from(t) / 10.0
+        self.clock.now()
     }
 
     /// Runs until `shutdown` fires, then releases everything.
@@ -194,7 +185,7 @@ impl Engine {
             .map(|(_, h)| {
                 let (peer, local, original_dst, _) = self.addrs(h);
                 let ka = sys::keepalive_times(h.fd).unwrap_or((0, 0));
-                let start = self.epoch_wall + TICK * h.start;
+                let start = self.clock.wall(h.start);
                 (
                     h.fd,
                     handover::Facts {
@@ -203,10 +194,8 @@ impl Engine {
                         local,
                         original_dst,
                         start: crate::engine::record::to_unix(start),
-                        lifetime_left: Self::ticks_to_secs(h.deadline.saturating_sub(now)),
-                        fin_after: h
-                            .fin_seen()
-                            .then(|| Self::ticks_to_secs(u32::from(h.fin_after))),
+                        lifetime_left: secs(h.deadline.saturating_sub(now)),
+                        fin_after: h.fin_seen().then(|| secs(u32::from(h.fin_after))),
                         keepalive_idle: ka.0,
                         keepalive_intvl: ka.1,
                     },
@@ -246,21 +235,13 @@ impl Engine {
             .min()
             .unwrap_or(now_wall);
         let age = now_wall.duration_since(oldest).unwrap_or_default() + Duration::from_secs(1);
-        if let Some(e) = self.epoch.checked_sub(age) {
-            self.epoch = e;
-            self.epoch_wall -= age;
-        }
+        self.clock.rewind(age);
         let now = self.now_ticks();
         for c in conns {
             let f = c.facts;
             let fd = c.fd.into_raw_fd();
             let start_wall = crate::engine::record::from_unix(f.start);
-            let start = (start_wall
-                .duration_since(self.epoch_wall)
-                .unwrap_or_default()
-                .as_millis()
-                / TICK.as_millis())
-            .min(u128::from(now)) as u32;
+            let start = self.clock.tick_of(start_wall, now);
             let left = (f.lifetime_left * 10.0).max(1.0) as u32;
             let li = usize::from(f.listener).min(self.listeners.len().saturating_sub(1));
             let local_i = self.table.addrs.intern(f.local.ip());
@@ -378,8 +359,7 @@ impl Engine {
 
         let now = self.now_ticks();
         let life = rand_between(&mut rng, self.opts.lifetime);
-        let life_ticks =
-            (life.as_millis() / TICK.as_millis()).clamp(1, u128::from(u32::MAX / 2)) as u32;
+        let life_ticks = ticks(life).max(1);
         let local_i = self.table.addrs.intern(local.ip());
         let orig_i = self.table.addrs.intern(orig.ip());
         let fd = sock.into_raw_fd();
@@ -465,7 +445,7 @@ impl Engine {
             .by_reason
             .entry(reason.as_str().to_string())
             .or_default() += 1;
-        emit(&rec);
+        emit_record(&rec, None);
         for o in &self.observers {
             o.ended(&rec);
         }
@@ -490,12 +470,10 @@ impl Engine {
             peer,
             local,
             original_dst,
-            start: self.epoch_wall + TICK * h.start,
-            held_secs: Self::ticks_to_secs(now.saturating_sub(h.start)),
+            start: self.clock.wall(h.start),
+            held_secs: secs(now.saturating_sub(h.start)),
             bytes_received: bytes,
-            fin_after_secs: h
-                .fin_seen()
-                .then(|| Self::ticks_to_secs(u32::from(h.fin_after))),
+            fin_after_secs: h.fin_seen().then(|| secs(u32::from(h.fin_after))),
             end,
             head: escape_bytes(head),
         }
@@ -509,21 +487,19 @@ impl Engine {
             let (peer, local, original_dst, listener) = self.addrs(h);
             let info = sys::tcp_info(h.fd).unwrap_or_default();
             let ka = sys::keepalive_times(h.fd).unwrap_or((0, 0));
-            let held = Self::ticks_to_secs(now.saturating_sub(h.start));
+            let held = secs(now.saturating_sub(h.start));
             live_secs += held;
             conns.push(LiveConn {
                 listener,
                 peer,
                 local,
                 original_dst,
-                start: self.epoch_wall + TICK * h.start,
+                start: self.clock.wall(h.start),
                 held_secs: held,
-                lifetime_left_secs: Self::ticks_to_secs(h.deadline.saturating_sub(now)),
+                lifetime_left_secs: secs(h.deadline.saturating_sub(now)),
                 bytes_queued: sys::inq(h.fd).unwrap_or(0),
                 bytes_received: info.bytes_received,
-                fin_after_secs: h
-                    .fin_seen()
-                    .then(|| Self::ticks_to_secs(u32::from(h.fin_after))),
+                fin_after_secs: h.fin_seen().then(|| secs(u32::from(h.fin_after))),
                 rtt_us: info.rtt_us,
                 state: tcp_state_name(info.state).to_string(),
                 keepalive_idle_secs: ka.0,
@@ -535,34 +511,6 @@ impl Engine {
         totals.held_now = self.table.len() as u64;
         totals.live_held_secs = live_secs;
         Snapshot { conns, totals }
-    }
-}
-
-/// Emits the record as one tracing event (one JSON object in json mode).
-/// `fin_after_secs` is present only when the peer tried to close.
-fn emit(r: &ConnRecord) {
-    macro_rules! rec {
-        ($($extra:tt)*) => {
-            tracing::info!(
-                target: "tarpit::record",
-                listener = %r.listener,
-                peer = %r.peer,
-                local = %r.local,
-                original_dst = %r.original_dst,
-                start = %humantime::format_rfc3339_millis(r.start),
-                held_secs = r.held_secs,
-                bytes_received = r.bytes_received,
-                peer_tried_close = r.fin_after_secs.is_some(),
-                $($extra)*
-                end = %r.end,
-                head = %r.head,
-                "connection released"
-            )
-        };
-    }
-    match r.fin_after_secs {
-        Some(f) => rec!(fin_after_secs = f,),
-        None => rec!(),
     }
 }
 

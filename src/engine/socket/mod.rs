@@ -10,14 +10,14 @@ mod engine;
 pub mod handover;
 pub mod table;
 
-use crate::engine::{Observer, Snapshot, Totals};
+use crate::engine::{Inbox, Observer, Snapshot, Totals};
 use socket2::Socket;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::oneshot;
 
 pub use bind::{inspect as inspect_listener, listen as bind_listener};
 
@@ -65,43 +65,32 @@ impl Default for ServeOptions {
     }
 }
 
-pub(crate) enum Command {
+/// What a [`Handle`] asks of the engine loop.
+pub enum Command {
     Snapshot(oneshot::Sender<Snapshot>),
     /// Hand everything to the process listening at the path; answers with
     /// the number of connections handed over once it confirmed.
     Handover(std::path::PathBuf, oneshot::Sender<Result<usize, String>>),
 }
 
-/// Asks a running server for information. Cheap to clone.
-#[derive(Clone)]
-pub struct Handle {
-    tx: mpsc::Sender<Command>,
-    shutdown: Arc<watch::Sender<bool>>,
+impl crate::engine::Commands for Command {
+    fn snapshot(reply: oneshot::Sender<Snapshot>) -> Self {
+        Command::Snapshot(reply)
+    }
 }
 
-impl Handle {
-    /// Live connections and totals, or `None` once the server has stopped.
-    pub async fn snapshot(&self) -> Option<Snapshot> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Command::Snapshot(tx)).await.ok()?;
-        rx.await.ok()
-    }
+/// Asks a running server for information (see [`crate::engine::Handle`]).
+/// Cheap to clone.
+pub type Handle = crate::engine::Handle<Command>;
 
+impl Handle {
     /// Hands listeners and held connections to the new process whose
     /// [`handover::Receiver`] is bound at `to`. On success the server stops
     /// without releasing anything; on failure it carries on as before.
     pub async fn handover(&self, to: std::path::PathBuf) -> Result<usize, String> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Handover(to, tx))
+        self.ask(|tx| Command::Handover(to, tx))
             .await
-            .map_err(|_| "server stopped".to_string())?;
-        rx.await.map_err(|_| "server stopped".to_string())?
-    }
-
-    /// Makes the server release everything and return.
-    pub fn shutdown(&self) {
-        let _ = self.shutdown.send(true);
+            .ok_or_else(|| "server stopped".to_string())?
     }
 }
 
@@ -137,8 +126,7 @@ pub fn effective_max_conns(opts: &ServeOptions, nofile: u64) -> usize {
 /// Bound listeners plus everything needed to run the engine.
 pub struct Server {
     engine: engine::Engine,
-    rx: mpsc::Receiver<Command>,
-    shutdown_rx: watch::Receiver<bool>,
+    inbox: Inbox<Command>,
     handle: Handle,
 }
 
@@ -163,16 +151,11 @@ impl Server {
             })
             .collect::<io::Result<Vec<_>>>()?;
         let engine = engine::Engine::new(opts, ls, observers, max_conns)?;
-        let (tx, rx) = mpsc::channel(16);
-        let (stx, shutdown_rx) = watch::channel(false);
+        let (handle, inbox) = crate::engine::channel();
         Ok(Server {
             engine,
-            rx,
-            shutdown_rx,
-            handle: Handle {
-                tx,
-                shutdown: Arc::new(stx),
-            },
+            inbox,
+            handle,
         })
     }
 
@@ -200,11 +183,10 @@ impl Server {
     pub async fn run(self) -> Totals {
         let Server {
             engine,
-            rx,
-            shutdown_rx,
+            inbox,
             handle,
         } = self;
-        let totals = engine.run(rx, shutdown_rx).await;
+        let totals = engine.run(inbox.commands, inbox.shutdown).await;
         drop(handle);
         totals
     }

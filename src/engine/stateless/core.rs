@@ -8,7 +8,7 @@ use super::flows::{FlowInfo, FlowTable, Seen};
 use super::packet::{self, Reject, Reply, Segment, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use super::StatelessOptions;
 use crate::engine::record::{ConnRecord, EndReason, LiveConn};
-use crate::engine::{Observer, Snapshot, Totals};
+use crate::engine::{emit_record, FlowFacts, Observer, Snapshot, Totals};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -326,7 +326,13 @@ impl Core {
             .by_reason
             .entry(reason.as_str().to_string())
             .or_default() += 1;
-        emit(&rec, &f);
+        emit_record(
+            &rec,
+            Some(FlowFacts {
+                answered: f.answered,
+                estimated: f.estimated,
+            }),
+        );
         for o in &self.observers {
             o.ended(&rec);
         }
@@ -410,27 +416,6 @@ fn ticks(d: Duration) -> u32 {
 
 fn secs(t: u32) -> f64 {
     f64::from(t) / f64::from(TICKS_PER_SEC)
-}
-
-/// One tracing event per ended flow, in the listener's record format plus
-/// what only this engine knows.
-fn emit(r: &ConnRecord, f: &FlowInfo) {
-    tracing::info!(
-        target: "tarpit::record",
-        listener = %r.listener,
-        peer = %r.peer,
-        local = %r.local,
-        original_dst = %r.original_dst,
-        start = %humantime::format_rfc3339_millis(r.start),
-        held_secs = r.held_secs,
-        bytes_received = r.bytes_received,
-        peer_tried_close = r.fin_after_secs.is_some(),
-        fin_after_secs = r.fin_after_secs,
-        answered = f.answered,
-        estimated = f.estimated,
-        end = %r.end,
-        "connection released"
-    );
 }
 
 #[cfg(test)]

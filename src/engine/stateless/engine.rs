@@ -10,7 +10,7 @@ use super::core::{Core, Counters, Outcome};
 use super::nflog::{self, Message, NflogSocket, ParseError};
 use super::packet::MAX_REPLY;
 use super::StatelessOptions;
-use crate::engine::{Observer, Snapshot, Totals};
+use crate::engine::{Inbox, Observer, Snapshot, Totals};
 use crate::ratelimit::RateLimit;
 use crate::sys::netlink::Netlink;
 use crate::sys::packet::{Outgoing, PacketSender, ETH_P_IP, ETH_P_IPV6, SEND_BATCH};
@@ -18,7 +18,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::oneshot;
 
 /// Datagrams read per wake-up before other events get a turn.
 const DRAIN_BATCH: usize = 256;
@@ -26,42 +26,32 @@ const DRAIN_BATCH: usize = 256;
 /// packets of backlog before it starts dropping.
 const SOCKET_RCVBUF: usize = 8 << 20;
 
-enum Command {
+/// What a [`Handle`] asks of the engine loop.
+pub enum Command {
     Snapshot(oneshot::Sender<Snapshot>),
     Counters(oneshot::Sender<Counters>),
     Rotate,
 }
 
-/// Talks to a running engine. Cheap to clone.
-#[derive(Clone)]
-pub struct Handle {
-    tx: mpsc::Sender<Command>,
-    shutdown: Arc<watch::Sender<bool>>,
+impl crate::engine::Commands for Command {
+    fn snapshot(reply: oneshot::Sender<Snapshot>) -> Self {
+        Command::Snapshot(reply)
+    }
 }
 
-impl Handle {
-    /// The flows in the table and the totals, or `None` once stopped.
-    pub async fn snapshot(&self) -> Option<Snapshot> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Command::Snapshot(tx)).await.ok()?;
-        rx.await.ok()
-    }
+/// Talks to a running engine (see [`crate::engine::Handle`]); its snapshot
+/// lists the flows in the table. Cheap to clone.
+pub type Handle = crate::engine::Handle<Command>;
 
+impl Handle {
     /// Packet counters, or `None` once stopped.
     pub async fn counters(&self) -> Option<Counters> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Command::Counters(tx)).await.ok()?;
-        rx.await.ok()
+        self.ask(Command::Counters).await
     }
 
     /// Rotates the SYN-cookie key now (as if the period had ended).
     pub async fn rotate_key(&self) {
-        let _ = self.tx.send(Command::Rotate).await;
-    }
-
-    /// Makes the engine end every flow (emitting records) and return.
-    pub fn shutdown(&self) {
-        let _ = self.shutdown.send(true);
+        self.tell(Command::Rotate).await;
     }
 }
 
@@ -70,8 +60,7 @@ pub struct StatelessServer {
     core: Core,
     sock: AsyncFd<Netlink>,
     sender: PacketSender,
-    rx: mpsc::Receiver<Command>,
-    shutdown_rx: watch::Receiver<bool>,
+    inbox: Inbox<Command>,
     handle: Handle,
 }
 
@@ -89,8 +78,7 @@ impl StatelessServer {
         let sender = PacketSender::open()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open AF_PACKET socket: {e}")))?;
         let sock = crate::sys::register_async(sock.into_netlink())?;
-        let (tx, rx) = mpsc::channel(16);
-        let (stx, shutdown_rx) = watch::channel(false);
+        let (handle, inbox) = crate::engine::channel();
         Ok(StatelessServer {
             core: Core::new(
                 opts,
@@ -102,12 +90,8 @@ impl StatelessServer {
             ),
             sock,
             sender,
-            rx,
-            shutdown_rx,
-            handle: Handle {
-                tx,
-                shutdown: Arc::new(stx),
-            },
+            inbox,
+            handle,
         })
     }
 
@@ -121,10 +105,13 @@ impl StatelessServer {
             mut core,
             sock,
             sender,
-            mut rx,
-            mut shutdown_rx,
+            inbox,
             handle,
         } = self;
+        let Inbox {
+            commands: mut rx,
+            shutdown: mut shutdown_rx,
+        } = inbox;
         drop(handle);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -302,21 +289,4 @@ fn serve_datagram(
         };
         outbox.commit(m, core, sender, errors);
     }
-}
-
-/// Answers the control socket's `snapshot` command from a stateless engine,
-/// in the same format as the socket engine (so `tarpit stats` works).
-pub fn snapshot_handler(handle: Handle) -> Arc<dyn crate::control::Handler> {
-    Arc::new(
-        move |_req: crate::control::Request| -> crate::control::Reply {
-            let h = handle.clone();
-            Box::pin(async move {
-                let snap = h
-                    .snapshot()
-                    .await
-                    .ok_or_else(|| "server is shutting down".to_string())?;
-                serde_json::to_value(snap).map_err(|e| e.to_string())
-            })
-        },
-    )
 }

@@ -21,7 +21,7 @@ pub mod nflog;
 pub mod packet;
 
 pub use self::core::{Counters, Outcome};
-pub use engine::{snapshot_handler, Handle, StatelessServer};
+pub use engine::{Handle, StatelessServer};
 
 use std::time::Duration;
 
