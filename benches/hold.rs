@@ -10,13 +10,15 @@
 //! Bounded: at most `HOLD_N` (capped at 19,000) connections, and every
 //! process exits on its own after 180 s at the latest.
 
-mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-use common::{cpu_ns, fd_count, rss};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::proc::{cpu_ns, fd_count, rss};
+use support::serve::Proc;
 
 const PER_CLIENT_PROC: usize = 4000;
 /// Below the default `--per-ip` cap of 32, so the bench runs the default
@@ -39,45 +41,26 @@ fn main() {
     let extra: Vec<String> = std::env::var("HOLD_SERVE_ARGS")
         .map(|s| s.split_whitespace().map(String::from).collect())
         .unwrap_or_default();
-    let bin = env!("CARGO_BIN_EXE_tarpit");
-    let mut server = Command::new(bin)
-        .args([
-            "--log-format",
-            "json",
-            "--log-level",
-            "warn,tarpit::cli=info",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            // Measure the engine alone, and never touch the host's paths.
-            "--control",
-            "off",
-            "--history",
-            "off",
-        ])
-        .args(&extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tarpit serve");
-    let pid = server.id();
-    let mut err = BufReader::new(server.stderr.take().expect("stderr"));
-    let mut addr: Option<SocketAddr> = None;
-    let mut line = String::new();
-    while err.read_line(&mut line).unwrap_or(0) > 0 {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if v["message"] == "listening" {
-                addr = v["listener"].as_str().and_then(|s| s.parse().ok());
-            }
-            if v["message"] == "serving" {
-                break;
-            }
-        }
-        line.clear();
-    }
-    let addr = addr.expect("server address");
-    std::thread::spawn(move || for _ in err.lines() {});
+    let mut c = Command::new(support::bin());
+    c.args([
+        "--log-format",
+        "json",
+        "--log-level",
+        "warn,tarpit::cli=info",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        // Measure the engine alone, and never touch the host's paths.
+        "--control",
+        "off",
+        "--history",
+        "off",
+    ])
+    .args(&extra);
+    let mut server = Proc::spawn(c);
+    server.forget_lines();
+    let pid = server.pid();
+    let addr = server.addr();
 
     std::thread::sleep(Duration::from_secs(1));
     let rss_idle = rss(pid);
@@ -165,7 +148,7 @@ fn main() {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
-    let _ = server.wait();
+    let _ = server.child.wait();
 }
 
 /// Client process: `ADDR COUNT INDEX` — opens COUNT connections from

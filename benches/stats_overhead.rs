@@ -19,14 +19,16 @@
 //! Bounded: at most 19,000 connections per run, clients exit on their own
 //! after 180 s, every wait has a deadline.
 
-mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-use common::{cpu_ns, fd_count, rss};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::proc::{cpu_ns, fd_count, rss};
+use support::serve::Proc;
 
 const PER_CLIENT_PROC: usize = 4000;
 /// Below the default `--per-ip` cap of 32: no evictions.
@@ -204,30 +206,12 @@ fn run(n: usize, stats: bool, dir: &std::path::Path) -> Run {
             "off".into(),
         ]);
     }
-    let mut server = Command::new(env!("CARGO_BIN_EXE_tarpit"))
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tarpit serve");
-    let pid = server.id();
-    let mut err = BufReader::new(server.stderr.take().expect("stderr"));
-    let mut addr: Option<SocketAddr> = None;
-    let mut line = String::new();
-    while err.read_line(&mut line).unwrap_or(0) > 0 {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if v["message"] == "listening" {
-                addr = v["listener"].as_str().and_then(|s| s.parse().ok());
-            }
-            if v["message"] == "serving" {
-                break;
-            }
-        }
-        line.clear();
-    }
-    let addr = addr.expect("server address");
-    std::thread::spawn(move || for _ in err.lines() {});
+    let mut c = Command::new(support::bin());
+    c.args(&args);
+    let mut server = Proc::spawn(c);
+    server.forget_lines();
+    let pid = server.pid();
+    let addr = server.addr();
 
     // With metrics on, scrape every second like Prometheus would.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -334,7 +318,7 @@ fn run(n: usize, stats: bool, dir: &std::path::Path) -> Run {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
-    let _ = server.wait();
+    let _ = server.child.wait();
     Run {
         held,
         ended,

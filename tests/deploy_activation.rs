@@ -4,15 +4,16 @@
 //! the binary; NOTIFY_SOCKET names a datagram socket the test reads, where
 //! READY=1 and the STATUS= lines arrive.
 
-mod common;
+mod support;
 
-use common::serve::{bin, wait_for, Proc};
 use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
+use support::serve::Proc;
+use support::{bin, wait_for};
 
 /// Binds the sockets systemd would (one with ReceiveBuffer=1, one without),
 /// writes their ports to a file, hands them over as fds 3 and 4, execs.

@@ -1,10 +1,10 @@
 //! What the package is built from, checked without root: `tarpit man`,
 //! `tarpit man --dir`, `tarpit completions SHELL`, and the shipped config.
 
-mod common;
+mod support;
 
-use common::serve::bin;
 use std::process::Command;
+use support::bin;
 
 fn tarpit(args: &[&str]) -> (bool, String, String) {
     let o = Command::new(bin()).args(args).output().expect("run tarpit");

@@ -10,16 +10,17 @@
 //!   enabled by a `.local` the way the README says) reads fail2ban's own log
 //!   and traps a host banned 3 times for a week.
 
-mod common;
+mod support;
 
-use common::netns::{privileged, sh, veth6, which, Netns};
-use common::serve::{bin, wait_for, Proc};
 use serde_json::Value;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use support::netns::{privileged, sh, veth6, which, Netns};
+use support::serve::Proc;
+use support::{bin, wait_for};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -469,7 +470,7 @@ fn fail2ban_log_drives_tarpit_watch_to_the_multiban() {
     wc.args(["--log-format", "json", "--config"])
         .arg(&conf)
         .arg("watch");
-    let _watch = common::watch::WatchProc::spawn(wc);
+    let _watch = support::watch::WatchProc::spawn(wc);
     let serve = Proc::spawn({
         let mut c = server.command(bin());
         c.args([

@@ -5,17 +5,18 @@
 //! `tarpit watch` runs the shipped jail file with only its `logpath`
 //! pointed at the test's log. The README quotes the files byte for byte.
 
-mod common;
+mod support;
 
-use common::netns::{privileged, veth, which, Netns};
-use common::serve::{bin, wait_for, Proc};
-use common::watch::{elements, wait_element, WatchProc};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+use support::netns::{privileged, veth, which, Netns};
+use support::serve::Proc;
+use support::watch::{elements, wait_element, WatchProc};
+use support::{bin, wait_for};
 
 static N: AtomicU32 = AtomicU32::new(0);
 
@@ -220,8 +221,8 @@ fn real_sshd_failures_ban_and_trap_with_the_shipped_jail() {
     let client = Netns::new("jsshc");
     veth(&server, "10.77.51.1/24", &client, "10.77.51.2/24");
     // sshd's privilege-separation directory (Debian's unit makes it).
-    common::netns::sh("mkdir -p /run/sshd && chmod 0755 /run/sshd");
-    common::netns::sh(&format!(
+    support::netns::sh("mkdir -p /run/sshd && chmod 0755 /run/sshd");
+    support::netns::sh(&format!(
         "ssh-keygen -q -t ed25519 -N '' -f {0}/host_key && ssh-keygen -q -t ed25519 -N '' -f {0}/client_key",
         d.0.display()
     ));
@@ -372,7 +373,7 @@ fn real_nginx_auth_failures_ban_with_the_shipped_jail() {
     let client = Netns::new("jngc");
     veth(&server, "10.77.52.1/24", &client, "10.77.52.2/24");
     let dir = d.0.display().to_string();
-    common::netns::sh(&format!(
+    support::netns::sh(&format!(
         "mkdir -p {dir}/www/private {dir}/tmp && echo ok > {dir}/www/private/index.html && \
          printf 'alice:%s\\n' \"$(openssl passwd -apr1 secret)\" > {dir}/htpasswd && chmod 0755 {dir}"
     ));

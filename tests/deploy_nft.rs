@@ -4,13 +4,13 @@
 //! really sends a trapped host's port-22 connection to port 2222, and the
 //! commented decoy-port example is valid once uncommented.
 
-mod common;
+mod support;
 
-use common::netns::{privileged, veth, Netns};
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
+use support::netns::{privileged, veth, Netns};
 
 fn include() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/nftables/tarpit.nft")

@@ -5,11 +5,12 @@
 //! default config, the system user, the conffiles, and the units checked by
 //! systemd-analyze with their real paths. Purged afterwards.
 
-mod common;
+mod support;
 
-use common::netns::{is_root, which};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use support::is_root;
+use support::netns::which;
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));

@@ -9,15 +9,15 @@
 //! `systemd-analyze syscall-filter` defines. That the watcher's bans land
 //! also proves CAP_NET_ADMIN is all it needs.
 
-mod common;
+mod support;
 
-use common::netns::{is_root, privileged, which, Netns};
-use common::serve::{bin, wait_for};
 use std::collections::BTreeSet;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use support::netns::{privileged, which, Netns};
+use support::{bin, is_root, wait_for};
 
 fn tools(test: &str) -> bool {
     if is_root() && which("strace") && which("setpriv") && which("systemd-analyze") {

@@ -2,7 +2,7 @@
 //! `systemd-analyze verify` (syntax, unknown keys, the binary they start) and
 //! `systemd-analyze security` (the hardening the issue asks for, scored).
 
-mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,7 +10,7 @@ use std::process::Command;
 const UNITS: [&str; 3] = ["tarpit.service", "tarpit-watch.service", "tarpit.socket"];
 
 fn have_systemd_analyze(test: &str) -> bool {
-    if common::netns::which("systemd-analyze") {
+    if support::netns::which("systemd-analyze") {
         return true;
     }
     if std::env::var_os("CI").is_some() {

@@ -2,7 +2,7 @@
 //! namespaces each test creates. Elements are checked with `nft -j list set`
 //! run independently of the code under test.
 
-mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -10,8 +10,8 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::netns::{privileged, veth, Netns};
 use serde_json::Value;
+use support::netns::{privileged, veth, Netns};
 use tarpit::firewall::{Ban, Firewall, FwError, NftConfig, Target};
 
 fn cfg_in(ns: &Netns) -> NftConfig {
@@ -396,7 +396,7 @@ fn child_processes_inherit_the_threads_namespace() {
     };
     ns.in_thread(move || Firewall::new(cfg).ensure().unwrap());
     assert!(table_names(&ns).contains(&format!("inet {table}")));
-    let host = common::netns::sh("nft list tables");
+    let host = support::netns::sh("nft list tables");
     let host = String::from_utf8_lossy(&host.stdout);
     assert!(!host.contains(&table), "leaked into the host: {host}");
 }
@@ -406,7 +406,7 @@ fn conntrack_entries_of_a_banned_host_are_dropped_when_asked() {
     if !privileged("conntrack_entries_of_a_banned_host_are_dropped_when_asked") {
         return;
     }
-    if !common::netns::which("conntrack") {
+    if !support::netns::which("conntrack") {
         panic!("conntrack is not installed (tests/run-all.sh installs it)");
     }
     let srv = Netns::new("fwcts");
@@ -566,7 +566,7 @@ fn banned_ipv6_network_lands_in_the_tarpit_port() {
     }
     let srv = Netns::new("fw6s");
     let att = Netns::new("fw6a");
-    common::netns::veth6(
+    support::netns::veth6(
         &att,
         "10.77.11.1/24",
         "fd77:11:0:1::1/64",

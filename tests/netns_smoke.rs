@@ -1,8 +1,8 @@
 //! The namespace helpers themselves: two hosts joined by veth can talk, and
 //! the namespaces are gone after the test.
 
-mod common;
-use common::netns::{privileged, veth, Netns};
+mod support;
+use support::netns::{privileged, veth, Netns};
 
 #[test]
 fn two_namespaces_talk_over_veth_and_are_removed() {
@@ -20,7 +20,7 @@ fn two_namespaces_talk_over_veth_and_are_removed() {
         assert!(ok, "connect across veth");
         names = (a.name.clone(), b.name.clone());
     }
-    let list = String::from_utf8(common::netns::sh("ip netns list").stdout).unwrap();
+    let list = String::from_utf8(support::netns::sh("ip netns list").stdout).unwrap();
     assert!(
         !list.contains(&names.0) && !list.contains(&names.1),
         "{list}"

@@ -1,16 +1,17 @@
 //! `tarpit serve` on real sockets: loopback, and namespaces where the test
 //! needs to make a peer vanish.
 
-mod common;
+mod support;
 
-use common::netns::{privileged, veth, Netns};
-use common::serve::{bin, opts, wait_for, InProc, Proc};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use support::netns::{privileged, veth, Netns};
+use support::serve::{opts, InProc, Proc};
+use support::{bin, wait_for};
 use tarpit::engine::record::EndReason;
 
 /// What a client sees when it tries to read.
@@ -575,7 +576,7 @@ fn flood_beyond_the_caps_keeps_the_freshest() {
 
 #[test]
 fn drops_privileges_after_binding() {
-    if !common::netns::is_root() {
+    if !support::is_root() {
         assert!(std::env::var_os("CI").is_none(), "CI runs as root");
         eprintln!("SKIP drops_privileges_after_binding: needs root");
         return;
@@ -659,7 +660,7 @@ fn half_open_connections_do_not_disturb_trapping() {
 fn unprivileged_run_on_defaults_still_traps() {
     // `cargo run -- serve` as a normal user: the default control socket and
     // history paths are not writable; serve warns and traps anyway.
-    if !common::netns::is_root() || !common::netns::which("setpriv") {
+    if !support::is_root() || !support::netns::which("setpriv") {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI runs as root with setpriv"

@@ -3,15 +3,15 @@
 //! --engine stateless`, an attacker namespace with real TCP clients and a
 //! raw socket for hand-made segments.
 
-mod common;
+mod support;
 
-use common::lab::{Lab, LabConfig};
-use common::netns::privileged;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
+use support::lab::{Lab, LabConfig};
+use support::netns::privileged;
 use tarpit::engine::stateless::packet::{
     self, Reply, TcpHeader, Tuple, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
 };
@@ -55,7 +55,7 @@ fn connect_many(
 }
 
 /// `ss` lines for TCP sockets in a namespace whose peer is `peer_ip`.
-fn ss_lines(ns: &common::netns::Netns, peer_ip: &str) -> Vec<String> {
+fn ss_lines(ns: &support::netns::Netns, peer_ip: &str) -> Vec<String> {
     let out = ns.run("ss -tanoH");
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -526,7 +526,7 @@ fn the_watchers_firewall_in_stateless_mode_traps_banned_hosts() {
     let cfg = NftConfig {
         netns: Some(lab.server.name.clone()),
         mode: TrapMode::Stateless {
-            group: common::lab::GROUP,
+            group: support::lab::GROUP,
         },
         ..NftConfig::default()
     };

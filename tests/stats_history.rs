@@ -2,12 +2,13 @@
 //! emits, transactions are batched, a stalled writer drops instead of
 //! blocking, retention prunes, and bad locations fail at start.
 
-mod stats_support;
+mod support;
 use rusqlite::Connection;
-use stats_support::*;
 use std::io::Write;
 use std::net::{Ipv4Addr, Shutdown, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
+use support::stats::*;
+use support::{bin, is_root, poll};
 use tarpit::engine::record::{ConnRecord, EndReason};
 use tarpit::stats::history::{self, History, HistoryOptions};
 use tarpit::stats::metrics::HistoryMetrics;
@@ -48,7 +49,7 @@ fn rows_match_the_records_of_a_real_server() {
     std::thread::sleep(Duration::from_millis(300));
     reset(clients.remove(7));
     reset(clients.remove(6));
-    wait_for(Duration::from_secs(10), || {
+    poll(Duration::from_secs(10), || {
         (srv.snapshot()["totals"]["held_now"] == 6).then_some(())
     })
     .expect("resets seen");
@@ -155,7 +156,7 @@ fn transactions_are_batched_by_count_and_time() {
     // A lone row is committed by the timer, without a flush.
     h.record(&rec("127.0.5.9:9", now, 1.0));
     let t0 = Instant::now();
-    wait_for(Duration::from_secs(10), || {
+    poll(Duration::from_secs(10), || {
         (count(&db) == 2501).then_some(())
     })
     .expect("a lone row must be committed by the batch timer");
@@ -366,7 +367,7 @@ fn disk_full_is_logged_and_counted_and_serve_keeps_trapping() {
     std::thread::sleep(Duration::from_secs(1));
     // Many short connections: their rows cannot fit.
     let mut round = 0u32;
-    let errors = wait_for(Duration::from_secs(30), || {
+    let errors = poll(Duration::from_secs(30), || {
         round += 1;
         for i in 0..50u32 {
             let src = Ipv4Addr::new(127, 1, (round % 250) as u8, (i % 250) as u8 + 1);
@@ -384,7 +385,7 @@ fn disk_full_is_logged_and_counted_and_serve_keeps_trapping() {
     assert!(metric(&errors, "tarpit_history_rows_failed_total", &[]) > 0.0);
     // Still trapping and answering.
     let c = connect_from(Ipv4Addr::new(127, 1, 255, 1), srv.addr()).unwrap();
-    let snap = wait_for(Duration::from_secs(10), || {
+    let snap = poll(Duration::from_secs(10), || {
         let s = srv.snapshot();
         (s["totals"]["held_now"] == 1).then_some(s)
     })

@@ -3,14 +3,15 @@
 //! a stopped server is reported plainly, and misbehaving control clients do
 //! not stall trapping.
 
-mod stats_support;
+mod support;
 use serde_json::Value;
-use stats_support::*;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
+use support::stats::*;
+use support::{bin, poll};
 
 fn conns(snap: &Value) -> Vec<Value> {
     snap["conns"].as_array().cloned().unwrap_or_default()
@@ -46,7 +47,7 @@ fn live_table_matches_held_connections() {
         .map(|c| c.local_addr().unwrap().to_string())
         .collect();
 
-    let snap = wait_for(Duration::from_secs(10), || {
+    let snap = poll(Duration::from_secs(10), || {
         let s = srv.snapshot();
         let cs = conns(&s);
         let ready = cs.len() == 5
@@ -92,7 +93,7 @@ fn live_table_matches_held_connections() {
     let c3 = clients.pop().unwrap();
     reset(c4);
     reset(c3);
-    let snap = wait_for(Duration::from_secs(10), || {
+    let snap = poll(Duration::from_secs(10), || {
         let s = srv.snapshot();
         (s["totals"]["held_now"] == 3).then_some(s)
     })
@@ -159,7 +160,7 @@ fn misbehaving_control_clients_do_not_stall_trapping() {
     for i in 0..40u8 {
         held.push(connect_from(Ipv4Addr::new(127, 0, 2, 1 + i), srv.addr()).unwrap());
     }
-    let snap = wait_for(Duration::from_secs(10), || {
+    let snap = poll(Duration::from_secs(10), || {
         let s = srv.snapshot();
         (s["totals"]["held_now"] == 80).then_some(s)
     })
@@ -219,7 +220,7 @@ fn watch_redraws_and_exits_when_the_server_stops() {
     });
     std::thread::sleep(Duration::from_millis(2500));
     assert!(srv.stop().success());
-    let st = wait_for(Duration::from_secs(10), || w.try_wait().ok().flatten());
+    let st = poll(Duration::from_secs(10), || w.try_wait().ok().flatten());
     let st = match st {
         Some(s) => s,
         None => {

@@ -2,11 +2,12 @@
 //! values follow connections as they come and go, and no label carries a
 //! peer address.
 
-mod stats_support;
-use stats_support::*;
+mod support;
 use std::io::Write;
 use std::net::{Ipv4Addr, Shutdown, SocketAddr};
 use std::time::Duration;
+use support::stats::*;
+use support::{bin, poll};
 
 fn scrape(addr: SocketAddr) -> Vec<Sample> {
     let (status, headers, body) = http_get(addr, "/metrics").expect("scrape");
@@ -52,7 +53,7 @@ fn metrics_follow_connections_without_peer_labels() {
     clients[0].write_all(b"hello").unwrap();
     clients[1].shutdown(Shutdown::Write).unwrap();
 
-    let s = wait_for(Duration::from_secs(10), || {
+    let s = poll(Duration::from_secs(10), || {
         let s = scrape(maddr);
         (metric(&s, "tarpit_held_connections", &lbl) == 6.0
             && metric(&s, "tarpit_peer_close_attempts_total", &lbl) == 1.0)
@@ -68,7 +69,7 @@ fn metrics_follow_connections_without_peer_labels() {
     let c0 = clients.remove(0);
     reset(c0);
     reset(c1);
-    let s = wait_for(Duration::from_secs(10), || {
+    let s = poll(Duration::from_secs(10), || {
         let s = scrape(maddr);
         (metric(&s, "tarpit_held_connections", &lbl) == 4.0).then_some(s)
     })

@@ -2,13 +2,14 @@
 //! out by hand below; the HTML page renders in headless Chromium and the
 //! numbers on the rendered page equal those queried from the database.
 
-mod stats_support;
+mod support;
 use rusqlite::Connection;
 use serde_json::Value;
-use stats_support::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
+use support::bin;
+use support::stats::*;
 use tarpit::engine::record::{ConnRecord, EndReason};
 use tarpit::stats::history;
 

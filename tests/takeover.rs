@@ -1,13 +1,14 @@
 //! `tarpit serve --takeover`: a restart that keeps every trapped attacker.
 
-mod common;
+mod support;
 
-use common::serve::{wait_for, Proc};
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::io::{ErrorKind, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
+use support::serve::Proc;
+use support::wait_for;
 
 const N: usize = 1000;
 

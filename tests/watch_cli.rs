@@ -2,14 +2,14 @@
 //! `watch --dry-run` (which prints nft batches instead of running them).
 //! Addresses in the logs are only text; nothing is contacted.
 
-mod common;
+mod support;
 
-use common::serve::{bin, wait_for};
-use common::watch::{append, ban_line};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
+use support::watch::{append, ban_line};
+use support::{bin, wait_for};
 
 struct Dir(PathBuf);
 impl Drop for Dir {

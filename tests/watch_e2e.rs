@@ -6,14 +6,15 @@
 //! (10.77.20.1, 10.77.21.1) runs `tarpit serve` and `tarpit watch`; the
 //! attacker (10.77.20.2) and another host (10.77.21.2) connect to it.
 
-mod common;
+mod support;
 
-use common::netns::{privileged, veth, Netns};
-use common::serve::{bin, wait_for, Proc};
-use common::watch::{ban_line, wait_element, Scene};
 use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+use support::netns::{privileged, veth, Netns};
+use support::serve::Proc;
+use support::watch::{ban_line, wait_element, Scene};
+use support::{bin, wait_for};
 
 fn connect(ns: &Netns, addr: &str) -> std::io::Result<TcpStream> {
     let a: SocketAddr = addr.parse().unwrap();

@@ -1,13 +1,13 @@
 //! `tarpit watch --metrics`: its own Prometheus endpoint, scraped over HTTP
 //! inside a namespace the test made.
 
-mod common;
+mod support;
 
-use common::netns::{privileged, Netns};
-use common::serve::{bin, wait_for};
-use common::watch::{ban_line, Scene, WatchProc};
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use support::netns::{privileged, Netns};
+use support::watch::{ban_line, Scene, WatchProc};
+use support::{bin, wait_for};
 
 fn scrape(ns: &Netns) -> String {
     ns.in_thread(|| {

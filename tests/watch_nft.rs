@@ -4,12 +4,12 @@
 //! failing nft is retried without losing anything, and rotated logs are
 //! followed. The addresses are only text in log lines; nothing is contacted.
 
-mod common;
+mod support;
 
-use common::netns::{privileged, Netns};
-use common::serve::wait_for;
-use common::watch::{append, ban_line, elements, wait_element, Scene};
 use std::time::{Duration, Instant};
+use support::netns::{privileged, Netns};
+use support::wait_for;
+use support::watch::{append, ban_line, elements, wait_element, Scene};
 
 const WEEK: u64 = 604_800;
 
@@ -153,7 +153,7 @@ fn failing_nft_keeps_state_and_is_retried() {
         ),
     )
     .unwrap();
-    common::netns::sh(&format!("chmod +x {}", wrapper.display()));
+    support::netns::sh(&format!("chmod +x {}", wrapper.display()));
     std::fs::write(&flag, "").unwrap();
     let sc = Scene::new(
         "wfail",
@@ -264,7 +264,7 @@ fn ten_thousand_bans_restore_in_one_batch() {
         ),
     )
     .unwrap();
-    common::netns::sh(&format!("chmod +x {}", wrapper.display()));
+    support::netns::sh(&format!("chmod +x {}", wrapper.display()));
     let sc = Scene::new(
         "w10k",
         &format!("nft = {:?}", wrapper.to_str().unwrap()),

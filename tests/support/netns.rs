@@ -4,21 +4,11 @@
 
 #![allow(dead_code)]
 
+use super::is_root;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
 
 /// True when the test can use namespaces and nft. Outside CI a non-root run
 /// skips with a message; in CI (`CI` set) a missing privilege is a failure.

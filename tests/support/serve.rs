@@ -6,32 +6,21 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::{bin, wait_for};
 use tarpit::engine::record::ConnRecord;
 use tarpit::engine::socket::{BoundListener, Handle, ServeOptions, Server};
 use tarpit::engine::{Observer, Snapshot, Totals};
-
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tarpit")
-}
-
-/// Polls `f` every 20 ms until it returns `Some`, or panics after `secs`.
-pub fn wait_for<T>(secs: f64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + Duration::from_secs_f64(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// A `tarpit` child process whose stderr (JSON logs) is collected.
 pub struct Proc {
     pub child: Child,
     pub lines: Arc<Mutex<Vec<String>>>,
+    /// Cleared by [`Proc::forget_lines`]: later lines are read and dropped.
+    keep: Arc<AtomicBool>,
     pub listeners: Vec<SocketAddr>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
@@ -64,16 +53,20 @@ impl Proc {
         let mut child = c.spawn().expect("spawn tarpit");
         let err = child.stderr.take().expect("stderr");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let l2 = lines.clone();
+        let keep = Arc::new(AtomicBool::new(true));
+        let (l2, k2) = (lines.clone(), keep.clone());
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
-                l2.lock().unwrap().push(line);
+                if k2.load(Ordering::Relaxed) {
+                    l2.lock().unwrap().push(line);
+                }
             }
         });
         let mut p = Proc {
             child,
             lines,
+            keep,
             listeners: vec![],
             reader: Some(reader),
         };
@@ -97,6 +90,18 @@ impl Proc {
 
     pub fn addr(&self) -> SocketAddr {
         self.listeners[0]
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops collecting log lines (they are still read, so the server never
+    /// blocks on a full pipe): for benchmarks, whose servers log a line per
+    /// connection.
+    pub fn forget_lines(&self) {
+        self.keep.store(false, Ordering::Relaxed);
+        self.lines.lock().unwrap().clear();
     }
 
     pub fn json(&self) -> Vec<Value> {

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use super::netns::Netns;
-use super::serve::{bin, wait_for};
+use super::{bin, wait_for};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! Helpers for the statistics tests: a real `tarpit serve` process killed on
+//! For the statistics tests: a real `tarpit serve` process killed on
 //! drop, free ports, clients bound to chosen 127.0.0.x sources.
 #![allow(dead_code)]
 
@@ -6,22 +6,9 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tarpit")
-}
+use super::{bin, poll};
 
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -50,20 +37,6 @@ impl Drop for TempDir {
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
-}
-
-/// Polls `f` every 50 ms until it returns `Some`, at most `limit`.
-pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if t0.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Connects to `dst` from `src` (any 127.0.0.0/8 address works on Linux
@@ -140,7 +113,7 @@ impl Serve {
         // Generous: a loaded machine (and, for wrapped starts, mount
         // namespace set-up, which waits for RCU grace periods) can be slow.
         let limit = if wrapper.is_empty() { 60 } else { 180 };
-        let up = wait_for(Duration::from_secs(limit), || {
+        let up = poll(Duration::from_secs(limit), || {
             if let Ok(Some(st)) = s.child.try_wait() {
                 panic!("serve exited early ({st}): {}", s.log_text());
             }
@@ -169,7 +142,7 @@ impl Serve {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let st = wait_for(Duration::from_secs(20), || {
+        let st = poll(Duration::from_secs(20), || {
             self.child.try_wait().ok().flatten()
         });
         st.unwrap_or_else(|| panic!("serve did not exit on SIGTERM: {}", self.log_text()))
