@@ -643,7 +643,9 @@ fn unban_still_releases_when_the_other_set_is_gone() {
     fw.restore(&[ban(t4, 600), ban(t6, 600)]).unwrap();
     // Someone removed trap6 (rules first, since they reference it).
     ns.run("nft flush chain inet tarpit prerouting && nft delete set inet tarpit trap6");
-    assert_eq!(fw.list().unwrap(), vec![(t4, fw.list().unwrap()[0].1)]);
+    // (Targets only: two listings may straddle a second of the timeout.)
+    let listed: Vec<_> = fw.list().unwrap().into_iter().map(|(t, _)| t).collect();
+    assert_eq!(listed, vec![t4]);
     fw.unban(&[t4, t6]).unwrap();
     assert!(
         elements(&ns, "trap4").is_empty(),
