@@ -1,0 +1,156 @@
+//! The history's tables, their version, and opening a file for writing
+//! (created and migrated) or reading (checked, never changed).
+
+use super::{db_err, HistoryError};
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Schema version in `PRAGMA user_version`. 2: the `end_time` index gave
+/// way to `blocks` (see [`SCHEMA`]); a version-1 file is migrated when
+/// opened for writing and still read as it is.
+const SCHEMA_VERSION: i64 = 2;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS connections (
+    id             INTEGER PRIMARY KEY,
+    start_time     REAL    NOT NULL,  -- unix seconds, accepted
+    end_time       REAL    NOT NULL,  -- unix seconds, released
+    held_secs      REAL    NOT NULL,
+    listener       TEXT    NOT NULL,
+    peer_ip        TEXT    NOT NULL,
+    peer_port      INTEGER NOT NULL,
+    local          TEXT    NOT NULL,
+    orig_ip        TEXT    NOT NULL,
+    orig_port      INTEGER NOT NULL,  -- the port the peer aimed at
+    bytes_received INTEGER NOT NULL,
+    fin_after_secs REAL,              -- NULL: the peer never tried to close
+    end_reason     TEXT    NOT NULL,
+    head           TEXT    NOT NULL
+);
+-- A block-range index: one row per written batch, the rowid range it took
+-- and the span of its end times. Rows arrive roughly in end order, so a
+-- time window maps to a narrow rowid range. It replaced an index on
+-- end_time, whose per-row upkeep was a quarter of the writer's CPU.
+CREATE TABLE IF NOT EXISTS blocks (
+    first_id INTEGER NOT NULL,
+    last_id  INTEGER NOT NULL,
+    min_end  REAL    NOT NULL,
+    max_end  REAL    NOT NULL
+);
+";
+
+/// Version 1 to 2: drop the per-row index, cover the existing rows with one
+/// block.
+const MIGRATE_1_TO_2: &str = "
+DROP INDEX IF EXISTS connections_end_time;
+INSERT INTO blocks (first_id, last_id, min_end, max_end)
+    SELECT min(id), max(id), min(end_time), max(end_time) FROM connections
+    HAVING count(*) > 0;
+";
+
+/// Opens (creating if needed) the database for writing and proves it is
+/// writable and really a tarpit history, so every mistake shows at start.
+pub fn open_for_writing(path: &Path) -> Result<Connection, HistoryError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(HistoryError::NoDir {
+            path: path.to_path_buf(),
+            dir,
+        });
+    }
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| {
+        db_err(
+            path,
+            "cannot open or create (is its directory writable?)",
+            e,
+        )
+    })?;
+    c.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| db_err(path, "cannot configure", e))?;
+    let mode: String = c
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(|e| db_err(path, "not a usable SQLite database", e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(path = %path.display(), mode, "history: WAL unavailable");
+    }
+    c.execute_batch("PRAGMA synchronous=NORMAL")
+        .map_err(|e| db_err(path, "cannot configure", e))?;
+    let version = check_schema(&c, path)?;
+    let migrate = if version == 1 { MIGRATE_1_TO_2 } else { "" };
+    // A real write, so a read-only directory or file fails now.
+    c.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {SCHEMA} {migrate} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    ))
+    .map_err(|e| db_err(path, "cannot write", e))?;
+    Ok(c)
+}
+
+/// Opens an existing database read-only (for `tarpit report`).
+pub fn open_for_reading(path: &Path) -> Result<Connection, HistoryError> {
+    match std::fs::metadata(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(HistoryError::Missing {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(db_err(path, "cannot read", e)),
+    }
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| db_err(path, "cannot open", e))?;
+    let _ = c.busy_timeout(Duration::from_secs(5));
+    check_schema(&c, path)?;
+    let has: i64 = c
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='connections'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| db_err(path, "not a usable SQLite database", e))?;
+    if has == 0 {
+        return Err(db_err(path, "not a tarpit history", "no connections table"));
+    }
+    Ok(c)
+}
+
+/// Checks the file is a history this tarpit understands; its version.
+fn check_schema(c: &Connection, path: &Path) -> Result<i64, HistoryError> {
+    let v: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| db_err(path, "not a usable SQLite database", e))?;
+    if v > SCHEMA_VERSION {
+        return Err(db_err(
+            path,
+            "unsupported schema",
+            format!("version {v} is newer than this tarpit ({SCHEMA_VERSION})"),
+        ));
+    }
+    let tables: i64 = c
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type='table' AND name <> 'connections'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| db_err(path, "not a usable SQLite database", e))?;
+    if v == 0 && tables > 0 {
+        return Err(db_err(
+            path,
+            "not a tarpit history",
+            "it holds other tables; refusing to write into it",
+        ));
+    }
+    Ok(v)
+}

@@ -1,0 +1,117 @@
+//! The report's figures for a window, from the history's store.
+
+use super::{percentile, utc_day};
+use super::{Bucket, DayRow, HostRow, PortRow, ReasonRow, Report, Totals, HIST_EDGES, TOP_N};
+use crate::stats::history::store::{self, Window};
+use rusqlite::Connection;
+
+/// Computes the report over rows that ended in `[since, until]` (unix secs).
+pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Report> {
+    let w = Window::new(c, since, until)?;
+    let holds = store::holds(c, &w)?;
+    let sums = store::sums(c, &w)?;
+    let totals = Totals {
+        connections: holds.len() as u64,
+        unique_hosts: sums.unique_hosts,
+        attacker_hours: sums.held_secs / 3600.0,
+        median_hold_secs: percentile(&holds, 0.5),
+        p90_hold_secs: percentile(&holds, 0.9),
+        bytes_received: sums.bytes_received,
+        close_attempts: sums.close_attempts,
+    };
+    let top_hosts = store::top_hosts(c, &w, TOP_N)?
+        .into_iter()
+        .map(|g| HostRow {
+            host: g.key,
+            connections: g.connections,
+            held_secs: g.held_secs,
+        })
+        .collect();
+    let ports = store::top_ports(c, &w, TOP_N)?
+        .into_iter()
+        .map(|g| PortRow {
+            port: g.key,
+            connections: g.connections,
+            held_secs: g.held_secs,
+        })
+        .collect();
+    let end_reasons = store::end_reasons(c, &w)?
+        .into_iter()
+        .map(|g| ReasonRow {
+            reason: g.key,
+            connections: g.connections,
+        })
+        .collect();
+
+    let mut histogram: Vec<Bucket> = HIST_EDGES
+        .iter()
+        .enumerate()
+        .map(|(i, &lo)| {
+            let hi = HIST_EDGES.get(i + 1).copied();
+            Bucket {
+                label: match hi {
+                    Some(h) => format!("{}–{}", fmt_edge(lo), fmt_edge(h)),
+                    None => format!("≥{}", fmt_edge(lo)),
+                },
+                lo_secs: lo,
+                hi_secs: hi,
+                connections: 0,
+            }
+        })
+        .collect();
+    for &h in &holds {
+        let i = HIST_EDGES.iter().rposition(|&e| h >= e).unwrap_or(0);
+        histogram[i].connections += 1;
+    }
+
+    // Per day, zeros included, from the window start (or the first row, for
+    // very long windows) to its end.
+    let mut days: std::collections::BTreeMap<String, (u64, f64)> = Default::default();
+    store::for_each_end(c, &w, |end, held| {
+        let e = days.entry(utc_day(end)).or_default();
+        e.0 += 1;
+        e.1 += held;
+    })?;
+    let first_row_day = days.keys().next().cloned();
+    let mut per_day = Vec::new();
+    let start_day = (since / 86400.0).floor() as i64;
+    let end_day = (until / 86400.0).floor() as i64;
+    let mut d = start_day.max(end_day - 366);
+    if let Some(f) = &first_row_day {
+        // Skip leading empty days of an "everything" window.
+        while d < end_day && utc_day(d as f64 * 86400.0) < *f && end_day - d > 31 {
+            d += 1;
+        }
+    }
+    while d <= end_day {
+        let key = utc_day(d as f64 * 86400.0);
+        let (n, h) = days.get(&key).copied().unwrap_or((0, 0.0));
+        per_day.push(DayRow {
+            day: key,
+            connections: n,
+            held_secs: h,
+        });
+        d += 1;
+    }
+
+    Ok(Report {
+        since,
+        until,
+        totals,
+        top_hosts,
+        ports,
+        end_reasons,
+        histogram,
+        per_day,
+    })
+}
+
+fn fmt_edge(s: f64) -> String {
+    let s = s as u64;
+    match s {
+        0 => "0s".into(),
+        1..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        _ => format!("{}h", s / 3600),
+    }
+}

@@ -1,0 +1,141 @@
+//! `tarpit report`: what the history says about a time window, computed once
+//! into a [`Report`] and rendered as terminal text, JSON or one
+//! self-contained HTML page (inline CSS and SVG, no JavaScript, nothing
+//! fetched from the network — it must open from a mail attachment).
+//!
+//! A connection belongs to the window when it *ended* inside it (its row is
+//! written then). Percentiles use the nearest-rank method: the p-th
+//! percentile of n sorted holds is the value at rank ceil(p·n).
+//!
+//! [`compute`] asks the history's store for the window's figures;
+//! [`text`] and [`html`] render them. The SQL lives with the schema, in
+//! [`crate::stats::history::store`].
+
+mod compute;
+mod html;
+mod text;
+
+pub use compute::compute;
+pub use html::render_html;
+pub use text::render_text;
+
+use serde::Serialize;
+
+/// Rows in the top-hosts and ports tables.
+pub const TOP_N: usize = 20;
+
+/// Edges of the hold-duration histogram, seconds; the last bucket is open.
+pub const HIST_EDGES: [f64; 12] = [
+    0.0, 1.0, 10.0, 60.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 3600.0, 21600.0, 86400.0,
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// Window, unix seconds.
+    pub since: f64,
+    pub until: f64,
+    pub totals: Totals,
+    /// Top [`TOP_N`] hosts by total time held.
+    pub top_hosts: Vec<HostRow>,
+    /// Top [`TOP_N`] ports aimed at, by connections.
+    pub ports: Vec<PortRow>,
+    pub end_reasons: Vec<ReasonRow>,
+    pub histogram: Vec<Bucket>,
+    /// One entry per UTC day of the window, oldest first, zeros included.
+    pub per_day: Vec<DayRow>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Totals {
+    pub connections: u64,
+    pub unique_hosts: u64,
+    pub attacker_hours: f64,
+    pub median_hold_secs: f64,
+    pub p90_hold_secs: f64,
+    pub bytes_received: u64,
+    pub close_attempts: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostRow {
+    pub host: String,
+    pub connections: u64,
+    pub held_secs: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PortRow {
+    pub port: u16,
+    pub connections: u64,
+    pub held_secs: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReasonRow {
+    pub reason: String,
+    pub connections: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bucket {
+    /// Human label: `1m–5m`, `≥24h`.
+    pub label: String,
+    pub lo_secs: f64,
+    /// `None` for the open last bucket.
+    pub hi_secs: Option<f64>,
+    pub connections: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DayRow {
+    /// `YYYY-MM-DD`, UTC.
+    pub day: String,
+    pub connections: u64,
+    pub held_secs: f64,
+}
+
+/// Nearest-rank percentile of an ascending slice (0 when empty).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (p * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+/// `YYYY-MM-DD` (UTC) of a unix time.
+pub fn utc_day(unix: f64) -> String {
+    let days = (unix / 86400.0).floor() as i64;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 5.0);
+        assert_eq!(percentile(&v, 0.9), 9.0);
+        assert_eq!(percentile(&v[..1], 0.9), 1.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn utc_days() {
+        assert_eq!(utc_day(0.0), "1970-01-01");
+        assert_eq!(utc_day(951_782_400.0), "2000-02-29");
+        assert_eq!(utc_day(1_767_225_599.0), "2025-12-31");
+    }
+}

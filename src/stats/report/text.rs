@@ -1,0 +1,96 @@
+//! The terminal report.
+
+use super::{utc_day, Report};
+use std::fmt::Write as _;
+
+fn fmt_hold(s: f64) -> String {
+    crate::stats::live::fmt_secs(s)
+}
+
+fn bar(v: f64, max: f64, width: usize) -> String {
+    if max <= 0.0 || v <= 0.0 {
+        return String::new();
+    }
+    let n = ((v / max) * width as f64).round().max(1.0) as usize;
+    "█".repeat(n.min(width))
+}
+
+/// The terminal report.
+pub fn render_text(r: &Report) -> String {
+    let mut o = String::new();
+    let t = &r.totals;
+    let _ = writeln!(
+        o,
+        "tarpit report: {} .. {} (UTC, by end of connection)\n",
+        utc_day(r.since),
+        utc_day(r.until)
+    );
+    let _ = writeln!(o, "  connections          {}", t.connections);
+    let _ = writeln!(o, "  unique hosts         {}", t.unique_hosts);
+    let _ = writeln!(o, "  attacker-hours       {:.2}", t.attacker_hours);
+    let _ = writeln!(
+        o,
+        "  median hold          {} ({:.1}s)",
+        fmt_hold(t.median_hold_secs),
+        t.median_hold_secs
+    );
+    let _ = writeln!(
+        o,
+        "  p90 hold             {} ({:.1}s)",
+        fmt_hold(t.p90_hold_secs),
+        t.p90_hold_secs
+    );
+    let _ = writeln!(o, "  bytes never read     {}", t.bytes_received);
+    let _ = writeln!(o, "  peer close attempts  {}", t.close_attempts);
+
+    let _ = writeln!(o, "\nTop hosts by time held");
+    let _ = writeln!(o, "  {:<40} {:>8} {:>12}", "HOST", "CONNS", "HELD");
+    for h in &r.top_hosts {
+        let _ = writeln!(
+            o,
+            "  {:<40} {:>8} {:>12}",
+            h.host,
+            h.connections,
+            fmt_hold(h.held_secs)
+        );
+    }
+    let _ = writeln!(o, "\nPorts aimed at");
+    let _ = writeln!(o, "  {:<8} {:>8} {:>12}", "PORT", "CONNS", "HELD");
+    for p in &r.ports {
+        let _ = writeln!(
+            o,
+            "  {:<8} {:>8} {:>12}",
+            p.port,
+            p.connections,
+            fmt_hold(p.held_secs)
+        );
+    }
+    let _ = writeln!(o, "\nEnd reasons");
+    for e in &r.end_reasons {
+        let _ = writeln!(o, "  {:<16} {:>8}", e.reason, e.connections);
+    }
+    let _ = writeln!(o, "\nHold duration");
+    let hmax = r.histogram.iter().map(|b| b.connections).max().unwrap_or(0) as f64;
+    for b in &r.histogram {
+        let _ = writeln!(
+            o,
+            "  {:<10} {:>8} {}",
+            b.label,
+            b.connections,
+            bar(b.connections as f64, hmax, 40)
+        );
+    }
+    let _ = writeln!(o, "\nPer day (attacker-hours)");
+    let dmax = r.per_day.iter().map(|d| d.held_secs).fold(0.0, f64::max);
+    for d in &r.per_day {
+        let _ = writeln!(
+            o,
+            "  {} {:>8} conns {:>9.2} h {}",
+            d.day,
+            d.connections,
+            d.held_secs / 3600.0,
+            bar(d.held_secs, dmax, 40)
+        );
+    }
+    o
+}
