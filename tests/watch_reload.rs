@@ -3,13 +3,13 @@
 //! survive; a broken file is reported with file, line and key and the
 //! running configuration stays.
 
-mod common;
+mod support;
 
-use common::netns::{privileged, Netns};
-use common::serve::wait_for;
-use common::watch::{ban_line, elements, wait_element, Scene};
 use std::path::Path;
 use std::time::Duration;
+use support::netns::{privileged, Netns};
+use support::wait_for;
+use support::watch::{ban_line, elements, wait_element, Scene};
 
 fn hup(pid: u32) {
     let st = std::process::Command::new("kill")
@@ -124,7 +124,7 @@ fn sighup_reloads_jails_and_keeps_hits_positions_and_bans() {
         "{e}"
     );
     assert!(w.child.try_wait().unwrap().is_none(), "watch exited");
-    common::watch::append(&web, &web_line("10.77.60.10"));
+    support::watch::append(&web, &web_line("10.77.60.10"));
     wait_element(&ns, "trap4", "10.77.60.10", 10.0);
 
     // Remove the web jail: its log is no longer read; the bans it made stay.
@@ -133,7 +133,7 @@ fn sighup_reloads_jails_and_keeps_hits_positions_and_bans() {
     wait_for(10.0, "second reload", || {
         (w.messages("configuration reloaded").len() == 2).then_some(())
     });
-    common::watch::append(&web, &web_line("10.77.60.11"));
+    support::watch::append(&web, &web_line("10.77.60.11"));
     for _ in 0..3 {
         sc.append(&ban_line("sshd", "10.77.60.12"));
     }
