@@ -98,11 +98,8 @@ fn is_quoted_token(s: &str) -> bool {
     let mut chars = inner.chars();
     while let Some(c) = chars.next() {
         match c {
-            '\\' => {
-                if chars.next().is_none() {
-                    return false;
-                }
-            }
+            '\\' if chars.next().is_none() => return false,
+            '\\' => {}
             '"' => return false,
             c if c.is_control() => return false,
             _ => {}
@@ -135,9 +132,8 @@ pub fn quote(s: &str) -> String {
 
 /// A field value as one token: bare when safe, else quoted.
 fn token(s: &str, from_debug: bool) -> String {
-    if !s.is_empty() && s.chars().all(bare_ok) {
-        s.to_string()
-    } else if from_debug && is_quoted_token(s) {
+    let bare = !s.is_empty() && s.chars().all(bare_ok);
+    if bare || (from_debug && is_quoted_token(s)) {
         s.to_string()
     } else {
         quote(s)
@@ -344,7 +340,10 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                v.push(b" =\"\\\n\r\tx\x1bpeer:1."[(x % 16) as usize] ^ if x & 0x100 != 0 { 0x80 } else { 0 });
+                v.push(
+                    b" =\"\\\n\r\tx\x1bpeer:1."[(x % 16) as usize]
+                        ^ if x & 0x100 != 0 { 0x80 } else { 0 },
+                );
             }
             inputs.push(v);
         }

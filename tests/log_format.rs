@@ -2,18 +2,26 @@
 //! pipe): no colour codes, and a peer's bytes stay inside the `head` field.
 //! Traffic: loopback only.
 
-mod common;
+mod support;
 
-use common::serve::{bin, wait_for};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
+use support::{bin, wait_for};
 
 #[test]
 fn human_log_on_a_pipe_has_no_colour_and_peer_bytes_cannot_forge_fields() {
     let mut child = Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--control", "off", "--history", "off"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--control",
+            "off",
+            "--history",
+            "off",
+        ])
         .env_remove("RUST_LOG")
         .env_remove("NO_COLOR")
         .stdin(Stdio::null())
@@ -38,10 +46,16 @@ fn human_log_on_a_pipe_has_no_colour_and_peer_bytes_cannot_forge_fields() {
         })
     });
     wait_for(10.0, "serving line", || {
-        lines.lock().unwrap().iter().any(|l| l.contains("serving")).then_some(())
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("serving"))
+            .then_some(())
     });
     let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"x peer=203.0.113.66:22 end=lifetime\n").unwrap();
+    s.write_all(b"x peer=203.0.113.66:22 end=lifetime\n")
+        .unwrap();
     // Reset: the record is written when the peer is gone.
     socket2::SockRef::from(&s)
         .set_linger(Some(std::time::Duration::ZERO))

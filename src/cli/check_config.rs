@@ -9,6 +9,23 @@ use std::process::ExitCode;
 #[derive(Debug, Args, Clone, Default)]
 pub struct CheckConfigArgs {}
 
+/// Validates a parsed file exactly as `serve` and `watch` would read it
+/// (`None`: no file, the built-in defaults); the watcher's settings on
+/// success. Touches nothing outside memory.
+pub fn validate(
+    loaded: Option<(&config::FileConfig, &config::Source)>,
+) -> Result<settings::WatchSettings, config::ConfigError> {
+    if let Some((cfg, src)) = loaded {
+        if let Some(s) = &cfg.serve {
+            serve::resolve(&serve::ServeArgs::default(), Some((s, src)))?;
+            let flags = super::serve_stateless::EngineFlags::default();
+            super::serve_stateless::engine(&flags, Some((s, src)))?;
+            super::serve_stateless::resolve(&flags, Some((s, src)))?;
+        }
+    }
+    settings::resolve(loaded.and_then(|(c, s)| c.watch.as_ref().map(|w| (w, s))))
+}
+
 pub fn run(cli: &Cli, _a: &CheckConfigArgs) -> ExitCode {
     let loaded = match &cli.config {
         Some(p) => match config::load(p) {
@@ -17,24 +34,7 @@ pub fn run(cli: &Cli, _a: &CheckConfigArgs) -> ExitCode {
         },
         None => None,
     };
-    if let Some((cfg, src)) = &loaded {
-        if let Some(s) = &cfg.serve {
-            if let Err(e) = serve::resolve(&serve::ServeArgs::default(), Some((s, src))) {
-                return fail(EXIT_CONFIG, e);
-            }
-            let flags = super::serve_stateless::EngineFlags::default();
-            if let Err(e) = super::serve_stateless::engine(&flags, Some((s, src)))
-                .and_then(|_| super::serve_stateless::resolve(&flags, Some((s, src))))
-            {
-                return fail(EXIT_CONFIG, e);
-            }
-        }
-    }
-    let w = match settings::resolve(
-        loaded
-            .as_ref()
-            .and_then(|(c, s)| c.watch.as_ref().map(|w| (w, s))),
-    ) {
+    let w = match validate(loaded.as_ref().map(|(c, s)| (c, s))) {
         Ok(w) => w,
         Err(e) => return fail(EXIT_CONFIG, e),
     };

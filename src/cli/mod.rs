@@ -3,7 +3,7 @@
 
 mod ban;
 mod bans;
-mod check_config;
+pub mod check_config;
 mod docs;
 mod report;
 mod serve;

@@ -210,6 +210,13 @@ pub fn run(cli: &Cli, a: &ServeArgs) -> ExitCode {
                 Ok(o) => o,
                 Err(e) => return fail(EXIT_CONFIG, e),
             };
+            // An explicit key file that cannot be used is a configuration
+            // error, found before anything starts.
+            if let Some(p) = &o.key_file {
+                if let Err(e) = crate::engine::stateless::keyfile::read(p) {
+                    return fail(EXIT_CONFIG, e);
+                }
+            }
             let label = crate::engine::stateless::listener_label(o.nflog_group);
             let stats = match super::serve_stats::prepare(&stats_opts, &[label]) {
                 Ok(s) => s,

@@ -124,7 +124,16 @@ impl State {
             path: path.to_path_buf(),
             source,
         };
-        let conn = Connection::open(path).map_err(err)?;
+        // NOFOLLOW: the watcher runs as root; a symlink planted at the
+        // path must not make it create or write another file.
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )
+        .map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
@@ -640,5 +649,19 @@ mod tests {
         assert_eq!(s.ban_of(&h).unwrap().unwrap().offences, 2);
         drop(s);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_symlinked_database_is_refused() {
+        let dir = std::env::temp_dir().join(format!("tarpit-state-ln-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "").unwrap();
+        let p = dir.join("state.db");
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        assert!(State::open(&p).is_err());
+        assert_eq!(std::fs::metadata(&victim).unwrap().len(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

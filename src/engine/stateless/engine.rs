@@ -79,15 +79,12 @@ impl StatelessServer {
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open AF_PACKET socket: {e}")))?;
         let sock = crate::sys::register_async(sock.into_netlink())?;
         let (handle, inbox) = crate::engine::channel();
+        let cookies = match &opts.key_file {
+            Some(p) => super::keyfile::load_or_create(p).map_err(io::Error::other)?,
+            None => super::cookie::Cookies::new(),
+        };
         Ok(StatelessServer {
-            core: Core::new(
-                opts,
-                match &opts.key_file {
-                    Some(p) => super::keyfile::load_or_create(p),
-                    None => super::cookie::Cookies::new(),
-                },
-                observers,
-            ),
+            core: Core::new(opts, cookies, observers),
             sock,
             sender,
             inbox,

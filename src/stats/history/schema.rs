@@ -64,9 +64,12 @@ pub fn open_for_writing(path: &Path) -> Result<Connection, HistoryError> {
     }
     let c = Connection::open_with_flags(
         path,
+        // NOFOLLOW: we may run as root; a symlink planted at the path must
+        // not make us create or write another file.
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
     )
     .map_err(|e| {
         db_err(
@@ -108,7 +111,9 @@ pub fn open_for_reading(path: &Path) -> Result<Connection, HistoryError> {
     }
     let c = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
     )
     .map_err(|e| db_err(path, "cannot open", e))?;
     let _ = c.busy_timeout(Duration::from_secs(5));
@@ -153,4 +158,24 @@ fn check_schema(c: &Connection, path: &Path) -> Result<i64, HistoryError> {
         ));
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_symlinked_database_is_refused() {
+        let dir = std::env::temp_dir().join(format!("tarpit-hist-ln-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "").unwrap();
+        let p = dir.join("history.db");
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        assert!(open_for_writing(&p).is_err());
+        assert!(open_for_reading(&p).is_err());
+        assert_eq!(std::fs::metadata(&victim).unwrap().len(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
