@@ -21,6 +21,9 @@ pub struct BansArgs {
 #[derive(Serialize)]
 struct Row {
     host: String,
+    /// `jail`, `manual` (`tarpit ban`) or `crowdsec` (a LAPI decision).
+    origin: String,
+    /// The jail; for CrowdSec the decision's scenario.
     jail: String,
     /// Unix seconds.
     since: i64,
@@ -60,10 +63,11 @@ pub fn run(cli: &Cli, a: &BansArgs) -> ExitCode {
         Ok(b) => b,
         Err(e) => return fail(1, e),
     };
-    let rows: Vec<Row> = bans
+    let mut rows: Vec<Row> = bans
         .iter()
         .map(|b| Row {
             host: b.host.to_string(),
+            origin: if b.jail == "manual" { "manual" } else { "jail" }.into(),
             jail: b.jail.clone(),
             since: b.banned_at / 1000,
             expires: b.expires_at / 1000,
@@ -71,6 +75,24 @@ pub fn run(cli: &Cli, a: &BansArgs) -> ExitCode {
             offences: b.offences,
         })
         .collect();
+    // CrowdSec decisions (our own pushes coming back are our bans above).
+    if let Ok(c) = crate::crowdsec::store::open(&settings.state_db) {
+        for d in crate::crowdsec::store::list(&c, now).unwrap_or_default() {
+            if d.own {
+                continue;
+            }
+            let scenario: String = d.scenario.chars().take(40).collect();
+            rows.push(Row {
+                host: d.trap.clone(),
+                origin: "crowdsec".into(),
+                jail: scenario.escape_debug().to_string(),
+                since: d.seen_at / 1000,
+                expires: d.expires_at / 1000,
+                remaining_secs: ((d.expires_at - now).max(0) / 1000) as u64,
+                offences: 0,
+            });
+        }
+    }
     if a.json {
         match serde_json::to_string_pretty(&rows) {
             Ok(s) => println!("{s}"),
@@ -83,16 +105,17 @@ pub fn run(cli: &Cli, a: &BansArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!(
-        "{:<28} {:<16} {:<21} {:<21} {:>14} {:>8}",
-        "HOST", "JAIL", "SINCE", "EXPIRES", "REMAINING", "OFFENCES"
+        "{:<28} {:<9} {:<16} {:<21} {:<21} {:>14} {:>8}",
+        "HOST", "ORIGIN", "JAIL", "SINCE", "EXPIRES", "REMAINING", "OFFENCES"
     );
-    for (r, b) in rows.iter().zip(&bans) {
+    for r in &rows {
         println!(
-            "{:<28} {:<16} {:<21} {:<21} {:>14} {:>8}",
+            "{:<28} {:<9} {:<16} {:<21} {:<21} {:>14} {:>8}",
             r.host,
+            r.origin,
             r.jail,
-            rfc3339(b.banned_at),
-            rfc3339(b.expires_at),
+            rfc3339(r.since * 1000),
+            rfc3339(r.expires * 1000),
             humantime::format_duration(Duration::from_secs(r.remaining_secs)).to_string(),
             r.offences
         );

@@ -50,12 +50,55 @@ pub fn run(cli: &Cli, a: &UnbanArgs) -> ExitCode {
             Err(e) => return fail(1, e),
         }
     }
+    // What CrowdSec still decides stays trapped: say so, and how to lift it.
+    let held = crate::crowdsec::store::open(&settings.state_db)
+        .ok()
+        .and_then(|c| crate::crowdsec::store::list(&c, now).ok())
+        .unwrap_or_default();
+    let mut still = Vec::new();
+    let mut release = Vec::new();
+    for t in &targets {
+        let ds: Vec<_> = held
+            .iter()
+            .filter(|d| {
+                d.trap == t.to_string() || (d.trap.contains('/') && net_contains(&d.trap, &a.addr))
+            })
+            .collect();
+        if ds.is_empty() {
+            release.push(*t);
+            continue;
+        }
+        let until = ds.iter().map(|d| d.expires_at).max().unwrap_or(now);
+        still.push(crate::firewall::Ban {
+            target: *t,
+            timeout: std::time::Duration::from_millis((until - now).max(1) as u64),
+        });
+        for d in ds {
+            println!(
+                "{t} is still trapped by CrowdSec decision {} ({}{}, {}, {} left); lift it in CrowdSec: cscli decisions delete --id {}",
+                d.id,
+                d.origin.escape_debug(),
+                if d.own { ", pushed by this host" } else { "" },
+                d.scenario.escape_debug(),
+                humantime::format_duration(std::time::Duration::from_secs(((d.expires_at - now).max(0) / 1000) as u64)),
+                d.id
+            );
+        }
+    }
     let fw = Firewall::new(nft::nft_config(&settings));
-    if let Err(e) = fw.unban(&targets) {
+    // Re-adding what CrowdSec holds puts back its own remaining time (a
+    // longer ban of ours no longer counts).
+    if let Err(e) = fw.unban(&release).and_then(|()| fw.ban(&still)) {
         return fail(
             1,
             format!("{target} is released in the state database, but nftables failed: {e}"),
         );
+    }
+    if !still.is_empty() {
+        if was {
+            println!("our own ban of {target} is lifted");
+        }
+        return ExitCode::SUCCESS;
     }
     if was {
         println!("unbanned {target}");
@@ -63,4 +106,15 @@ pub fn run(cli: &Cli, a: &UnbanArgs) -> ExitCode {
         println!("{target} was not banned (removed from the sets if it was there)");
     }
     ExitCode::SUCCESS
+}
+
+/// True when the network text `net` contains the address text `addr`.
+fn net_contains(net: &str, addr: &str) -> bool {
+    match (
+        net.parse::<crate::firewall::Net>(),
+        addr.trim().parse::<std::net::IpAddr>(),
+    ) {
+        (Ok(n), Ok(ip)) => n.contains(&crate::firewall::Net::host(ip)),
+        _ => false,
+    }
 }

@@ -117,8 +117,14 @@ impl Touched {
     }
 }
 
-fn trap_of_text(s: &str) -> Option<Trap> {
-    s.parse().ok()
+/// A stored trap: `is_net` says which set (an IPv6 /64 host prints like a
+/// network).
+fn trap_of_text(s: &str, is_net: bool) -> Option<Trap> {
+    if is_net {
+        s.parse::<Net>().ok().map(Trap::Net)
+    } else {
+        s.parse::<Target>().ok().map(Trap::Host)
+    }
 }
 
 /// Applies one stream answer in one transaction: `new` rows stored (a known
@@ -146,17 +152,17 @@ pub fn apply(
                 ins.execute([r.id])?;
             }
         }
-        let gone: Vec<(i64, String)> = {
+        let gone: Vec<(i64, String, bool)> = {
             let mut st = tx.prepare(
-                "SELECT id, trap FROM cs_decisions WHERE id NOT IN (SELECT id FROM cs_keep)",
+                "SELECT id, trap, is_net FROM cs_decisions WHERE id NOT IN (SELECT id FROM cs_keep)",
             )?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect::<Result<_, _>>()?
         };
-        for (id, trap) in gone {
+        for (id, trap, is_net) in gone {
             tx.execute("DELETE FROM cs_decisions WHERE id = ?1", [id])?;
             t.removed += 1;
-            if let Some(tr) = trap_of_text(&trap) {
+            if let Some(tr) = trap_of_text(&trap, is_net) {
                 t.note(&tr);
             }
         }
@@ -199,15 +205,15 @@ pub fn apply(
     }
     {
         let mut del = tx.prepare_cached(
-            "DELETE FROM cs_decisions WHERE id = ?1 OR value = ?2 RETURNING trap",
+            "DELETE FROM cs_decisions WHERE id = ?1 OR value = ?2 RETURNING trap, is_net",
         )?;
         for (id, value) in deleted {
-            let gone: Vec<String> = del
-                .query_map(params![id, value], |r| r.get(0))?
+            let gone: Vec<(String, bool)> = del
+                .query_map(params![id, value], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
-            for trap in gone {
+            for (trap, is_net) in gone {
                 t.removed += 1;
-                if let Some(tr) = trap_of_text(&trap) {
+                if let Some(tr) = trap_of_text(&trap, is_net) {
                     t.note(&tr);
                 }
             }
@@ -396,7 +402,11 @@ mod tests {
     fn row(id: i64, trap: &str, exp: i64) -> Row {
         Row {
             id,
-            trap: trap.parse().unwrap(),
+            trap: if trap.contains('/') {
+                Trap::Net(trap.parse().unwrap())
+            } else {
+                Trap::Host(trap.parse().unwrap())
+            },
             value: format!("v{id}"),
             origin: "cscli".into(),
             kind: "tarpit".into(),
@@ -471,6 +481,12 @@ mod tests {
         let t = apply(&mut c, &[row(1, "10.77.1.2", 5000)], &[], true, 200).unwrap();
         assert!(t.nets && t.removed == 1, "{t:?}");
         assert!(active_nets(&c, 200).unwrap().is_empty());
+        // An IPv6 /64 host is a host, not a network, when it goes.
+        let mut r = row(4, "10.77.1.2", 5000);
+        r.trap = Trap::Host("fd77:5::/64".parse().unwrap());
+        apply(&mut c, &[r], &[], false, 200).unwrap();
+        let t = apply(&mut c, &[], &[(4, "x".into())], false, 200).unwrap();
+        assert!(!t.nets && t.hosts.len() == 1, "{t:?}");
         // Expired rows go by themselves.
         apply(&mut c, &[], &[], false, 6000).unwrap();
         assert!(list(&c, 0).unwrap().is_empty());
