@@ -3,15 +3,14 @@
 //! against a fake HTTP server for the faults a real LAPI will not produce
 //! on demand (500s, malformed and huge bodies, hangs).
 
-#[path = "support/crowdsec.rs"]
-mod crowdsec_support;
+mod support;
 
-use crowdsec_support::{available, Lapi};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use support::crowdsec::{available, Lapi};
 use tarpit::crowdsec::client::{Client, Endpoint, LapiError, Machine};
 use tarpit::crowdsec::settings::{Secret, Settings};
 use tarpit::crowdsec::store;

@@ -7,18 +7,17 @@
 //! Addresses: 10.77.60-69.0/24 and fd77:60-69::/64, inside namespaces made
 //! here. Every LAPI listens on loopback or inside such a namespace.
 
-mod common;
-#[path = "support/crowdsec.rs"]
-mod crowdsec_support;
+mod support;
 
-use common::netns::{privileged, veth6, Netns};
-use common::serve::{bin, wait_for, Proc};
-use common::watch::{ban_line, elements, Scene};
-use crowdsec_support::{available, Lapi};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
+use support::crowdsec::{available, Lapi};
+use support::netns::{privileged, veth6, Netns};
+use support::serve::Proc;
+use support::watch::{ban_line, elements, Scene};
+use support::{bin, wait_for};
 
 fn connect(ns: &Netns, addr: &str) -> std::io::Result<TcpStream> {
     let a: SocketAddr = addr.parse().unwrap();
@@ -113,7 +112,7 @@ fn rewrite_conf(sc: &Scene, crowdsec: &str, jail_extra: &str) {
 }
 
 /// On a failure, prints what the watchers logged and their sets.
-struct Dump<'a>(Vec<(&'a common::watch::WatchProc, &'a Netns)>, &'a Lapi);
+struct Dump<'a>(Vec<(&'a support::watch::WatchProc, &'a Netns)>, &'a Lapi);
 
 impl Drop for Dump<'_> {
     fn drop(&mut self) {
@@ -186,7 +185,7 @@ fn decisions_trap_and_deletions_release_ip_range_and_ipv6() {
     let _serve = serve_in(&server);
     let mut lapi = Lapi::with_listen(
         "dec",
-        &format!("127.0.0.1:{}", crowdsec_support::free_port()),
+        &format!("127.0.0.1:{}", support::crowdsec::free_port()),
         Some(&server.name),
     );
     lapi.start();
@@ -348,7 +347,7 @@ fn bans_are_pushed_outages_lose_nothing_and_restarts_keep_every_trap() {
     );
     let mut lapi = Lapi::with_listen(
         "push",
-        &format!("127.0.0.1:{}", crowdsec_support::free_port()),
+        &format!("127.0.0.1:{}", support::crowdsec::free_port()),
         Some(&server.name),
     );
     lapi.start();

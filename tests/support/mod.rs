@@ -4,6 +4,7 @@
 //! statistics helpers and /proc readers.
 #![allow(dead_code)]
 
+pub mod crowdsec;
 pub mod lab;
 pub mod netns;
 pub mod proc;
