@@ -12,19 +12,19 @@ use tarpit::watcher::{settings, Enforcer, State, Target, WatchSettings, Watcher}
 
 struct Null;
 impl Enforcer for Null {
-    fn ensure(&self) -> Result<(), String> {
+    fn ensure(&self) -> Result<(), tarpit::firewall::FwError> {
         Ok(())
     }
-    fn ban(&self, _: &[(Target, Duration)]) -> Result<(), String> {
+    fn ban(&self, _: &[(Target, Duration)]) -> Result<(), tarpit::firewall::FwError> {
         Ok(())
     }
-    fn restore(&self, _: &[(Target, Duration)]) -> Result<(), String> {
+    fn restore(&self, _: &[(Target, Duration)]) -> Result<(), tarpit::firewall::FwError> {
         Ok(())
     }
-    fn unban(&self, _: &[Target]) -> Result<(), String> {
+    fn unban(&self, _: &[Target]) -> Result<(), tarpit::firewall::FwError> {
         Ok(())
     }
-    fn intact(&self) -> Result<bool, String> {
+    fn intact(&self) -> Result<bool, tarpit::firewall::FwError> {
         Ok(true)
     }
 }

@@ -5,7 +5,7 @@
 
 use super::store::{self, Touched};
 use crate::firewall::{Net, Target};
-use crate::watcher::external::External;
+use crate::watcher::external::{External, ExternalError};
 use crate::watcher::state::ms;
 use crate::watcher::Enforcer;
 use rusqlite::Connection;
@@ -39,9 +39,8 @@ impl Bridge {
         }
     }
 
-    fn nets(&mut self, now: i64) -> Result<Vec<(Net, Duration)>, String> {
-        let nets =
-            store::active_nets(&self.conn, now).map_err(|e| format!("state database: {e}"))?;
+    fn nets(&mut self, now: i64) -> Result<Vec<(Net, Duration)>, rusqlite::Error> {
+        let nets = store::active_nets(&self.conn, now)?;
         let items: Vec<(Net, Duration)> = nets
             .into_iter()
             .map(|(n, e)| (n, Duration::from_millis((e - now).max(0) as u64)))
@@ -54,7 +53,7 @@ impl Bridge {
 }
 
 impl External for Bridge {
-    fn tick(&mut self, fw: &dyn Enforcer, fw_ok: bool) -> Result<(), String> {
+    fn tick(&mut self, fw: &dyn Enforcer, fw_ok: bool) -> Result<(), ExternalError> {
         while let Ok(t) = self.rx.try_recv() {
             self.hosts.extend(t.hosts);
             self.nets_dirty |= t.nets;
@@ -69,12 +68,9 @@ impl External for Bridge {
         if !self.hosts.is_empty() {
             let mut ban = Vec::new();
             let mut unban = Vec::new();
-            let err = |e: rusqlite::Error| format!("state database: {e}");
             if self.hosts.len() > BULK {
-                let all: std::collections::HashMap<Target, i64> = store::all_hosts(&self.conn, now)
-                    .map_err(err)?
-                    .into_iter()
-                    .collect();
+                let all: std::collections::HashMap<Target, i64> =
+                    store::all_hosts(&self.conn, now)?.into_iter().collect();
                 for h in &self.hosts {
                     match all.get(h) {
                         Some(e) => ban.push((*h, Duration::from_millis((e - now).max(1) as u64))),
@@ -83,7 +79,7 @@ impl External for Bridge {
                 }
             } else {
                 for h in &self.hosts {
-                    match store::trapped_until(&self.conn, h, now).map_err(err)? {
+                    match store::trapped_until(&self.conn, h, now)? {
                         Some(e) => ban.push((*h, Duration::from_millis((e - now).max(1) as u64))),
                         None => unban.push(*h),
                     }
@@ -123,7 +119,7 @@ impl External for Bridge {
         }
     }
 
-    fn restore_nets(&mut self, fw: &dyn Enforcer) -> Result<(), String> {
+    fn restore_nets(&mut self, fw: &dyn Enforcer) -> Result<(), ExternalError> {
         let now = ms(SystemTime::now());
         let items = self.nets(now)?;
         fw.set_ranges(&items)?;

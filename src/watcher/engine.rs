@@ -1,11 +1,22 @@
 //! The watch loop: logs → filters → window → state → firewall.
 //!
+//! [`sources`] finds and follows the log files (globs, rotation, inotify);
+//! [`pipeline`] turns their lines into hits and bans; [`enforce`] puts bans
+//! into the firewall and keeps it healthy (checks, rebuilds, back-off);
+//! this file is the loop that drives them and reloads the config.
+//!
 //! The database is committed before the firewall is touched, so a ban is
 //! never lost: if `nft` fails, the watcher logs it (rate-limited), keeps
 //! running, and retries with back-off by re-applying every active ban from
 //! the database in one batch. The same rebuild runs when the periodic check
 //! finds our table or sets gone (`nft flush ruleset`, a restart of
 //! nftables.service).
+
+mod enforce;
+mod pipeline;
+mod sources;
+
+pub use enforce::Enforcer;
 
 use super::filter::LineVerdict;
 use super::follow::{Follower, Start};
@@ -20,28 +31,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-
-/// What the watcher needs from a firewall. `crate::firewall::Firewall` is
-/// the real one; tests use fakes that fail on demand. Errors are messages:
-/// the watcher only logs them and retries.
-pub trait Enforcer {
-    /// Creates the table, sets and rule (idempotent).
-    fn ensure(&self) -> Result<(), String>;
-    /// Adds hosts with their timeouts, in one transaction.
-    fn ban(&self, bans: &[(Target, Duration)]) -> Result<(), String>;
-    /// After a start, a failure or a flush: creates what `ensure` does and
-    /// adds every active ban, all in one transaction.
-    fn restore(&self, bans: &[(Target, Duration)]) -> Result<(), String>;
-    fn unban(&self, hosts: &[Target]) -> Result<(), String>;
-    /// False when the table, a set or the rule is missing.
-    fn intact(&self) -> Result<bool, String>;
-    /// Makes the interval sets hold exactly these networks (CrowdSec
-    /// ranges), in one transaction.
-    fn set_ranges(&self, nets: &[(crate::firewall::Net, Duration)]) -> Result<(), String> {
-        let _ = nets;
-        Err("this firewall has no range sets".into())
-    }
-}
 
 /// Counters, for logs and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -130,24 +119,9 @@ pub struct Watcher<E: Enforcer> {
     external: Option<Box<dyn super::external::External>>,
 }
 
-/// Most bytes read from one file per poll; bounds one transaction.
-const CHUNK_BYTES: usize = 4 << 20;
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const OWN_EVERY: Duration = Duration::from_secs(60);
 /// Hits of hosts that never came back are forgotten this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
-
-fn is_glob(p: &str) -> bool {
-    p.contains(['*', '?', '['])
-}
-
-/// Compressed rotations are never read, even when a glob matches them.
-fn compressed(p: &Path) -> bool {
-    matches!(
-        p.extension().and_then(|e| e.to_str()),
-        Some("gz" | "xz" | "bz2" | "zst" | "lz4" | "zip")
-    )
-}
 
 impl<E: Enforcer> Watcher<E> {
     /// `ignore_own` lists the machine's addresses (never banned, with
@@ -190,13 +164,6 @@ impl<E: Enforcer> Watcher<E> {
         self.metrics.clone()
     }
 
-    /// Sets the active-bans gauge from the state database.
-    fn count_active(&mut self) {
-        if let Ok(b) = self.state.active_bans(ms(SystemTime::now())) {
-            self.metrics.active_bans.set(b.len() as i64);
-        }
-    }
-
     fn ignore_lists(settings: &WatchSettings, own: &[std::net::IpAddr]) -> Vec<IgnoreList> {
         settings
             .jails
@@ -226,119 +193,6 @@ impl<E: Enforcer> Watcher<E> {
 
     pub fn firewall_ok(&self) -> bool {
         self.fw_ok
-    }
-
-    /// Creates the ruleset and puts back every active ban with its remaining
-    /// time, in one batch. On failure the watcher still runs and retries.
-    pub fn rebuild(&mut self) -> bool {
-        let now = ms(SystemTime::now());
-        let bans = match self.state.active_bans(now) {
-            Ok(b) => b,
-            Err(e) => {
-                self.stats.db_errors += 1;
-                self.errors.error("db", &format!("{e}"));
-                return false;
-            }
-        };
-        let mut items: Vec<(Target, Duration)> = bans
-            .iter()
-            .map(|b| (b.host, b.remaining(now)))
-            .filter(|(_, d)| !d.is_zero())
-            .collect();
-        if let Some(x) = self.external.as_mut() {
-            // The batch keeps the longest timeout of duplicates.
-            items.extend(x.hosts());
-        }
-        let t0 = Instant::now();
-        let mut r = self.fw.restore(&items);
-        if let (Ok(()), Some(x)) = (&r, self.external.as_mut()) {
-            r = x.restore_nets(&self.fw);
-        }
-        self.metrics.nft_batches.inc();
-        self.metrics
-            .restore_duration
-            .set(t0.elapsed().as_secs_f64());
-        match r {
-            Ok(()) => {
-                self.metrics.active_bans.set(items.len() as i64);
-                tracing::info!(
-                    restored = items.len(),
-                    ms = t0.elapsed().as_millis() as u64,
-                    "firewall ready; active bans restored"
-                );
-                self.fw_ok = true;
-                self.backoff = Duration::from_secs(1);
-                true
-            }
-            Err(e) => {
-                self.fw_failed(&e);
-                false
-            }
-        }
-    }
-
-    fn fw_failed(&mut self, e: &str) {
-        self.stats.fw_errors += 1;
-        self.metrics.nft_errors.inc();
-        self.fw_ok = false;
-        self.errors.error(
-            "firewall",
-            &format!(
-                "nftables failed: {e}; bans are kept in the state database and will be applied on retry in {:?}",
-                self.backoff
-            ),
-        );
-        self.retry_at = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-    }
-
-    /// Expands every jail's logpaths and starts following new files.
-    fn scan(&mut self) {
-        let first = !self.started;
-        let fresh = std::mem::take(&mut self.fresh);
-        let mut found: Vec<(PathBuf, usize, Duration)> = Vec::new();
-        for (ji, jail) in self.settings.jails.iter().enumerate() {
-            for pat in &jail.logpaths {
-                if is_glob(pat) {
-                    if let Ok(paths) = glob::glob(pat) {
-                        for p in paths.flatten() {
-                            if p.is_file() && !compressed(&p) {
-                                found.push((p, ji, jail.rules.findtime));
-                            }
-                        }
-                    }
-                } else {
-                    found.push((PathBuf::from(pat), ji, jail.rules.findtime));
-                }
-            }
-        }
-        for (path, ji, findtime) in found {
-            if let Some(&si) = self.by_path.get(&path) {
-                let s = &mut self.sources[si];
-                if !s.jails.contains(&ji) {
-                    s.jails.push(ji);
-                }
-                continue;
-            }
-            let start = match self.state.position(&path) {
-                Ok(Some(pos)) => Start::Resume(pos),
-                Ok(None) if (first || fresh.contains(&ji)) && path.exists() => {
-                    Start::Tail(findtime)
-                }
-                Ok(None) => Start::Beginning,
-                Err(e) => {
-                    self.stats.db_errors += 1;
-                    self.errors.error("db", &format!("{e}"));
-                    continue;
-                }
-            };
-            tracing::info!(path = %path.display(), start = ?start, "following log");
-            self.by_path.insert(path.clone(), self.sources.len());
-            self.sources.push(Source {
-                follower: Follower::new(path, start),
-                jails: vec![ji],
-            });
-        }
     }
 
     /// One round: new lines from every log, bans applied, ruleset checked.
@@ -407,139 +261,6 @@ impl<E: Enforcer> Watcher<E> {
                 Err(e) => self.fw_failed(&e),
             }
         }
-    }
-
-    /// Polls one file and handles its lines; true when there may be more.
-    fn poll_source(&mut self, si: usize) -> bool {
-        let before = self.sources[si].follower.position();
-        let skipped_before = skipped(&self.sources[si].follower.stats);
-        let chunk = self.sources[si]
-            .follower
-            .poll(CHUNK_BYTES, SystemTime::now());
-        let skipped_now = skipped(&self.sources[si].follower.stats) - skipped_before;
-        for &ji in &self.sources[si].jails {
-            self.metrics
-                .lines_n(&self.settings.jails[ji].name, "skipped", skipped_now);
-        }
-        let path = self.sources[si].follower.path().to_path_buf();
-        for n in &chunk.notes {
-            tracing::info!(path = %path.display(), "{n}");
-        }
-        if chunk.lines.is_empty() && chunk.position == before {
-            return false;
-        }
-        let jails: Vec<usize> = self.sources[si].jails.clone();
-        let more = !chunk.lines.is_empty();
-        match self.handle_lines(&path, &jails, &chunk.lines, chunk.position.as_ref()) {
-            Ok(new_bans) => {
-                if !new_bans.is_empty() {
-                    self.apply(&new_bans);
-                }
-                more
-            }
-            Err(e) => {
-                self.stats.db_errors += 1;
-                self.errors
-                    .error("db", &format!("{e}; the lines will be read again"));
-                if let Some(p) = before {
-                    self.sources[si].follower.rewind(&p);
-                }
-                false
-            }
-        }
-    }
-
-    fn handle_lines(
-        &mut self,
-        path: &Path,
-        jails: &[usize],
-        lines: &[super::follow::Line],
-        position: Option<&super::state::Position>,
-    ) -> Result<Vec<BanRow>, StateError> {
-        let mut new_bans = Vec::new();
-        let mut tx = self.state.begin()?;
-        for line in lines {
-            self.stats.lines += 1;
-            let now = SystemTime::now();
-            let (st, text) = timestamp::split(&line.text, now);
-            let at = st.map_or(now, |st| st.time.min(now));
-            let kind = st.map(|st| st.kind);
-            for &ji in jails {
-                let jail: &Jail = &self.settings.jails[ji];
-                let m = &self.metrics;
-                match jail.filter.check(kind, text, &jail.name) {
-                    LineVerdict::NoMatch => m.line(&jail.name, "unmatched"),
-                    LineVerdict::Ignored => {
-                        self.stats.ignored_regex += 1;
-                        m.line(&jail.name, "ignored");
-                    }
-                    LineVerdict::OwnJail => {
-                        self.stats.own_jail += 1;
-                        m.line(&jail.name, "ignored");
-                    }
-                    LineVerdict::InvalidAddress(a) => {
-                        self.stats.invalid_address += 1;
-                        m.line(&jail.name, "invalid");
-                        tracing::debug!(jail = %jail.name, address = %a, "matched, but not a valid address");
-                    }
-                    LineVerdict::Host(ip) => {
-                        self.stats.matched += 1;
-                        let key = Target::from_ip(ip, self.settings.ipv6_prefix);
-                        if self.ignore[ji].is_ignored(ip) || self.ignore[ji].covers_key(&key) {
-                            self.stats.ignored_ip += 1;
-                            m.line(&jail.name, "ignored");
-                            continue;
-                        }
-                        m.line(&jail.name, "matched");
-                        match tx.record_hit(&jail.name, &jail.rules, &key, ms(at), ms(now))? {
-                            HitOutcome::Counted(n) => {
-                                tracing::debug!(jail = %jail.name, host = %key, hits = n, "hit");
-                            }
-                            HitOutcome::TooOld => self.stats.too_old += 1,
-                            HitOutcome::AlreadyBanned => self.stats.already_banned += 1,
-                            HitOutcome::Banned(row) => {
-                                self.stats.bans += 1;
-                                m.ban(&jail.name);
-                                tracing::info!(
-                                    target: "tarpit::ban",
-                                    host = %row.host,
-                                    jail = %row.jail,
-                                    offences = row.offences,
-                                    ban_secs = (row.expires_at - row.banned_at) / 1000,
-                                    "trapping host"
-                                );
-                                new_bans.push(row);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(p) = position {
-            tx.set_position(path, p, ms(SystemTime::now()))?;
-        }
-        tx.commit()?;
-        Ok(new_bans)
-    }
-
-    fn apply(&mut self, bans: &[BanRow]) {
-        if !self.fw_ok {
-            // The next rebuild applies them from the database.
-            return;
-        }
-        let now = ms(SystemTime::now());
-        let mut items: Vec<(Target, Duration)> =
-            bans.iter().map(|b| (b.host, b.remaining(now))).collect();
-        if let Some(x) = self.external.as_mut() {
-            for (h, d) in items.iter_mut() {
-                *d = (*d).max(x.until(h).unwrap_or_default());
-            }
-        }
-        self.metrics.nft_batches.inc();
-        if let Err(e) = self.fw.ban(&items) {
-            self.fw_failed(&e);
-        }
-        self.count_active();
     }
 
     /// Switches to `new` (a re-read config) without losing anything: the
@@ -626,64 +347,6 @@ impl<E: Enforcer> Watcher<E> {
             .collect();
         self.next_scan = Instant::now() + Duration::from_secs(2);
         (added, removed)
-    }
-
-    /// Adds an inotify watch for every log directory (again after a reload:
-    /// watching a directory twice is harmless).
-    fn watch_all(&self, ino: &crate::sys::Inotify) {
-        for d in self.watch_dirs() {
-            if let Err(e) = ino.watch_dir(&d) {
-                tracing::debug!(dir = %d.display(), error = %e, "no inotify watch; polling");
-            }
-        }
-    }
-
-    /// Directories to watch with inotify: the parent of each logpath (for a
-    /// glob, of its first component without wildcards).
-    fn watch_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        for j in &self.settings.jails {
-            for p in &j.logpaths {
-                let mut d = PathBuf::new();
-                for c in Path::new(p).components() {
-                    if is_glob(&c.as_os_str().to_string_lossy()) {
-                        break;
-                    }
-                    d.push(c);
-                }
-                // A literal path names the file: watch its directory.
-                if !is_glob(p) {
-                    d.pop();
-                }
-                if !d.as_os_str().is_empty() && !dirs.contains(&d) {
-                    dirs.push(d);
-                }
-            }
-        }
-        dirs
-    }
-
-    /// True when a changed directory entry `name` may be one of our logs.
-    /// Changes to anything else in the directory (our own trace or log
-    /// output, other programs' logs) must not wake us: that could feed back.
-    fn is_log_name(&self, name: &std::ffi::OsStr) -> bool {
-        let name = name.to_string_lossy();
-        self.settings
-            .jails
-            .iter()
-            .flat_map(|j| &j.logpaths)
-            .any(|p| {
-                let last = Path::new(p)
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                if is_glob(&last) {
-                    glob::Pattern::new(&last).is_ok_and(|g| g.matches(&name))
-                } else {
-                    // Also the rotated copy (`x.log.1`) that we may still finish.
-                    name == last || name.starts_with(&format!("{last}."))
-                }
-            })
     }
 
     /// Runs until `stop` is set: a tick whenever a watched directory changes
@@ -776,6 +439,7 @@ impl<E: Enforcer> Watcher<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::firewall::FwError;
     use crate::watcher::settings;
     use std::cell::{Cell, RefCell};
     use std::io::Write;
@@ -790,32 +454,37 @@ mod tests {
     }
 
     impl Enforcer for Fake {
-        fn ensure(&self) -> Result<(), String> {
+        fn ensure(&self) -> Result<(), FwError> {
             if self.fail.get() {
-                return Err("nft: command not found".into());
+                return Err(FwError::NftMissing("nft".into()));
             }
             self.intact.set(true);
             Ok(())
         }
-        fn ban(&self, bans: &[(Target, Duration)]) -> Result<(), String> {
+        fn ban(&self, bans: &[(Target, Duration)]) -> Result<(), FwError> {
             if self.fail.get() {
-                return Err("nft: exit 1".into());
+                return Err(FwError::NftFailed {
+                    status: Some(1),
+                    stderr: "Error: Could not process rule".into(),
+                    command: "nft -f -".into(),
+                    hint: None,
+                });
             }
             self.set.borrow_mut().extend(bans.iter().copied());
             Ok(())
         }
-        fn restore(&self, bans: &[(Target, Duration)]) -> Result<(), String> {
+        fn restore(&self, bans: &[(Target, Duration)]) -> Result<(), FwError> {
             self.restores.set(self.restores.get() + 1);
             self.ensure()?;
             self.ban(bans)
         }
-        fn unban(&self, hosts: &[Target]) -> Result<(), String> {
+        fn unban(&self, hosts: &[Target]) -> Result<(), FwError> {
             for h in hosts {
                 self.set.borrow_mut().remove(h);
             }
             Ok(())
         }
-        fn intact(&self) -> Result<bool, String> {
+        fn intact(&self) -> Result<bool, FwError> {
             Ok(self.intact.get())
         }
     }

@@ -4,7 +4,7 @@
 use super::engine::Enforcer;
 use super::host::Target;
 use super::settings::WatchSettings;
-use crate::firewall::{Ban, Firewall, NftConfig};
+use crate::firewall::{Ban, Firewall, FwError, NftConfig};
 use std::time::Duration;
 
 /// The firewall settings `[watch]` describes.
@@ -32,22 +32,22 @@ fn bans(items: &[(Target, Duration)]) -> Vec<Ban> {
 }
 
 impl Enforcer for Firewall {
-    fn ensure(&self) -> Result<(), String> {
-        Firewall::ensure(self).map_err(|e| e.to_string())
+    fn ensure(&self) -> Result<(), FwError> {
+        Firewall::ensure(self)
     }
-    fn ban(&self, items: &[(Target, Duration)]) -> Result<(), String> {
-        Firewall::ban(self, &bans(items)).map_err(|e| e.to_string())
+    fn ban(&self, items: &[(Target, Duration)]) -> Result<(), FwError> {
+        Firewall::ban(self, &bans(items))
     }
-    fn restore(&self, items: &[(Target, Duration)]) -> Result<(), String> {
-        Firewall::restore(self, &bans(items)).map_err(|e| e.to_string())
+    fn restore(&self, items: &[(Target, Duration)]) -> Result<(), FwError> {
+        Firewall::restore(self, &bans(items))
     }
-    fn unban(&self, hosts: &[Target]) -> Result<(), String> {
-        Firewall::unban(self, hosts).map_err(|e| e.to_string())
+    fn unban(&self, hosts: &[Target]) -> Result<(), FwError> {
+        Firewall::unban(self, hosts)
     }
-    fn intact(&self) -> Result<bool, String> {
-        Firewall::intact(self).map_err(|e| e.to_string())
+    fn intact(&self) -> Result<bool, FwError> {
+        Firewall::intact(self)
     }
-    fn set_ranges(&self, nets: &[(crate::firewall::Net, Duration)]) -> Result<(), String> {
-        Firewall::set_ranges(self, nets).map_err(|e| e.to_string())
+    fn set_ranges(&self, nets: &[(crate::firewall::Net, Duration)]) -> Result<(), FwError> {
+        Firewall::set_ranges(self, nets)
     }
 }
