@@ -22,7 +22,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tarpit::engine::stateless::cookie::Cookies;
 use tarpit::engine::stateless::core::Core;
 use tarpit::engine::stateless::flows;
@@ -98,7 +98,12 @@ fn self_rss() -> u64 {
 fn growth() {
     let opts = StatelessOptions::default();
     let keys = Cookies::with_key(3, 4);
-    let mut core = Core::new(&opts, Cookies::with_key(3, 4), Vec::new());
+    let mut core = Core::new(
+        &opts,
+        Cookies::with_key(3, 4),
+        Vec::new(),
+        SystemTime::now(),
+    );
     let mut out = [0u8; packet::MAX_REPLY];
     let mut pkt = vec![0u8; 128];
     let marks = [
@@ -220,7 +225,7 @@ fn in_process() {
     let syns: Vec<Vec<u8>> = (0..10_000u16)
         .map(|p| from_peer(tuple(10_000 + p), TCP_SYN, 1000, 0))
         .collect();
-    let mut core = Core::new(&opts, cookies, Vec::new());
+    let mut core = Core::new(&opts, cookies, Vec::new(), SystemTime::now());
     let mut out = [0u8; packet::MAX_REPLY];
     for (name, set) in [("SYN -> SYN/ACK", &syns), ("probe -> ACK", &probes)] {
         let t = Instant::now();

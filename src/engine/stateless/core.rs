@@ -1,21 +1,28 @@
 //! The decision: given one trapped packet, what (if anything) to answer,
-//! and what to remember for statistics. No I/O here, so it can be tested
-//! and benchmarked on its own; [`super::engine`] feeds it from
-//! nfnetlink_log and sends its answers.
+//! and what to remember for statistics.
+//!
+//! A protocol core in the manner of quinn-proto: no I/O and no clock. Time
+//! comes in as engine ticks ([`crate::engine::Clock`], read by the caller)
+//! with every call, answers go into the caller's buffer, and what must be
+//! persisted is handed back ([`Rotated`]: the caller saves the new keys).
+//! Its only side effects are the ones it is given: the [`Observer`]s and
+//! the record event. So it can be tested and benchmarked on its own;
+//! [`super::engine`] feeds it from nfnetlink_log, sends its answers and
+//! keeps the key file.
 
 use super::cookie::{AckKind, Cookies};
 use super::flows::{FlowInfo, FlowTable, Seen};
 use super::packet::{self, Reject, Reply, Segment, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use super::StatelessOptions;
 use crate::engine::record::{ConnRecord, EndReason, LiveConn};
-use crate::engine::{emit_record, FlowFacts, Observer, Snapshot, Totals};
+use crate::engine::{
+    emit_record, secs, ticks, wall_at, FlowFacts, Observer, Snapshot, Totals, TICKS_PER_SEC,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
-/// Engine clock: 100 ms ticks.
-pub const TICKS_PER_SEC: u32 = 10;
 /// Most flows expired per tick, so one sweep never stalls answering.
 const EXPIRE_BATCH: usize = 4096;
 /// MSS we announce: what fits a 1500-byte link. Nothing is ever sent to us
@@ -82,7 +89,7 @@ pub struct Core {
     cookies: Cookies,
     flows: FlowTable,
     label: String,
-    epoch: Instant,
+    /// Wall-clock time of tick 0 (for the records' start times).
     epoch_wall: SystemTime,
     observers: Vec<Arc<dyn Observer>>,
     idle_ticks: u32,
@@ -91,22 +98,32 @@ pub struct Core {
     totals: Totals,
     counters: Counters,
     ended: Vec<FlowInfo>,
-    key_file: Option<std::path::PathBuf>,
+}
+
+/// The key changed ([`Core::rotate`], or [`Core::tick`] when the period was
+/// over): the caller persists [`Core::cookies`] if it keeps a key file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotated {
+    /// The new key's generation.
+    pub generation: u64,
+    /// Flows whose key was retired (their records ended).
+    pub retired: usize,
 }
 
 impl Core {
+    /// `epoch_wall` is the wall-clock time of tick 0.
     pub fn new(
         opts: &StatelessOptions,
         cookies: Cookies,
         observers: Vec<Arc<dyn Observer>>,
+        epoch_wall: SystemTime,
     ) -> Self {
         let rotation_ticks = ticks(opts.key_rotation).max(1);
         Core {
             cookies,
             flows: FlowTable::new(opts.flow_cap, TICKS_PER_SEC),
             label: super::listener_label(opts.nflog_group),
-            epoch: Instant::now(),
-            epoch_wall: SystemTime::now(),
+            epoch_wall,
             observers,
             idle_ticks: ticks(opts.flow_idle).max(1),
             rotation_ticks,
@@ -117,7 +134,6 @@ impl Core {
                 ..Counters::default()
             },
             ended: Vec::new(),
-            key_file: opts.key_file.clone(),
         }
     }
 
@@ -126,9 +142,9 @@ impl Core {
         &self.label
     }
 
-    /// Ticks since the engine started.
-    pub fn now(&self) -> u32 {
-        (self.epoch.elapsed().as_millis() / 100).min(u128::from(u32::MAX - 1)) as u32
+    /// The SYN-cookie keys, for the caller to persist after [`Rotated`].
+    pub fn cookies(&self) -> &Cookies {
+        &self.cookies
     }
 
     pub fn counters(&self) -> Counters {
@@ -271,10 +287,8 @@ impl Core {
     }
 
     /// Periodic work: key rotation when due, expiry of silent flows.
-    pub fn tick(&mut self, now: u32) {
-        if now >= self.next_rotation {
-            self.rotate(now);
-        }
+    pub fn tick(&mut self, now: u32) -> Option<Rotated> {
+        let rotated = (now >= self.next_rotation).then(|| self.rotate(now));
         let before = now.saturating_sub(self.idle_ticks);
         let mut gone = std::mem::take(&mut self.ended);
         self.flows.expire(before, EXPIRE_BATCH, &mut gone);
@@ -285,19 +299,15 @@ impl Core {
             self.end(f, end, EndReason::PeerTimeout);
         }
         self.ended = gone;
+        rotated
     }
 
     /// Switches to a fresh key now. Connections made under the key before
     /// the previous one are no longer answered; their records end with
     /// [`EndReason::Lifetime`].
-    pub fn rotate(&mut self, now: u32) {
+    pub fn rotate(&mut self, now: u32) -> Rotated {
         let generation = self.cookies.rotate();
         self.next_rotation = now.saturating_add(self.rotation_ticks);
-        if let Some(p) = &self.key_file {
-            if let Err(e) = super::keyfile::save(p, &self.cookies) {
-                tracing::warn!(path = %p.display(), error = %e, "cannot save the rotated key; a restart will not keep connections");
-            }
-        }
         let mut gone = std::mem::take(&mut self.ended);
         // The generation retired now has the new one's parity.
         self.flows.retire(generation & 1 == 1, &mut gone);
@@ -307,7 +317,10 @@ impl Core {
             self.end(f, end, EndReason::Lifetime);
         }
         self.ended = gone;
-        tracing::info!(generation, retired, "SYN-cookie key rotated");
+        Rotated {
+            generation,
+            retired,
+        }
     }
 
     /// Ends every flow (the engine is stopping).
@@ -339,7 +352,7 @@ impl Core {
     }
 
     fn wall(&self, t: u32) -> SystemTime {
-        self.epoch_wall + Duration::from_millis(u64::from(t) * 100)
+        wall_at(self.epoch_wall, t)
     }
 
     fn record(&self, f: &FlowInfo, end: u32, reason: EndReason) -> ConnRecord {
@@ -410,19 +423,13 @@ impl Core {
     }
 }
 
-fn ticks(d: Duration) -> u32 {
-    (d.as_millis() / 100).min(u128::from(u32::MAX / 2)) as u32
-}
-
-fn secs(t: u32) -> f64 {
-    f64::from(t) / f64::from(TICKS_PER_SEC)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::stateless::packet::{parse, Tuple};
     use std::sync::Mutex;
+
+    const EPOCH: SystemTime = SystemTime::UNIX_EPOCH;
 
     #[derive(Default)]
     struct Rec(Mutex<Vec<ConnRecord>>, Mutex<u32>);
@@ -492,7 +499,7 @@ mod tests {
     #[test]
     fn full_conversation() {
         let obs = Arc::new(Rec::default());
-        let mut c = Core::new(&opts(10), Cookies::with_key(1, 2), vec![obs.clone()]);
+        let mut c = Core::new(&opts(10), Cookies::with_key(1, 2), vec![obs.clone()], EPOCH);
         let t = peer(40000);
         let isn = 1_000_000;
         let (fl, iss, ack, win) = answer(&mut c, &pkt(t, TCP_SYN, isn, 0, b""), 1).unwrap();
@@ -537,7 +544,7 @@ mod tests {
     #[test]
     fn idle_flows_expire_and_full_table_evicts() {
         let obs = Arc::new(Rec::default());
-        let mut c = Core::new(&opts(2), Cookies::with_key(1, 2), vec![obs.clone()]);
+        let mut c = Core::new(&opts(2), Cookies::with_key(1, 2), vec![obs.clone()], EPOCH);
         for port in 1..=3u16 {
             let t = peer(port);
             let (_, iss, _, _) = answer(&mut c, &pkt(t, TCP_SYN, 5, 0, b""), 1).unwrap();
@@ -560,7 +567,7 @@ mod tests {
     #[test]
     fn evicted_flows_that_return_are_marked_estimated() {
         let obs = Arc::new(Rec::default());
-        let mut c = Core::new(&opts(2), Cookies::with_key(1, 2), vec![obs.clone()]);
+        let mut c = Core::new(&opts(2), Cookies::with_key(1, 2), vec![obs.clone()], EPOCH);
         let mut isses = Vec::new();
         for port in 1..=3u16 {
             let t = peer(port);
@@ -574,7 +581,7 @@ mod tests {
             .unwrap();
         }
         assert!(
-            !Core::new(&opts(2), Cookies::with_key(1, 2), vec![])
+            !Core::new(&opts(2), Cookies::with_key(1, 2), vec![], EPOCH)
                 .snapshot(1)
                 .totals
                 .estimated
@@ -608,7 +615,7 @@ mod tests {
     #[test]
     fn rotation_keeps_one_generation_then_retires() {
         let obs = Arc::new(Rec::default());
-        let mut c = Core::new(&opts(10), Cookies::with_key(1, 2), vec![obs.clone()]);
+        let mut c = Core::new(&opts(10), Cookies::with_key(1, 2), vec![obs.clone()], EPOCH);
         let t = peer(7);
         let (_, iss, _, _) = answer(&mut c, &pkt(t, TCP_SYN, 5, 0, b""), 1).unwrap();
         let our = iss.wrapping_add(1);
@@ -622,8 +629,21 @@ mod tests {
     }
 
     #[test]
+    fn tick_hands_back_the_rotation_for_the_caller_to_persist() {
+        let mut c = Core::new(&opts(10), Cookies::with_key(1, 2), Vec::new(), EPOCH);
+        let period = ticks(StatelessOptions::default().key_rotation);
+        let g = c.cookies().generation();
+        assert_eq!(c.tick(period - 1), None);
+        let r = c.tick(period).expect("the period is over");
+        assert_eq!(r.generation, g + 1);
+        assert_eq!(c.cookies().generation(), g + 1);
+        assert_eq!(c.tick(period + 1), None, "next one a period later");
+        assert_eq!(c.rotate(period + 2).generation, g + 2);
+    }
+
+    #[test]
     fn rejected_packets_are_counted() {
-        let mut c = Core::new(&opts(10), Cookies::with_key(1, 2), Vec::new());
+        let mut c = Core::new(&opts(10), Cookies::with_key(1, 2), Vec::new(), EPOCH);
         let mut p = pkt(peer(1), TCP_SYN, 5, 0, b"");
         p[20 + 16] ^= 0xff; // TCP checksum
         assert_eq!(

@@ -5,18 +5,21 @@
 //! expiry) and commands from [`Handle`]s. Each logged packet is answered at
 //! once out of the interface it arrived on, to the link-layer address it
 //! came from, so replies bypass routing, netfilter and conntrack.
+//!
+//! This layer owns everything [`Core`] does not: the clock, the sockets and
+//! the key file (loaded at start, saved after every rotation).
 
-use super::core::{Core, Counters, Outcome};
+use super::core::{Core, Counters, Outcome, Rotated};
 use super::nflog::{self, Message, NflogSocket, ParseError};
 use super::packet::MAX_REPLY;
 use super::StatelessOptions;
-use crate::engine::{Inbox, Observer, Snapshot, Totals};
+use crate::engine::{Clock, Inbox, Observer, Snapshot, Totals};
 use crate::ratelimit::RateLimit;
 use crate::sys::netlink::Netlink;
 use crate::sys::packet::{Outgoing, PacketSender, ETH_P_IP, ETH_P_IPV6, SEND_BATCH};
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
@@ -58,6 +61,9 @@ impl Handle {
 /// The bound log socket and sender, ready to run.
 pub struct StatelessServer {
     core: Core,
+    clock: Clock,
+    /// Where the keys are saved after each rotation.
+    key_file: Option<PathBuf>,
     sock: AsyncFd<Netlink>,
     sender: PacketSender,
     inbox: Inbox<Command>,
@@ -83,8 +89,11 @@ impl StatelessServer {
             Some(p) => super::keyfile::load_or_create(p).map_err(io::Error::other)?,
             None => super::cookie::Cookies::new(),
         };
+        let clock = Clock::start();
         Ok(StatelessServer {
-            core: Core::new(opts, cookies, observers),
+            core: Core::new(opts, cookies, observers, clock.epoch_wall()),
+            clock,
+            key_file: opts.key_file.clone(),
             sock,
             sender,
             inbox,
@@ -100,6 +109,8 @@ impl StatelessServer {
     pub async fn run(self) -> (Totals, Counters) {
         let StatelessServer {
             mut core,
+            clock,
+            key_file,
             sock,
             sender,
             inbox,
@@ -110,7 +121,7 @@ impl StatelessServer {
             shutdown: mut shutdown_rx,
         } = inbox;
         drop(handle);
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(crate::engine::TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; nflog::RECV_BUF];
         let mut outbox = Outbox::new();
@@ -120,9 +131,12 @@ impl StatelessServer {
                 biased;
                 _ = shutdown_rx.changed() => break,
                 cmd = rx.recv() => match cmd {
-                    Some(Command::Snapshot(tx)) => { let _ = tx.send(core.snapshot(core.now())); }
+                    Some(Command::Snapshot(tx)) => { let _ = tx.send(core.snapshot(clock.now())); }
                     Some(Command::Counters(tx)) => { let _ = tx.send(core.counters()); }
-                    Some(Command::Rotate) => { let now = core.now(); core.rotate(now); }
+                    Some(Command::Rotate) => {
+                        let r = core.rotate(clock.now());
+                        rotated(&core, r, key_file.as_deref());
+                    }
                     None => {}
                 },
                 guard = sock.readable() => {
@@ -135,7 +149,7 @@ impl StatelessServer {
                     };
                     for _ in 0..DRAIN_BATCH {
                         match g.get_inner().recv(&mut buf) {
-                            Ok(n) => serve_datagram(&mut core, &sender, &buf[..n], &mut outbox, &mut errors),
+                            Ok(n) => serve_datagram(&mut core, clock.now(), &sender, &buf[..n], &mut outbox, &mut errors),
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                                 g.clear_ready();
                                 break;
@@ -157,13 +171,13 @@ impl StatelessServer {
                     outbox.flush(&mut core, &sender, &mut errors);
                 }
                 _ = tick.tick() => {
-                    let now = core.now();
-                    core.tick(now);
+                    if let Some(r) = core.tick(clock.now()) {
+                        rotated(&core, r, key_file.as_deref());
+                    }
                 }
             }
         }
-        let now = core.now();
-        core.shutdown(now);
+        core.shutdown(clock.now());
         (core.totals(), core.counters())
     }
 }
@@ -239,15 +253,30 @@ impl Outbox {
     }
 }
 
-/// Answers every packet in one datagram from the log socket.
+/// After a key rotation: saves the new keys (if kept in a file) and says so.
+fn rotated(core: &Core, r: Rotated, key_file: Option<&std::path::Path>) {
+    if let Some(p) = key_file {
+        if let Err(e) = super::keyfile::save(p, core.cookies()) {
+            tracing::warn!(path = %p.display(), error = %e, "cannot save the rotated key; a restart will not keep connections");
+        }
+    }
+    tracing::info!(
+        generation = r.generation,
+        retired = r.retired,
+        "SYN-cookie key rotated"
+    );
+}
+
+/// Answers every packet in one datagram from the log socket, all captured
+/// at tick `now`.
 fn serve_datagram(
     core: &mut Core,
+    now: u32,
     sender: &PacketSender,
     data: &[u8],
     outbox: &mut Outbox,
     errors: &mut RateLimit,
 ) {
-    let now = core.now();
     for m in nflog::messages(data) {
         let p = match m {
             Ok(Message::Packet(p)) => p,
