@@ -23,6 +23,7 @@ pub mod control;
 pub mod crowdsec;
 pub mod engine;
 pub mod firewall;
+pub mod geoip;
 pub mod logging;
 pub mod ratelimit;
 pub mod stats;

@@ -37,6 +37,10 @@ command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v sshpass >/dev/null 2>&1 || need+=(sshpass)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# tests/geoip.rs builds MaxMind DB files with PyPI's mmdb-writer and reads the
+# GeoLite2 file that PyPI's maxminddb-geolite2 ships (in a venv, below).
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # stats tests: the HTML report must render in headless Chromium; unshare and
 # mount (util-linux, mount) give the history tests a small or read-only tmpfs.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
@@ -70,6 +74,12 @@ fi
 if dpkg-query -W -f='${Status}' crowdsec 2>/dev/null | grep -q 'half-configured\|unpacked'; then
     crowdsec_offline_credentials
     dpkg --configure crowdsec
+fi
+
+export TARPIT_PYENV="${TARPIT_PYENV:-$PWD/target/pyenv}"
+if ! "$TARPIT_PYENV/bin/python3" -c 'import mmdb_writer, netaddr, geolite2' >/dev/null 2>&1; then
+    python3 -m venv "$TARPIT_PYENV"
+    "$TARPIT_PYENV/bin/pip" install -q mmdb-writer==0.2.7 maxminddb-geolite2==2018.703
 fi
 
 # tests/deploy_package.rs packs the .deb with cargo-deb (a crates.io tool).

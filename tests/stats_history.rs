@@ -471,7 +471,15 @@ fn version_1_history_is_migrated_and_windows_match_a_full_scan() {
     }
     let mut c = history::open_for_writing(&db).unwrap();
     let q = |c: &Connection, sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
-    assert_eq!(q(&c, "PRAGMA user_version"), 2);
+    // Version 1 goes through 2 (blocks) to 3 (the GeoIP columns).
+    assert_eq!(q(&c, "PRAGMA user_version"), 3);
+    assert_eq!(
+        q(
+            &c,
+            "SELECT count(*) FROM pragma_table_info('connections') WHERE name IN ('country', 'asn', 'as_org')"
+        ),
+        3
+    );
     assert_eq!(
         q(
             &c,

@@ -100,9 +100,43 @@ pub struct HistoryMetrics {
     pub write_errors: Counter,
     /// Rows removed by retention.
     pub rows_pruned: Counter,
+    /// With GeoIP and `metrics_country`: connections recorded and seconds
+    /// held, by country code (`--` unknown); at most 26 x 26 + 1 values.
+    pub country_conns: Family<CountryLabel, Counter>,
+    pub country_held: Family<CountryLabel, Counter<f64, AtomicU64>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CountryLabel {
+    pub country: String,
 }
 
 impl HistoryMetrics {
+    /// Counts one recorded connection of `country` (an ISO code or none).
+    pub fn by_country(&self, country: Option<&str>, held_secs: f64) {
+        let l = CountryLabel {
+            country: country.unwrap_or("--").to_string(),
+        };
+        self.country_conns.get_or_create(&l).inc();
+        self.country_held
+            .get_or_create(&l)
+            .inc_by(held_secs.max(0.0));
+    }
+
+    /// The by-country families (only when configured: still no per-IP labels).
+    pub fn register_country(&self, reg: &mut Registry) {
+        reg.register(
+            "connections_by_country",
+            "Connections recorded, by the peer's country (GeoIP; -- unknown)",
+            self.country_conns.clone(),
+        );
+        reg.register(
+            "attacker_time_by_country_seconds",
+            "Seconds connections were held, by the peer's country (GeoIP; -- unknown)",
+            self.country_held.clone(),
+        );
+    }
+
     pub fn register(&self, reg: &mut Registry) {
         reg.register(
             "history_rows_written",

@@ -19,7 +19,7 @@ pub mod store;
 pub mod writer;
 
 pub use schema::{open_for_reading, open_for_writing};
-pub use store::{id_range, insert_batch, prune};
+pub use store::{id_range, insert_batch, insert_batch_geo, prune};
 pub use writer::{History, HistoryOptions};
 
 use std::path::{Path, PathBuf};
@@ -44,6 +44,8 @@ pub enum HistoryError {
     Db { path: PathBuf, message: String },
     #[error("history database {path} does not exist")]
     Missing { path: PathBuf },
+    #[error(transparent)]
+    GeoIp(#[from] crate::geoip::GeoIpError),
 }
 
 fn db_err(path: &Path, what: &str, e: impl std::fmt::Display) -> HistoryError {

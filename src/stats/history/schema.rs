@@ -9,7 +9,9 @@ use std::time::Duration;
 /// Schema version in `PRAGMA user_version`. 2: the `end_time` index gave
 /// way to `blocks` (see [`SCHEMA`]); a version-1 file is migrated when
 /// opened for writing and still read as it is.
-const SCHEMA_VERSION: i64 = 2;
+/// 3: `country`, `asn`, `as_org` (GeoIP, NULL without it), added to older
+/// files with `ALTER TABLE` when opened for writing.
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS connections (
@@ -26,7 +28,10 @@ CREATE TABLE IF NOT EXISTS connections (
     bytes_received INTEGER NOT NULL,
     fin_after_secs REAL,              -- NULL: the peer never tried to close
     end_reason     TEXT    NOT NULL,
-    head           TEXT    NOT NULL
+    head           TEXT    NOT NULL,
+    country        TEXT,              -- ISO 3166-1 alpha-2 (GeoIP); NULL: unknown
+    asn            INTEGER,
+    as_org         TEXT
 );
 -- A block-range index: one row per written batch, the rowid range it took
 -- and the span of its end times. Rows arrive roughly in end order, so a
@@ -42,6 +47,13 @@ CREATE TABLE IF NOT EXISTS blocks (
 
 /// Version 1 to 2: drop the per-row index, cover the existing rows with one
 /// block.
+/// Versions 1 and 2 to 3: the GeoIP columns.
+const MIGRATE_TO_3: &str = "
+ALTER TABLE connections ADD COLUMN country TEXT;
+ALTER TABLE connections ADD COLUMN asn INTEGER;
+ALTER TABLE connections ADD COLUMN as_org TEXT;
+";
+
 const MIGRATE_1_TO_2: &str = "
 DROP INDEX IF EXISTS connections_end_time;
 INSERT INTO blocks (first_id, last_id, min_end, max_end)
@@ -89,7 +101,11 @@ pub fn open_for_writing(path: &Path) -> Result<Connection, HistoryError> {
     c.execute_batch("PRAGMA synchronous=NORMAL")
         .map_err(|e| db_err(path, "cannot configure", e))?;
     let version = check_schema(&c, path)?;
-    let migrate = if version == 1 { MIGRATE_1_TO_2 } else { "" };
+    let migrate = match version {
+        1 => format!("{MIGRATE_1_TO_2}{MIGRATE_TO_3}"),
+        2 => MIGRATE_TO_3.to_string(),
+        _ => String::new(),
+    };
     // A real write, so a read-only directory or file fails now.
     c.execute_batch(&format!(
         "BEGIN IMMEDIATE; {SCHEMA} {migrate} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"

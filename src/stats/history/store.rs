@@ -2,6 +2,7 @@
 //! and the window queries the report is computed from.
 
 use crate::engine::record::{to_unix, ConnRecord};
+use crate::geoip::Geo;
 use rusqlite::{params, Connection};
 use std::time::SystemTime;
 
@@ -127,6 +128,75 @@ pub fn top_hosts(c: &Connection, w: &Window, limit: usize) -> rusqlite::Result<V
     rows.collect()
 }
 
+/// True when the file has the GeoIP columns (schema 3; older files are
+/// read as they are).
+pub fn has_geo(c: &Connection) -> rusqlite::Result<bool> {
+    let n: i64 = c.query_row(
+        "SELECT count(*) FROM pragma_table_info('connections')
+         WHERE name IN ('country', 'asn', 'as_org')",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(n == 3)
+}
+
+/// The `limit` countries with the most time held, with their distinct
+/// hosts; rows without a country are left out.
+pub fn top_countries(
+    c: &Connection,
+    w: &Window,
+    limit: usize,
+) -> rusqlite::Result<Vec<(Group<String>, u64)>> {
+    if !has_geo(c)? {
+        return Ok(Vec::new());
+    }
+    let mut st = c.prepare(&format!(
+        "SELECT country, count(*), sum(held_secs), count(DISTINCT peer_ip) FROM connections
+         WHERE {IN_WINDOW} AND country IS NOT NULL
+         GROUP BY country ORDER BY sum(held_secs) DESC, country LIMIT {limit}"
+    ))?;
+    let rows = st.query_map(w.params(), |r| {
+        Ok((
+            Group {
+                key: r.get(0)?,
+                connections: count(r.get(1)?),
+                held_secs: r.get(2)?,
+            },
+            count(r.get(3)?),
+        ))
+    })?;
+    rows.collect()
+}
+
+/// The `limit` ASNs with the most time held, with an organisation name and
+/// their distinct hosts; rows without an ASN are left out.
+pub fn top_asns(
+    c: &Connection,
+    w: &Window,
+    limit: usize,
+) -> rusqlite::Result<Vec<(Group<u32>, String, u64)>> {
+    if !has_geo(c)? {
+        return Ok(Vec::new());
+    }
+    let mut st = c.prepare(&format!(
+        "SELECT asn, count(*), sum(held_secs), coalesce(max(as_org), ''), count(DISTINCT peer_ip)
+         FROM connections WHERE {IN_WINDOW} AND asn IS NOT NULL
+         GROUP BY asn ORDER BY sum(held_secs) DESC, asn LIMIT {limit}"
+    ))?;
+    let rows = st.query_map(w.params(), |r| {
+        Ok((
+            Group {
+                key: r.get::<_, i64>(0)?.clamp(0, i64::from(u32::MAX)) as u32,
+                connections: count(r.get(1)?),
+                held_secs: r.get(2)?,
+            },
+            r.get(3)?,
+            count(r.get(4)?),
+        ))
+    })?;
+    rows.collect()
+}
+
 /// The `limit` ports aimed at by the most connections.
 pub fn top_ports(c: &Connection, w: &Window, limit: usize) -> rusqlite::Result<Vec<Group<u16>>> {
     let mut st = c.prepare(&format!(
@@ -181,12 +251,13 @@ pub fn for_each_end(
 /// Rows per multi-row `INSERT` statement: one statement execution per
 /// chunk instead of per row roughly halves SQLite's per-row cost.
 const ROWS_PER_STATEMENT: usize = 50;
-const COLUMNS: usize = 13;
+const COLUMNS: usize = 16;
 
 fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO connections (start_time, end_time, held_secs, listener, peer_ip, peer_port,
-            local, orig_ip, orig_port, bytes_received, fin_after_secs, end_reason, head) VALUES ",
+            local, orig_ip, orig_port, bytes_received, fin_after_secs, end_reason, head,
+            country, asn, as_org) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
@@ -283,6 +354,7 @@ fn bind_row(
     st: &mut rusqlite::CachedStatement<'_>,
     first: usize,
     r: &ConnRecord,
+    g: Option<&Geo>,
     t: &mut RowText,
 ) -> rusqlite::Result<()> {
     let start = to_unix(r.start);
@@ -300,11 +372,24 @@ fn bind_row(
     st.raw_bind_parameter(i + 11, r.fin_after_secs)?;
     st.raw_bind_parameter(i + 12, r.end.as_str())?;
     st.raw_bind_parameter(i + 13, r.head.as_str())?;
+    st.raw_bind_parameter(i + 14, g.and_then(|g| g.country.as_deref()))?;
+    st.raw_bind_parameter(i + 15, g.and_then(|g| g.asn))?;
+    st.raw_bind_parameter(i + 16, g.and_then(|g| g.as_org.as_deref()))?;
     Ok(())
 }
 
 /// Inserts rows in one transaction, with their block (see [`SCHEMA`]).
 pub fn insert_batch(c: &mut Connection, rows: &[ConnRecord]) -> rusqlite::Result<()> {
+    insert_batch_geo(c, rows, &[])
+}
+
+/// Like [`insert_batch`], with each row's GeoIP facts (`geo[i]` for
+/// `rows[i]`; rows beyond `geo` get none).
+pub fn insert_batch_geo(
+    c: &mut Connection,
+    rows: &[ConnRecord],
+    geo: &[Geo],
+) -> rusqlite::Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -316,15 +401,18 @@ pub fn insert_batch(c: &mut Connection, rows: &[ConnRecord]) -> rusqlite::Result
     {
         let mut chunks = rows.chunks_exact(ROWS_PER_STATEMENT);
         let mut many = tx.prepare_cached(&insert_sql(ROWS_PER_STATEMENT))?;
+        let mut n = 0;
         for chunk in &mut chunks {
             for (k, r) in chunk.iter().enumerate() {
-                bind_row(&mut many, k, r, &mut text)?;
+                bind_row(&mut many, k, r, geo.get(n), &mut text)?;
+                n += 1;
             }
             many.raw_execute()?;
         }
         let mut one = tx.prepare_cached(&insert_sql(1))?;
         for r in chunks.remainder() {
-            bind_row(&mut one, 0, r, &mut text)?;
+            bind_row(&mut one, 0, r, geo.get(n), &mut text)?;
+            n += 1;
             one.raw_execute()?;
         }
     }

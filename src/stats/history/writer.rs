@@ -1,10 +1,11 @@
 //! The writer thread: the engine only `try_send`s a record into a bounded
 //! queue; this thread commits batches through [`super::store`].
 
-use super::store::{insert_batch, prune};
+use super::store::{insert_batch_geo, prune};
 use super::{db_err, open_for_writing, HistoryError, BATCH_ROWS, BATCH_WAIT, QUEUE_ROWS};
 use crate::engine::record::{to_unix, ConnRecord};
 use crate::engine::Observer;
+use crate::geoip::{Geo, GeoIp};
 use crate::stats::metrics::HistoryMetrics;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,12 @@ pub struct HistoryOptions {
     pub batch_rows: usize,
     pub batch_wait: Duration,
     pub prune_every: Duration,
+    /// MaxMind DB files (`[serve] geoip`): each row gets its peer's country,
+    /// ASN and AS organisation, looked up by the writer thread.
+    pub geoip: Vec<PathBuf>,
+    /// Count connections and held time by country in the metrics
+    /// (`[serve] metrics_country`).
+    pub country_metrics: bool,
 }
 
 impl HistoryOptions {
@@ -34,6 +41,8 @@ impl HistoryOptions {
             batch_rows: BATCH_ROWS,
             batch_wait: BATCH_WAIT,
             prune_every: Duration::from_secs(3600),
+            geoip: Vec::new(),
+            country_metrics: false,
         }
     }
 }
@@ -66,6 +75,11 @@ impl History {
     /// syscall of the engine slower, which cost more CPU than all the
     /// SQLite work. It keeps only the database's own descriptors.
     pub fn start(opts: HistoryOptions, metrics: HistoryMetrics) -> Result<Arc<Self>, HistoryError> {
+        let geo = if opts.geoip.is_empty() {
+            None
+        } else {
+            Some(GeoIp::open(&opts.geoip)?)
+        };
         let conn = open_for_writing(&opts.path)?;
         let keep = crate::sys::fdtable::fds_opened_on(&opts.path)
             .map_err(|e| db_err(&opts.path, "cannot list its descriptors", e))?;
@@ -77,6 +91,8 @@ impl History {
             metrics: metrics.clone(),
             transactions: transactions.clone(),
             batch: Vec::with_capacity(opts.batch_rows),
+            geo,
+            geos: Vec::new(),
             last_err_log: None,
             suppressed: 0,
         };
@@ -198,6 +214,9 @@ struct Writer {
     metrics: HistoryMetrics,
     transactions: Arc<AtomicU64>,
     batch: Vec<ConnRecord>,
+    geo: Option<GeoIp>,
+    /// The batch's GeoIP facts (reused buffer).
+    geos: Vec<Geo>,
     last_err_log: Option<Instant>,
     suppressed: u64,
 }
@@ -286,7 +305,19 @@ impl Writer {
             return;
         }
         let n = self.batch.len() as u64;
-        match insert_batch(&mut self.conn, &self.batch) {
+        self.geos.clear();
+        if let Some(g) = &mut self.geo {
+            g.refresh();
+            for r in &self.batch {
+                let facts = g.lookup_only(r.peer.ip());
+                if self.opts.country_metrics {
+                    self.metrics
+                        .by_country(facts.country.as_deref(), r.held_secs);
+                }
+                self.geos.push(facts);
+            }
+        }
+        match insert_batch_geo(&mut self.conn, &self.batch, &self.geos) {
             Ok(()) => {
                 self.metrics.rows_written.inc_by(n);
                 self.transactions.fetch_add(1, Ordering::Relaxed);

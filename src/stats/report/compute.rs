@@ -1,7 +1,10 @@
 //! The report's figures for a window, from the history's store.
 
 use super::{percentile, utc_day};
-use super::{Bucket, DayRow, HostRow, PortRow, ReasonRow, Report, Totals, HIST_EDGES, TOP_N};
+use super::{
+    AsnRow, Bucket, CountryRow, DayRow, HostRow, PortRow, ReasonRow, Report, Totals, HIST_EDGES,
+    TOP_N,
+};
 use crate::stats::history::store::{self, Window};
 use rusqlite::Connection;
 
@@ -94,6 +97,26 @@ pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Repor
         d += 1;
     }
 
+    let top_countries = store::top_countries(c, &w, TOP_N)?
+        .into_iter()
+        .map(|(g, hosts)| CountryRow {
+            country: g.key,
+            connections: g.connections,
+            hosts,
+            held_secs: g.held_secs,
+        })
+        .collect();
+    let top_asns = store::top_asns(c, &w, TOP_N)?
+        .into_iter()
+        .map(|(g, org, hosts)| AsnRow {
+            asn: g.key,
+            org,
+            connections: g.connections,
+            hosts,
+            held_secs: g.held_secs,
+        })
+        .collect();
+
     Ok(Report {
         since,
         until,
@@ -103,6 +126,9 @@ pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Repor
         end_reasons,
         histogram,
         per_day,
+        top_countries,
+        top_asns,
+        time_basis: "held",
     })
 }
 

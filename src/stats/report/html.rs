@@ -271,6 +271,39 @@ figure{margin:1em 0}figcaption{font-weight:600;margin-bottom:.3em}
     }
     o.push_str("</table>\n");
 
+    if !r.top_countries.is_empty() {
+        o.push_str("<h2>Top countries by time held</h2>\n");
+        o.push_str(r#"<table id="top-countries"><tr><th>country</th><th class="n">connections</th><th class="n">hosts</th><th class="n">held (s)</th></tr>"#);
+        for c in &r.top_countries {
+            let _ = write!(
+                o,
+                r#"<tr data-country="{}"><td>{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{:.1}</td></tr>"#,
+                esc(&c.country),
+                esc(&c.country),
+                c.connections,
+                c.hosts,
+                c.held_secs
+            );
+        }
+        o.push_str("</table>\n");
+    }
+    if !r.top_asns.is_empty() {
+        o.push_str("<h2>Top ASNs by time held</h2>\n");
+        o.push_str(r#"<table id="top-asns"><tr><th>ASN</th><th>organisation</th><th class="n">connections</th><th class="n">hosts</th><th class="n">held (s)</th></tr>"#);
+        for a in &r.top_asns {
+            let _ = write!(
+                o,
+                r#"<tr data-asn="{}"><td>AS{}</td><td>{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{:.1}</td></tr>"#,
+                a.asn,
+                a.asn,
+                esc(&a.org),
+                a.connections,
+                a.hosts,
+                a.held_secs
+            );
+        }
+        o.push_str("</table>\n");
+    }
     o.push_str("<h2>End reasons</h2>\n");
     o.push_str(r#"<table id="end-reasons"><tr><th>reason</th><th class="n">connections</th></tr>"#);
     for e in &r.end_reasons {

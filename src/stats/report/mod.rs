@@ -43,6 +43,32 @@ pub struct Report {
     pub histogram: Vec<Bucket>,
     /// One entry per UTC day of the window, oldest first, zeros included.
     pub per_day: Vec<DayRow>,
+    /// With GeoIP (`[serve] geoip`): top [`TOP_N`] countries and ASNs by
+    /// time held (`time_basis`); empty without it.
+    pub top_countries: Vec<CountryRow>,
+    pub top_asns: Vec<AsnRow>,
+    /// What the country and ASN tables rank by: `"held"` (seconds each
+    /// connection was held).
+    pub time_basis: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CountryRow {
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+    pub connections: u64,
+    pub hosts: u64,
+    pub held_secs: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AsnRow {
+    pub asn: u32,
+    /// The AS organisation as the database names it (may be empty).
+    pub org: String,
+    pub connections: u64,
+    pub hosts: u64,
+    pub held_secs: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -65,6 +65,44 @@ pub fn render_text(r: &Report) -> String {
             fmt_hold(p.held_secs)
         );
     }
+    if !r.top_countries.is_empty() {
+        let _ = writeln!(o, "\nTop countries by time held");
+        let _ = writeln!(
+            o,
+            "  {:<8} {:>8} {:>8} {:>12}",
+            "COUNTRY", "CONNS", "HOSTS", "HELD"
+        );
+        for c in &r.top_countries {
+            let _ = writeln!(
+                o,
+                "  {:<8} {:>8} {:>8} {:>12}",
+                c.country,
+                c.connections,
+                c.hosts,
+                fmt_hold(c.held_secs)
+            );
+        }
+    }
+    if !r.top_asns.is_empty() {
+        let _ = writeln!(o, "\nTop ASNs by time held");
+        let _ = writeln!(
+            o,
+            "  {:<10} {:<32} {:>8} {:>8} {:>12}",
+            "ASN", "ORGANISATION", "CONNS", "HOSTS", "HELD"
+        );
+        for a in &r.top_asns {
+            let org: String = a.org.chars().filter(|c| !c.is_control()).take(32).collect();
+            let _ = writeln!(
+                o,
+                "  {:<10} {:<32} {:>8} {:>8} {:>12}",
+                format!("AS{}", a.asn),
+                org,
+                a.connections,
+                a.hosts,
+                fmt_hold(a.held_secs)
+            );
+        }
+    }
     let _ = writeln!(o, "\nEnd reasons");
     for e in &r.end_reasons {
         let _ = writeln!(o, "  {:<16} {:>8}", e.reason, e.connections);
