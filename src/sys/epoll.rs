@@ -1,7 +1,11 @@
-//! The engine's private epoll set for "peer gone" events.
+//! The engine's private epoll set for "peer gone" events, over rustix's
+//! epoll (no hand-written `epoll_event` layout or return-value checks).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
+use rustix::event::Timespec;
 
 /// A level of indirection over an epoll instance used only for "peer gone"
 /// events on held connections (EPOLLRDHUP / EPOLLERR / EPOLLHUP, edge
@@ -12,50 +16,44 @@ pub struct Epoll {
 
 /// Readiness bits reported by [`Epoll::wait`].
 pub mod ev {
-    pub const RDHUP: u32 = libc::EPOLLRDHUP as u32;
-    pub const HUP: u32 = libc::EPOLLHUP as u32;
-    pub const ERR: u32 = libc::EPOLLERR as u32;
+    use rustix::event::epoll::EventFlags;
+    pub const RDHUP: u32 = EventFlags::RDHUP.bits();
+    pub const HUP: u32 = EventFlags::HUP.bits();
+    pub const ERR: u32 = EventFlags::ERR.bits();
+}
+
+/// EPOLLERR and EPOLLHUP are always reported; these are the bits we ask for.
+const INTEREST: EventFlags = EventFlags::RDHUP.union(EventFlags::ET);
+
+/// The engine keeps held connections as raw descriptors in its slab (a
+/// `-1` sentinel marks a free slot, which `OwnedFd` cannot hold), so the
+/// epoll calls take a `RawFd` and borrow it for the call.
+fn borrow(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: the borrow is used only for the one epoll_ctl call it is
+    // passed to and never stored. Callers pass a descriptor their slot owns
+    // and closes only later through `sys::close`. epoll_ctl touches no user
+    // memory through it: a stale number would make the kernel answer EBADF
+    // (or watch whichever file has that number), not corrupt memory.
+    unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
 impl Epoll {
     pub fn new() -> io::Result<Self> {
-        // SAFETY: plain syscall; the returned fd is checked and then owned.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor that nobody else owns.
         Ok(Self {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fd: epoll::create(CreateFlags::CLOEXEC)?,
         })
     }
 
     /// Watches `fd` for the peer closing or failing; `token` comes back with
     /// its events.
     pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        let mut e = libc::epoll_event {
-            events: (libc::EPOLLRDHUP | libc::EPOLLET) as u32,
-            u64: token,
-        };
-        // SAFETY: `e` is a valid epoll_event; the kernel copies it.
-        let rc = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut e) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        epoll::add(&self.fd, borrow(fd), EventData::new_u64(token), INTEREST)?;
         Ok(())
     }
 
     /// Changes the token of an already watched `fd`.
     pub fn modify(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        let mut e = libc::epoll_event {
-            events: (libc::EPOLLRDHUP | libc::EPOLLET) as u32,
-            u64: token,
-        };
-        // SAFETY: `e` is a valid epoll_event; the kernel copies it.
-        let rc = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut e) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        epoll::modify(&self.fd, borrow(fd), EventData::new_u64(token), INTEREST)?;
         Ok(())
     }
 
@@ -63,21 +61,27 @@ impl Epoll {
     /// many were written.
     pub fn wait(&self, out: &mut [(u64, u32)]) -> io::Result<usize> {
         const MAX: usize = 256;
-        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; MAX];
+        let mut evs = [Event {
+            flags: EventFlags::empty(),
+            data: EventData::new_u64(0),
+        }; MAX];
         let n = out.len().min(MAX);
-        // SAFETY: `evs` holds `n` writable epoll_event slots.
-        let rc = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), evs.as_mut_ptr(), n as i32, 0) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(0);
-            }
-            return Err(e);
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let got = match epoll::wait(&self.fd, &mut evs[..n], Some(&zero)) {
+            Ok(got) => got,
+            Err(rustix::io::Errno::INTR) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        for (slot, e) in out.iter_mut().zip(evs.iter()).take(got) {
+            // `Event` is packed on x86_64 (the kernel's layout): copy the
+            // fields out instead of borrowing them.
+            let (data, flags) = (e.data, e.flags);
+            *slot = (data.u64(), flags.bits());
         }
-        for (slot, e) in out.iter_mut().zip(evs.iter()).take(rc as usize) {
-            *slot = (e.u64, e.events);
-        }
-        Ok(rc as usize)
+        Ok(got)
     }
 }
 
@@ -87,8 +91,8 @@ impl AsRawFd for Epoll {
     }
 }
 
-impl std::os::fd::AsFd for Epoll {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+impl AsFd for Epoll {
+    fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 }

@@ -3,21 +3,18 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+
+use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
 
 /// Moves the *calling thread* into the network namespace `ns` (a handle such
 /// as `/run/netns/NAME` opened read-only). Sockets the thread creates
 /// afterwards live in that namespace. Used by tests and tools that act as a
 /// host inside a namespace they created.
 pub fn enter_netns(ns: &std::fs::File) -> io::Result<()> {
-    // SAFETY: `ns` is an open namespace file; setns only reads the fd and
-    // affects the calling thread.
-    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))?;
     Ok(())
 }
 
@@ -31,18 +28,15 @@ pub fn enter_netns(ns: &std::fs::File) -> io::Result<()> {
 /// the command until the command is dropped.
 pub fn exec_in_netns(cmd: &mut Command, ns: File) {
     let closure = move || {
-        // SAFETY: setns(2) is a plain syscall, async-signal-safe, allowed
-        // between fork and exec; `ns` is an open file owned by this closure,
-        // so the descriptor is valid for the call.
-        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // rustix makes the raw setns(2) syscall (no libc wrapper, no
+        // allocation); `ns` is an open file owned by this closure.
+        move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))?;
         Ok(())
     };
-    // SAFETY: the closure only performs the setns syscall and builds an
-    // `io::Error` from errno (no allocation, no locks), which is what
-    // `pre_exec` requires of code running in the forked child.
+    // SAFETY: the closure only performs the setns syscall and turns its
+    // errno into an `io::Error` (`from_raw_os_error`: no allocation, no
+    // locks), which is what `pre_exec` requires of code running in the
+    // forked child.
     unsafe {
         cmd.pre_exec(closure);
     }

@@ -3,27 +3,24 @@
 
 use std::io;
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft limit.
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft
+/// limit (`u64::MAX` for unlimited, as `RLIM_INFINITY` reads).
 pub fn raise_nofile_limit() -> io::Result<u64> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `rl` is a writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if rl.rlim_cur < rl.rlim_max {
-        let want = libc::rlimit {
-            rlim_cur: rl.rlim_max,
-            rlim_max: rl.rlim_max,
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    // rustix says "unlimited" as `None`.
+    let lim = |v: Option<u64>| v.unwrap_or(u64::MAX);
+    let rl = getrlimit(Resource::Nofile);
+    let (cur, max) = (lim(rl.current), lim(rl.maximum));
+    if cur < max {
+        let want = Rlimit {
+            current: rl.maximum,
+            maximum: rl.maximum,
         };
-        // SAFETY: `want` is a valid rlimit that only raises soft to hard.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-            rl.rlim_cur = rl.rlim_max;
+        if setrlimit(Resource::Nofile, want).is_ok() {
+            return Ok(max);
         }
     }
-    Ok(rl.rlim_cur)
+    Ok(cur)
 }
 
 /// Looks up a user and (optionally) a group by name and switches the process
