@@ -25,50 +25,45 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
 
 /// Looks up a user and (optionally) a group by name and switches the process
 /// to them: supplementary groups cleared, gid first, then uid.
+///
+/// No `unsafe` here: nix looks the names up with the reentrant
+/// getpwnam_r/getgrnam_r into a buffer of its own (so a thread that is
+/// already running, such as the history writer, cannot overwrite the
+/// record), and its setgroups/setgid/setuid are glibc's, which apply the
+/// change to *every* thread of the process (POSIX semantics, glibc's setxid
+/// broadcast), not only the caller. What a drop cannot take back is what was
+/// opened before it: descriptors opened as root (listeners, the history
+/// database) stay usable afterwards, and a thread started earlier ran with
+/// root's rights until now.
 pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> io::Result<()> {
-    use std::ffi::CString;
-    let mut uid: Option<libc::uid_t> = None;
-    let mut gid: Option<libc::gid_t> = None;
+    use nix::unistd::{setgid, setgroups, setuid, Group, User};
+    let mut uid = None;
+    let mut gid = None;
     if let Some(u) = user {
-        let c = CString::new(u).map_err(|_| io::Error::other("user name contains NUL"))?;
-        // SAFETY: `c` is a valid C string; getpwnam returns NULL or a pointer
-        // to static storage that we read immediately, single-threaded at start.
-        let pw = unsafe { libc::getpwnam(c.as_ptr()) };
-        if pw.is_null() {
-            return Err(io::Error::other(format!("no such user: {u}")));
+        if u.contains('\0') {
+            return Err(io::Error::other("user name contains NUL"));
         }
-        // SAFETY: `pw` is non-null and points to a valid passwd record.
-        unsafe {
-            uid = Some((*pw).pw_uid);
-            gid = Some((*pw).pw_gid);
-        }
+        let pw = User::from_name(u)
+            .map_err(|e| io::Error::other(format!("cannot look up user {u}: {e}")))?
+            .ok_or_else(|| io::Error::other(format!("no such user: {u}")))?;
+        uid = Some(pw.uid);
+        gid = Some(pw.gid);
     }
     if let Some(g) = group {
-        let c = CString::new(g).map_err(|_| io::Error::other("group name contains NUL"))?;
-        // SAFETY: as for getpwnam above.
-        let gr = unsafe { libc::getgrnam(c.as_ptr()) };
-        if gr.is_null() {
-            return Err(io::Error::other(format!("no such group: {g}")));
+        if g.contains('\0') {
+            return Err(io::Error::other("group name contains NUL"));
         }
-        // SAFETY: `gr` is non-null and points to a valid group record.
-        gid = Some(unsafe { (*gr).gr_gid });
+        let gr = Group::from_name(g)
+            .map_err(|e| io::Error::other(format!("cannot look up group {g}: {e}")))?
+            .ok_or_else(|| io::Error::other(format!("no such group: {g}")))?;
+        gid = Some(gr.gid);
     }
     if let Some(g) = gid {
-        // SAFETY: plain syscalls with integer arguments.
-        unsafe {
-            if libc::setgroups(0, std::ptr::null()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::setgid(g) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
+        setgroups(&[])?;
+        setgid(g)?;
     }
     if let Some(u) = uid {
-        // SAFETY: plain syscall with an integer argument.
-        if unsafe { libc::setuid(u) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        setuid(u)?;
     }
     Ok(())
 }
@@ -81,7 +76,6 @@ pub fn rss_bytes() -> io::Result<u64> {
         .nth(1)
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| io::Error::other("unexpected /proc/self/statm"))?;
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page = rustix::param::page_size();
     Ok(pages * page.max(4096) as u64)
 }
