@@ -15,8 +15,10 @@
 //! * [`cli`] — the command line, gluing the rest together;
 //! * [`systemd`] — readiness/status notifications and socket activation;
 //! * [`watcher`] — `tarpit watch`: logs to bans in nftables sets;
+//! * [`calendar`] — civil dates to epoch seconds and back (jiff);
 //! * [`sys`] — the only `unsafe`: socket options libc/socket2 lack.
 
+pub mod calendar;
 pub mod cli;
 pub mod config;
 pub mod control;

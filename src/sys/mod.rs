@@ -21,7 +21,6 @@ mod netns;
 pub mod packet;
 mod process;
 mod tcp;
-mod time;
 
 pub use epoll::{ev, Epoll};
 pub use fd::{close, register_async, take_inherited_fds};
@@ -31,4 +30,3 @@ pub use lock::try_lock_exclusive;
 pub use netns::{enter_netns, exec_in_netns};
 pub use process::{drop_privileges, raise_nofile_limit, rss_bytes};
 pub use tcp::{inq, keepalive_times, original_dst, outq, peek, take_error, tcp_info, TcpInfo};
-pub use time::local_time_to_unix;

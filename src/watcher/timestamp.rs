@@ -113,7 +113,7 @@ fn iso(b: &[u8]) -> Option<Stamp> {
     let secs = match c.peek() {
         Some(b'Z') => {
             c.i += 1;
-            Some(utc_secs(year, month, day, hour, min, sec))
+            crate::calendar::utc_to_unix(year, month, day, hour, min, sec)
         }
         Some(s @ (b'+' | b'-')) => {
             let save = c.i;
@@ -124,8 +124,8 @@ fn iso(b: &[u8]) -> Option<Stamp> {
             }) {
                 (Some(oh), Some(om)) if oh < 24 && om < 60 => {
                     let off = i64::from(oh * 3600 + om * 60);
-                    let utc = utc_secs(year, month, day, hour, min, sec);
-                    Some(if s == b'+' { utc - off } else { utc + off })
+                    let utc = crate::calendar::utc_to_unix(year, month, day, hour, min, sec);
+                    utc.map(|utc| if s == b'+' { utc - off } else { utc + off })
                 }
                 _ => {
                     c.i = save;
@@ -179,7 +179,7 @@ fn syslog(b: &[u8], now: SystemTime) -> Option<Stamp> {
         return None;
     }
     let now_secs = now.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64;
-    let this_year = civil_from_days(now_secs.div_euclid(86400)).0;
+    let this_year = crate::calendar::utc_date(now_secs).0;
     // The year that puts the stamp at or before now (allowing a day of
     // clock skew): a December line read in January is last year's.
     for year in [this_year, this_year - 1] {
@@ -198,9 +198,9 @@ fn syslog(b: &[u8], now: SystemTime) -> Option<Stamp> {
     None
 }
 
-/// Local broken-down time to epoch seconds. mktime(3) re-reads the zone on
-/// every call (half of the watcher's time per line); zone offsets change
-/// only at hour boundaries, so the start of the hour is cached per thread.
+/// Local broken-down time to epoch seconds. Zone offsets change only at
+/// hour boundaries, so the start of the hour is cached per thread (the zone
+/// lookup once cost half of the watcher's time per line).
 fn local_secs(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> Option<i64> {
     use std::cell::Cell;
     type Hour = (i32, u32, u32, u32);
@@ -211,7 +211,7 @@ fn local_secs(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> Option<i64> {
     let base = match HOUR.with(Cell::get) {
         Some((k, b)) if k == key => b,
         _ => {
-            let b = crate::sys::local_time_to_unix(y, mo, d, h, 0, 0)?;
+            let b = crate::calendar::local_to_unix(y, mo, d, h, 0, 0)?;
             HOUR.with(|c| c.set(Some((key, b))));
             b
         }
@@ -224,47 +224,8 @@ fn to_time(secs: i64, nanos: u32) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::new(s, nanos))
 }
 
-fn is_leap(y: i32) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
 fn valid_date(y: i32, m: u32, d: u32) -> bool {
-    let dim = match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if is_leap(y) => 29,
-        2 => 28,
-        _ => return false,
-    };
-    (1970..=9999).contains(&y) && d >= 1 && d <= dim
-}
-
-/// Days since 1970-01-01 of a civil date (H. Hinnant's algorithm).
-fn days_from_civil(y: i32, m: u32, d: u32) -> i64 {
-    let y = i64::from(if m <= 2 { y - 1 } else { y });
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
-}
-
-fn civil_from_days(z: i64) -> (i32, u32, u32) {
-    let z = z + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    ((if m <= 2 { y + 1 } else { y }) as i32, m, d)
-}
-
-fn utc_secs(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
-    days_from_civil(y, mo, d) * 86400 + i64::from(h * 3600 + mi * 60 + s)
+    (1970..=9999).contains(&y) && crate::calendar::is_valid_date(y, m, d)
 }
 
 #[cfg(test)]
@@ -276,7 +237,7 @@ mod tests {
     }
 
     fn local(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> f64 {
-        crate::sys::local_time_to_unix(y, mo, d, h, mi, s).unwrap() as f64
+        crate::calendar::local_to_unix(y, mo, d, h, mi, s).unwrap() as f64
     }
 
     #[test]
@@ -330,30 +291,5 @@ mod tests {
         ] {
             assert_eq!(parse_prefix(l, now), None, "{l:?}");
         }
-    }
-
-    #[test]
-    fn civil_round_trip() {
-        for d in [-1000i64, 0, 59, 60, 365, 10957, 19737, 100000] {
-            let (y, m, dd) = civil_from_days(d);
-            assert_eq!(days_from_civil(y, m, dd), d);
-        }
-    }
-
-    #[test]
-    fn kinds_and_split() {
-        let now = SystemTime::now();
-        let k = |l: &str| parse_prefix(l, now).map(|s| s.kind);
-        assert_eq!(k("2024-01-15 10:23:45,123 x"), Some(StampKind::Fail2ban));
-        assert_eq!(k("2024-01-15 10:23:45.123 x"), Some(StampKind::Iso));
-        assert_eq!(k("2024-01-15 10:23:45,1234 x"), Some(StampKind::Iso));
-        assert_eq!(k("2024-01-15 10:23:45,123Z x"), Some(StampKind::Iso));
-        assert_eq!(k("2024-01-15T10:23:45,123 x"), Some(StampKind::Iso));
-        assert_eq!(k("2024/01/15 10:23:45,123 x"), Some(StampKind::Iso));
-        assert_eq!(k("2024-01-15 10:23:45 x"), Some(StampKind::Iso));
-        assert_eq!(k("Jan 15 10:23:45 x"), Some(StampKind::Syslog));
-        assert_eq!(split("Jan 15 10:23:45  \t web1 x", now).1, "web1 x");
-        assert_eq!(split("2024-01-15T10:23:45Z web1 x", now).1, "web1 x");
-        assert_eq!(split("  no stamp", now), (None, "  no stamp"));
     }
 }

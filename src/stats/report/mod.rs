@@ -131,18 +131,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// `YYYY-MM-DD` (UTC) of a unix time.
 pub fn utc_day(unix: f64) -> String {
-    let days = (unix / 86400.0).floor() as i64;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    crate::calendar::utc_day(unix)
 }
 
 #[cfg(test)]
