@@ -6,10 +6,11 @@
 //! conntrack entry, and the kernel's TCP stack never learns of them. The
 //! socket is `SOCK_DGRAM` (the kernel writes the link-layer header from the
 //! destination address we give) with protocol 0, so it receives nothing.
+//! The socket comes from rustix; the sends stay on libc (see `send`).
 
 use std::io;
 use std::mem::size_of;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
@@ -23,21 +24,14 @@ impl PacketSender {
     /// Needs `CAP_NET_RAW`. Non-blocking: a full device queue drops the
     /// reply (the peer retransmits) instead of stalling the engine.
     pub fn open() -> io::Result<Self> {
-        // SAFETY: plain syscall; the result is checked and then owned.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                0,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor nobody else owns.
-        Ok(PacketSender {
-            fd: unsafe { OwnedFd::from_raw_fd(raw) },
-        })
+        use rustix::net::{AddressFamily, SocketFlags, SocketType};
+        let fd = rustix::net::socket_with(
+            AddressFamily::PACKET,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        Ok(PacketSender { fd })
     }
 
     /// Sends the IP packet `pkt` (EtherType `ethertype`) out of interface
@@ -45,6 +39,9 @@ impl PacketSender {
     /// interfaces without addresses).
     pub fn send(&self, ifindex: u32, ethertype: u16, dst: &[u8], pkt: &[u8]) -> io::Result<()> {
         let sa = link_addr(ifindex, ethertype, dst)?;
+        // Neither rustix nor socket2 sends to a `sockaddr_ll` (rustix's
+        // `sendto` takes only address types it knows; a new one needs an
+        // `unsafe impl`), so the sends stay on libc.
         // SAFETY: `pkt` is readable for its length; `sa` is a valid
         // `sockaddr_ll` of the length passed.
         let rc = unsafe {
@@ -95,12 +92,15 @@ fn link_addr(ifindex: u32, ethertype: u16, dst: &[u8]) -> io::Result<libc::socka
     }
     let ifindex = i32::try_from(ifindex)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad interface index"))?;
-    // SAFETY: all-zero is a valid `sockaddr_ll`.
-    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sa.sll_family = libc::AF_PACKET as u16;
-    sa.sll_protocol = ethertype.to_be();
-    sa.sll_ifindex = ifindex;
-    sa.sll_halen = dst.len() as u8;
+    let mut sa = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as u16,
+        sll_protocol: ethertype.to_be(),
+        sll_ifindex: ifindex,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: dst.len() as u8,
+        sll_addr: [0; 8],
+    };
     sa.sll_addr[..dst.len()].copy_from_slice(dst);
     Ok(sa)
 }
