@@ -18,6 +18,9 @@
 //! * [`calendar`] — civil dates to epoch seconds and back (jiff);
 //! * [`sys`] — the only `unsafe`: socket options libc/socket2 lack.
 
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod calendar;
 pub mod cli;
 pub mod config;
@@ -29,6 +32,7 @@ pub mod geoip;
 pub mod logging;
 pub mod ratelimit;
 pub mod stats;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod systemd;
 pub mod watcher;

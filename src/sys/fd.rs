@@ -5,20 +5,42 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Closes a raw descriptor that the caller owns and will not use again.
+///
+/// For the socket engine, whose slab keeps held connections as `RawFd`s
+/// (a `-1` marks a free slot) and which closes each one exactly once, when
+/// its slot is released. Passing a descriptor someone else owns would close
+/// it under them; nothing here can check that, so the only callers are
+/// those slot releases.
 pub fn close(fd: RawFd) {
-    // SAFETY: the caller transfers ownership of `fd`; wrapping it in an
-    // `OwnedFd` and dropping it closes it exactly once.
+    // SAFETY: `OwnedFd::from_raw_fd` needs `fd` open and owned by nobody
+    // else. The engine's slot was its only owner (it took the number with
+    // `into_raw_fd`) and is cleared with this call, so the descriptor is
+    // closed exactly once and never used again.
     drop(unsafe { OwnedFd::from_raw_fd(fd) });
 }
 
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for socket2::Socket {}
+    impl Sealed for super::super::Epoll {}
+    impl Sealed for super::super::netlink::Netlink {}
+}
+
+/// Types that own exactly one descriptor for their whole life and always
+/// return that one from `as_raw_fd` (what tokio's `AsyncFd::register`
+/// requires). Sealed: only the types listed in this file, checked by hand.
+pub trait StableFd: std::os::fd::AsFd + AsRawFd + sealed::Sealed {}
+impl StableFd for socket2::Socket {}
+impl StableFd for super::Epoll {}
+impl StableFd for super::netlink::Netlink {}
+
 /// Registers an owned descriptor with the tokio reactor.
-pub fn register_async<T: std::os::fd::AsFd + AsRawFd>(
-    inner: T,
-) -> io::Result<tokio::io::unix::AsyncFd<T>> {
-    // SAFETY: `T: AsFd` means `inner` owns (or borrows for its whole life) an
-    // open descriptor, and the types used here (`socket2::Socket`, `Epoll`,
-    // `netlink::Netlink`) own exactly one `OwnedFd` that they never swap, so
-    // the descriptor stays valid and unchanged for as long as the `AsyncFd` holds `inner`.
+pub fn register_async<T: StableFd>(inner: T) -> io::Result<tokio::io::unix::AsyncFd<T>> {
+    // SAFETY: `T: StableFd` is sealed to `socket2::Socket`, `Epoll` and
+    // `netlink::Netlink`, each of which holds exactly one `OwnedFd`, opened
+    // when it was built, never replaced and closed only on drop; so the
+    // descriptor is open, and `as_raw_fd` returns the same one, for as long
+    // as the `AsyncFd` holds `inner`.
     unsafe { tokio::io::unix::AsyncFd::register(inner) }.map_err(|e| e.into())
 }
 

@@ -23,7 +23,7 @@ mod process;
 mod tcp;
 
 pub use epoll::{ev, Epoll};
-pub use fd::{close, register_async, take_inherited_fds};
+pub use fd::{close, register_async, take_inherited_fds, StableFd};
 pub use ifaddrs::local_addresses;
 pub use inotify::Inotify;
 pub use lock::try_lock_exclusive;
