@@ -12,6 +12,7 @@
 //! * [`stats`] — live view, Prometheus metrics, history database and report;
 //! * [`firewall`] — the only writer of nftables rules: the table, the trap
 //!   sets, the redirect and the stateless log-and-drop rules;
+//! * [`host`] — the one host key (IPv4, IPv4-mapped, IPv6 prefix) and CIDR ranges;
 //! * [`cli`] — the command line, gluing the rest together;
 //! * [`systemd`] — readiness/status notifications and socket activation;
 //! * [`watcher`] — `tarpit watch`: logs to bans in nftables sets;
@@ -29,6 +30,7 @@ pub mod crowdsec;
 pub mod engine;
 pub mod firewall;
 pub mod geoip;
+pub mod host;
 pub mod logging;
 pub mod ratelimit;
 pub mod stats;

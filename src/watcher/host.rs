@@ -6,86 +6,13 @@
 //! (`::ffff:192.0.2.1`) is the IPv4 host it names.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::str::FromStr;
 
 /// The unit of counting, storage and banning is the firewall's [`Target`]:
 /// an IPv4 address or an IPv6 network.
 pub use crate::firewall::Target;
 
-fn prefix_mask(p: u8) -> u128 {
-    if p == 0 {
-        0
-    } else {
-        u128::MAX << (128 - u32::from(p.min(128)))
-    }
-}
-
-/// An address range from `ignoreip`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    net: u128,
-    /// Prefix length in the 128-bit space (IPv4 ranges are stored mapped).
-    len: u8,
-}
-
-impl Cidr {
-    fn to_128(ip: IpAddr) -> u128 {
-        match ip {
-            IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
-            IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                Some(v4) => u128::from(v4.to_ipv6_mapped()),
-                None => u128::from(a),
-            },
-        }
-    }
-
-    pub fn single(ip: IpAddr) -> Cidr {
-        Cidr {
-            net: Self::to_128(ip),
-            len: 128,
-        }
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        Self::to_128(ip) & prefix_mask(self.len) == self.net
-    }
-
-    /// Whether this range and the network `net/len` (128-bit space) share
-    /// an address: two prefixes overlap iff they agree on the shorter one.
-    fn overlaps(&self, net: u128, len: u8) -> bool {
-        let m = prefix_mask(self.len.min(len));
-        self.net & m == net & m
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-    /// `192.0.2.1`, `192.0.2.0/24`, `2001:db8::/32`.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let (a, p) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let ip: IpAddr = a
-            .parse()
-            .map_err(|_| format!("{s:?} is not an address or CIDR range"))?;
-        let max: u8 = if ip.is_ipv4() { 32 } else { 128 };
-        let plen = match p {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("bad prefix length in {s:?} (0..={max})"))?,
-        };
-        let len = if ip.is_ipv4() { plen + 96 } else { plen };
-        Ok(Cidr {
-            net: Self::to_128(ip) & prefix_mask(len),
-            len,
-        })
-    }
-}
+/// `ignoreip` ranges are the shared [`crate::host::Cidr`].
+pub use crate::host::Cidr;
 
 /// Addresses that are never banned: loopback, the machine's own, and the
 /// configured `ignoreip` ranges.
@@ -98,10 +25,7 @@ impl IgnoreList {
     /// Loopback plus `own` (the machine's addresses) plus `extra`.
     pub fn new(own: &[IpAddr], extra: &[Cidr]) -> IgnoreList {
         let mut ranges = vec![
-            Cidr {
-                net: Cidr::to_128(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0))),
-                len: 96 + 8,
-            },
+            Cidr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),
             Cidr::single(IpAddr::V6(Ipv6Addr::LOCALHOST)),
             Cidr::single(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
             Cidr::single(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
@@ -128,26 +52,15 @@ impl IgnoreList {
     /// True when the network `ip/len` shares any address with an ignored
     /// range (CIDR ranges overlap exactly when one contains the other).
     pub fn overlaps(&self, ip: IpAddr, len: u8) -> bool {
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        let len = len.min(max) + if ip.is_ipv4() { 96 } else { 0 };
-        let net = Cidr::to_128(ip) & prefix_mask(len);
-        self.ranges.iter().any(|c| {
-            let l = c.len.min(len);
-            c.net & prefix_mask(l) == net & prefix_mask(l)
-        })
+        let range = Cidr::new(ip, len);
+        self.ranges.iter().any(|c| c.overlaps(&range))
     }
 
     /// True when banning `key` would trap an ignored address: for an IPv6
     /// prefix, any ignored range that overlaps it (one inside it, longer
     /// than the prefix, as well as one containing it).
     pub fn covers_key(&self, key: &Target) -> bool {
-        match key {
-            Target::V4(a) => self.is_ignored(IpAddr::V4(*a)),
-            Target::V6Net(net, p) => {
-                let (net, p) = (u128::from(*net), (*p).min(128));
-                self.ranges.iter().any(|c| c.overlaps(net, p))
-            }
-        }
+        self.ranges.iter().any(|c| c.overlaps_host(key))
     }
 }
 

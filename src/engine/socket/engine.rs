@@ -21,7 +21,7 @@ use crate::sys;
 use rand::Rng;
 use socket2::{SockAddr, Socket, TcpKeepalive};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, IntoRawFd};
 use std::sync::Arc;
 use std::task::Poll;
@@ -516,13 +516,7 @@ impl Engine {
 
 /// IPv4-mapped IPv6 addresses are IPv4 peers.
 fn normalize(a: SocketAddr) -> SocketAddr {
-    match a {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => a,
-        },
-        v4 => v4,
-    }
+    crate::host::unmap_socket(a)
 }
 
 fn rand_between(rng: &mut impl Rng, (lo, hi): (Duration, Duration)) -> Duration {

@@ -94,11 +94,7 @@ impl Held {
     }
 
     pub fn peer(&self) -> IpAddr {
-        let v6 = Ipv6Addr::from(self.peer_ip);
-        match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        }
+        crate::host::unmap(IpAddr::V6(Ipv6Addr::from(self.peer_ip)))
     }
 
     pub fn is_free(&self) -> bool {
@@ -119,21 +115,13 @@ impl Held {
 /// The key peers are grouped by for `--per-ip`: the IPv4 address, or the
 /// IPv6 address masked to `prefix` bits (at most 64). IPv4 keys live in the
 /// `ff00::/8` space, which no TCP peer can have, so the two never collide.
+/// The grouping is [`crate::host::Host`]'s; this packs it into 64 bits.
 pub fn peer_key(ip: IpAddr, v6_prefix: u8) -> u64 {
-    match ip {
-        IpAddr::V4(v4) => 0xff00_0000_0000_0000 | u64::from(u32::from(v4)),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => peer_key(IpAddr::V4(v4), v6_prefix),
-            None => {
-                let hi = (u128::from(v6) >> 64) as u64;
-                let p = u32::from(v6_prefix.clamp(1, 64));
-                if p == 64 {
-                    hi
-                } else {
-                    hi & !(u64::MAX >> p)
-                }
-            }
-        },
+    use crate::host::Host;
+    match Host::from_ip(ip, v6_prefix.clamp(1, 64)) {
+        Host::V4(v4) => 0xff00_0000_0000_0000 | u64::from(u32::from(v4)),
+        // The prefix is at most 64 bits: the network's upper half is all of it.
+        Host::V6Net(net, _) => (u128::from(net) >> 64) as u64,
     }
 }
 
