@@ -26,7 +26,6 @@ pub mod calendar;
 pub mod cli;
 pub mod config;
 pub mod control;
-pub mod crowdsec;
 pub mod engine;
 pub mod firewall;
 pub mod geoip;

@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use support::crowdsec::{available, Lapi};
-use tarpit::crowdsec::client::{Client, Endpoint, LapiError, Machine};
-use tarpit::crowdsec::settings::{Secret, Settings};
-use tarpit::crowdsec::store;
-use tarpit::crowdsec::worker::Worker;
-use tarpit::crowdsec::CrowdSecMetrics;
+use tarpit::watcher::crowdsec::client::{Client, Endpoint, LapiError, Machine};
+use tarpit::watcher::crowdsec::settings::{Secret, Settings};
+use tarpit::watcher::crowdsec::store;
+use tarpit::watcher::crowdsec::worker::Worker;
+use tarpit::watcher::crowdsec::CrowdSecMetrics;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -67,7 +67,7 @@ fn bouncer_stream_startup_then_changes_and_wrong_key() {
     assert_eq!(s.new.len(), 2, "{s:?}");
     let ip = s.new.iter().find(|d| d.value == "10.77.90.2").unwrap();
     assert_eq!((ip.kind.as_str(), ip.scope.as_str()), ("tarpit", "Ip"));
-    let d = tarpit::crowdsec::duration::parse(&ip.duration).unwrap();
+    let d = tarpit::watcher::crowdsec::duration::parse(&ip.duration).unwrap();
     assert!(
         d.abs > Duration::from_secs(7000) && d.abs <= Duration::from_secs(7200),
         "{d:?}"
@@ -111,7 +111,7 @@ fn machine_pushes_tarpit_decisions_and_logs_in_again_on_401() {
         banned_at: tarpit::watcher::state::ms(std::time::SystemTime::now()),
         expires_at: tarpit::watcher::state::ms(std::time::SystemTime::now()) + 7 * 86_400_000,
     };
-    let a = tarpit::crowdsec::worker::alert(&o, o.banned_at).unwrap();
+    let a = tarpit::watcher::crowdsec::worker::alert(&o, o.banned_at).unwrap();
     rt.block_on(c.push(&serde_json::Value::Array(vec![a])))
         .unwrap();
     assert_eq!(c.logins, 1);
@@ -130,7 +130,7 @@ fn machine_pushes_tarpit_decisions_and_logs_in_again_on_401() {
     };
     // An expired token: the push logs in again and succeeds.
     c.set_token(Some("eyJhbGciOiJIUzI1NiJ9.e30.invalid".into()));
-    let a = tarpit::crowdsec::worker::alert(&o6, o.banned_at).unwrap();
+    let a = tarpit::watcher::crowdsec::worker::alert(&o6, o.banned_at).unwrap();
     rt.block_on(c.push(&serde_json::Value::Array(vec![a])))
         .unwrap();
     assert_eq!(c.logins, 2, "re-login after 401");
@@ -315,7 +315,7 @@ fn worker_refuses_what_we_never_trap_and_stores_the_rest() {
     let refused = |k: &'static str| {
         metrics
             .refused
-            .get_or_create(&tarpit::crowdsec::metrics::KindLabel { kind: k })
+            .get_or_create(&tarpit::watcher::crowdsec::metrics::KindLabel { kind: k })
             .get()
     };
     assert_eq!(refused("ignored"), 2, "loopback and ignoreip");

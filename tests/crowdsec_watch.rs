@@ -319,10 +319,13 @@ fn decisions_trap_and_deletions_release_ip_range_and_ipv6() {
     );
 }
 
-fn stored(sc: &Scene) -> Vec<tarpit::crowdsec::store::Stored> {
-    let c = tarpit::crowdsec::store::open(&sc.db).unwrap();
-    tarpit::crowdsec::store::list(&c, tarpit::watcher::state::ms(std::time::SystemTime::now()))
-        .unwrap()
+fn stored(sc: &Scene) -> Vec<tarpit::watcher::crowdsec::store::Stored> {
+    let c = tarpit::watcher::crowdsec::store::open(&sc.db).unwrap();
+    tarpit::watcher::crowdsec::store::list(
+        &c,
+        tarpit::watcher::state::ms(std::time::SystemTime::now()),
+    )
+    .unwrap()
 }
 
 fn in_set(ns: &Netns, set: &str, val: &str) -> bool {
@@ -372,7 +375,7 @@ fn bans_are_pushed_outages_lose_nothing_and_restarts_keep_every_trap() {
     });
     assert_eq!(d["type"], "tarpit", "{d}");
     assert_eq!(d["scenario"], "tarpit/multi-ban", "{d}");
-    let dur = tarpit::crowdsec::duration::parse(d["duration"].as_str().unwrap()).unwrap();
+    let dur = tarpit::watcher::crowdsec::duration::parse(d["duration"].as_str().unwrap()).unwrap();
     assert!(dur.abs > Duration::from_secs(604_000), "a week: {dur:?}");
     // It comes back in the stream as our own: recognised, not re-pushed.
     let own = wait_for(15.0, "our decision back from the stream", || {

@@ -76,8 +76,8 @@ pub fn run(cli: &Cli, a: &BansArgs) -> ExitCode {
         })
         .collect();
     // CrowdSec decisions (our own pushes coming back are our bans above).
-    if let Ok(c) = crate::crowdsec::store::open(&settings.state_db) {
-        for d in crate::crowdsec::store::list(&c, now).unwrap_or_default() {
+    if let Ok(c) = crate::watcher::crowdsec::store::open(&settings.state_db) {
+        for d in crate::watcher::crowdsec::store::list(&c, now).unwrap_or_default() {
             if d.own {
                 continue;
             }

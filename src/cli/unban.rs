@@ -51,9 +51,9 @@ pub fn run(cli: &Cli, a: &UnbanArgs) -> ExitCode {
         }
     }
     // What CrowdSec still decides stays trapped: say so, and how to lift it.
-    let held = crate::crowdsec::store::open(&settings.state_db)
+    let held = crate::watcher::crowdsec::store::open(&settings.state_db)
         .ok()
-        .and_then(|c| crate::crowdsec::store::list(&c, now).ok())
+        .and_then(|c| crate::watcher::crowdsec::store::list(&c, now).ok())
         .unwrap_or_default();
     let mut still = Vec::new();
     let mut release = Vec::new();

@@ -66,8 +66,8 @@ pub fn run(cli: &Cli, a: &WatchArgs) -> ExitCode {
     spawn_signal_thread(stop.clone(), reload.clone());
     let mut crowdsec = None;
     if settings.crowdsec.is_some() {
-        match crate::crowdsec::worker::db_path(&state) {
-            Some(db) => match crate::crowdsec::start(&settings, &db, stop.clone()) {
+        match crate::watcher::crowdsec::worker::db_path(&state) {
+            Some(db) => match crate::watcher::crowdsec::start(&settings, &db, stop.clone()) {
                 Ok(c) => crowdsec = Some(c),
                 Err(e) => return fail(1, format!("crowdsec: {e}")),
             },
@@ -190,7 +190,7 @@ fn spawn_signal_thread(stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) {
 fn serve_metrics(
     addr: std::net::SocketAddr,
     metrics: Arc<crate::watcher::metrics::WatchMetrics>,
-    crowdsec: Option<Arc<crate::crowdsec::CrowdSecMetrics>>,
+    crowdsec: Option<Arc<crate::watcher::crowdsec::CrowdSecMetrics>>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let server = crate::stats::metrics::MetricsServer::bind(addr)?;

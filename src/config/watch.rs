@@ -47,7 +47,7 @@ pub struct WatchSection {
     pub jail: Vec<Spanned<JailSection>>,
 }
 
-/// `[watch.crowdsec]`, as written (validated in `crate::crowdsec::settings`).
+/// `[watch.crowdsec]`, as written (validated in `crate::watcher::crowdsec::settings`).
 #[derive(Debug, Default, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct CrowdSecSection {

@@ -1,7 +1,7 @@
 //! Traps decided elsewhere (CrowdSec), applied through the watcher's own
 //! firewall handle so that one place writes nft and one retry/rebuild path
 //! covers everything. The watcher calls these hooks; the implementation
-//! (`crate::crowdsec::Bridge`) keeps its decisions in the state database.
+//! (`crate::watcher::crowdsec::Bridge`) keeps its decisions in the state database.
 
 use super::engine::Enforcer;
 use super::host::Target;

@@ -6,8 +6,10 @@
 //! * [`timestamp`] — the time a line says it was written;
 //! * [`window`] — when hits make a ban and for how long;
 //! * [`host`] — the unit of counting (IPv4 address, IPv6 prefix) and `ignoreip`;
-//! * [`state`] — SQLite: bans, hits, log positions.
+//! * [`state`] — SQLite: bans, hits, log positions;
+//! * [`crowdsec`] — the fleet: CrowdSec decisions in (bouncer), our bans out (machine).
 
+pub mod crowdsec;
 pub mod engine;
 pub mod external;
 pub mod filter;

@@ -54,7 +54,7 @@ pub struct WatchSettings {
     pub ignoreip: Vec<Cidr>,
     pub jails: Vec<Jail>,
     /// `[watch.crowdsec]`: LAPI bouncer and machine (off when absent).
-    pub crowdsec: Option<crate::crowdsec::Settings>,
+    pub crowdsec: Option<crate::watcher::crowdsec::Settings>,
 }
 
 impl Default for WatchSettings {
@@ -242,7 +242,7 @@ pub fn resolve(section: Option<(&WatchSection, &Source)>) -> Result<WatchSetting
     }
 
     if let Some(c) = &w.crowdsec {
-        o.crowdsec = Some(crate::crowdsec::settings::resolve(c, src)?);
+        o.crowdsec = Some(crate::watcher::crowdsec::settings::resolve(c, src)?);
     }
 
     if !w.jail.is_empty() {
