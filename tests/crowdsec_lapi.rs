@@ -348,3 +348,157 @@ fn worker_refuses_what_we_never_trap_and_stores_the_rest() {
     drop(conn);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn secret_file(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+fn tmpdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("tarpit-cs-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn tarpit(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tarpit"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_config_tests_the_credentials_when_lapi_is_reachable() {
+    if !available("check_config_tests_the_credentials_when_lapi_is_reachable") {
+        return;
+    }
+    let mut lapi = Lapi::new("check");
+    let key = lapi.add_bouncer("tarpit-check");
+    lapi.add_machine("check-m", "check-password-1");
+    lapi.start();
+    let d = tmpdir("check");
+    let conf = |key: &str, pw: &str| {
+        let kf = secret_file(&d, "key", key);
+        let pf = secret_file(&d, "pw", pw);
+        let c = d.join("tarpit.toml");
+        std::fs::write(
+            &c,
+            format!(
+                "[watch]\nstate_db = {:?}\n[watch.crowdsec]\nurl = {:?}\napi_key_file = {kf:?}\nmachine_id = \"check-m\"\npassword_file = {pf:?}\n",
+                d.join("state.db"),
+                lapi.url()
+            ),
+        )
+        .unwrap();
+        c
+    };
+    let c = conf(&key, "check-password-1");
+    let out = tarpit(&["--config", c.to_str().unwrap(), "check-config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("bouncer key accepted"), "{text}");
+    assert!(text.contains("machine login accepted"), "{text}");
+    let c = conf("0123456789abcdef0123", "check-password-1");
+    let out = tarpit(&["--config", c.to_str().unwrap(), "check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bouncer key") && err.contains("403"), "{err}");
+    let c = conf(&key, "wrong-password-99");
+    let out = tarpit(&["--config", c.to_str().unwrap(), "check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("machine login"));
+    // LAPI down: the file is fine, the credentials are just not tested.
+    lapi.stop();
+    let out = tarpit(&["--config", c.to_str().unwrap(), "check-config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("not tested"), "{text}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn watch_metrics_count_decisions_pulls_and_the_push_queue() {
+    if !available("watch_metrics_count_decisions_pulls_and_the_push_queue") {
+        return;
+    }
+    let mut lapi = Lapi::new("metrics");
+    let key = lapi.add_bouncer("tarpit-metrics");
+    lapi.add_machine("metrics-m", "metrics-password-1");
+    lapi.start();
+    lapi.cscli_ok(&["decisions", "add", "--type", "tarpit", "--ip", "10.77.93.2"]);
+    let d = tmpdir("metrics");
+    let kf = secret_file(&d, "key", &key);
+    let pf = secret_file(&d, "pw", "metrics-password-1");
+    let log = d.join("fail2ban.log");
+    std::fs::write(&log, "").unwrap();
+    let c = d.join("tarpit.toml");
+    std::fs::write(
+        &c,
+        format!(
+            "[watch]\nstate_db = {:?}\npoll_interval = \"100ms\"\n[watch.crowdsec]\nurl = {:?}\napi_key_file = {kf:?}\n\
+             machine_id = \"metrics-m\"\npassword_file = {pf:?}\nupdate_frequency = \"500ms\"\n\
+             [[watch.jail]]\nname = \"multi-ban\"\nlogpath = {log:?}\n",
+            d.join("state.db"),
+            lapi.url()
+        ),
+    )
+    .unwrap();
+    let port = support::crowdsec::free_port();
+    let out_path = d.join("dry.out");
+    let out = std::fs::File::create(&out_path).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tarpit"))
+        .args([
+            "--config",
+            c.to_str().unwrap(),
+            "watch",
+            "--dry-run",
+            "--state-db",
+        ])
+        .arg(d.join("state.db"))
+        .args(["--metrics", &format!("127.0.0.1:{port}")])
+        .stdout(out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let get = || -> String {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return String::new();
+        };
+        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+        let mut b = String::new();
+        let _ = s.read_to_string(&mut b);
+        b
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    let mut m = String::new();
+    while std::time::Instant::now() < end {
+        m = get();
+        if m.contains("tarpit_crowdsec_decisions{origin=\"cscli\"} 1") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    for want in [
+        "tarpit_crowdsec_decisions{origin=\"cscli\"} 1",
+        "tarpit_crowdsec_pulls_total{result=\"ok\"}",
+        "tarpit_crowdsec_push_queue 0",
+        "tarpit_crowdsec_pushed_total 0",
+    ] {
+        assert!(m.contains(want), "{want} missing in:\n{m}");
+    }
+    assert!(!m.contains("10.77.93.2"), "no address in labels");
+    // The decision reached the firewall batch.
+    let dry = std::fs::read_to_string(&out_path).unwrap();
+    assert!(dry.contains("10.77.93.2 timeout"), "{dry}");
+    let _ = std::fs::remove_dir_all(&d);
+}

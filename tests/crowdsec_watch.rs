@@ -446,3 +446,82 @@ fn bans_are_pushed_outages_lose_nothing_and_restarts_keep_every_trap() {
         });
     }
 }
+
+/// Joins `ns` to the bridge `br` in `hub` with a veth pair; `ns` gets `cidr`.
+fn bridge_port(hub: &Netns, br: &str, ns: &Netns, cidr: &str, n: u32) {
+    let pid = std::process::id() % 100000;
+    let (a, b) = (format!("fh{pid}x{n}"), format!("fn{pid}x{n}"));
+    support::netns::sh(&format!(
+        "ip link add {a} netns {} type veth peer name {b} netns {}",
+        hub.name, ns.name
+    ));
+    hub.run(&format!(
+        "ip link set {a} master {br} && ip link set {a} up"
+    ));
+    ns.run(&format!("ip addr add {cidr} dev {b} && ip link set {b} up"));
+}
+
+#[test]
+fn the_fleet_traps_together() {
+    let name = "the_fleet_traps_together";
+    if !privileged(name) || !available(name) {
+        return;
+    }
+    // One LAN: the LAPI host, servers A and B, and the attacker.
+    let hub = Netns::new("csf-l");
+    let a = Netns::new("csf-a");
+    let b = Netns::new("csf-b");
+    let x = Netns::new("csf-x");
+    hub.run(
+        "ip link add br0 type bridge && ip link set br0 up && ip addr add 10.77.64.1/24 dev br0",
+    );
+    bridge_port(&hub, "br0", &a, "10.77.64.10/24", 0);
+    bridge_port(&hub, "br0", &b, "10.77.64.11/24", 1);
+    bridge_port(&hub, "br0", &x, "10.77.64.2/24", 2);
+    let mut lapi = Lapi::with_listen(
+        "fleet",
+        &format!("10.77.64.1:{}", support::crowdsec::free_port()),
+        Some(&hub.name),
+    );
+    lapi.start();
+    let _serve_a = serve_in(&a);
+    let _serve_b = serve_in(&b);
+    let sa = scene("csfa");
+    let sb = scene("csfb");
+    let cs_a = crowdsec_section(&lapi, &sa.dir, "host-a", true, "");
+    let cs_b = crowdsec_section(&lapi, &sb.dir, "host-b", true, "");
+    rewrite_conf(&sa, &cs_a, "");
+    rewrite_conf(&sb, &cs_b, "");
+    let wa = sa.watch(&a);
+    let wb = sb.watch(&b);
+    let _dump = Dump(vec![(&wa, &a), (&wb, &b)], &lapi);
+
+    wait_held(&x, "10.77.64.11:22", false, "B answers RST before");
+    // Three fail2ban Ban lines in host A's log...
+    for jail in ["sshd", "postfix", "sshd"] {
+        sa.append(&ban_line(jail, "10.77.64.2"));
+    }
+    wait_held(&x, "10.77.64.10:22", true, "A traps the attacker");
+    // ...and host B holds the attacker's connection to its port 22 too.
+    wait_held(
+        &x,
+        "10.77.64.11:22",
+        true,
+        "B traps the attacker within 15 s",
+    );
+    // B got it from the fleet, not from its own log, and does not push it.
+    let sb_stored = stored(&sb);
+    let d = sb_stored
+        .iter()
+        .find(|d| d.trap == "10.77.64.2")
+        .expect("B stored the decision");
+    assert!(!d.own, "{d:?}");
+    assert_eq!(d.scenario, "tarpit/multi-ban");
+    std::thread::sleep(Duration::from_secs(2));
+    let n = lapi
+        .decisions()
+        .iter()
+        .filter(|d| d["value"] == "10.77.64.2")
+        .count();
+    assert_eq!(n, 1, "pushed once, by A only");
+}

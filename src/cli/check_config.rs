@@ -55,6 +55,20 @@ pub fn run(cli: &Cli, _a: &CheckConfigArgs) -> ExitCode {
         },
         w.ipv6_prefix
     );
+    if let Some(cs) = &w.crowdsec {
+        println!(
+            "  crowdsec: {} (bouncer {}, push {}), types {}, every {}",
+            cs.url,
+            if cs.api_key.is_some() { "on" } else { "off" },
+            if cs.push { "on" } else { "off" },
+            cs.types.join(","),
+            humantime::format_duration(cs.update_frequency)
+        );
+        match crate::watcher::crowdsec::check_credentials(cs) {
+            Ok(lines) => lines.iter().for_each(|l| println!("  {l}")),
+            Err(e) => return fail(EXIT_CONFIG, e),
+        }
+    }
     for j in &w.jails {
         println!(
             "  jail {}: {} failregex, {} ignoreregex, maxretry {} within {}, ban {}{}; logs {}",

@@ -286,6 +286,24 @@ impl Client {
         parse_stream(&body).map_err(LapiError::Malformed)
     }
 
+    /// Tests the bouncer key without touching the stream's position
+    /// (`GET /v1/decisions?ip=127.0.0.1`: 200 with a good key, 403 without).
+    pub async fn check_key(&self) -> Result<(), LapiError> {
+        let key = self
+            .api_key
+            .clone()
+            .ok_or_else(|| LapiError::Config("no bouncer api key configured".into()))?;
+        let (st, body) = self
+            .request(
+                Method::GET,
+                "/v1/decisions?ip=127.0.0.1",
+                &[("x-api-key", key)],
+                None,
+            )
+            .await?;
+        Self::check(st, &body, &[200])
+    }
+
     /// `POST /v1/watchers/login`: a JWT for the machine.
     pub async fn login(&mut self) -> Result<(), LapiError> {
         let m = self

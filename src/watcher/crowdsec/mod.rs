@@ -64,3 +64,48 @@ pub fn start(
         .map_err(|e| format!("cannot start the crowdsec thread: {e}"))?;
     Ok((Bridge::new(conn, rx), metrics, t))
 }
+
+/// What `tarpit check-config` says about the LAPI credentials: `Ok(lines)`
+/// when accepted or LAPI is unreachable (not tested then), `Err` when LAPI
+/// refused them.
+pub fn check_credentials(cs: &Settings) -> Result<Vec<String>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let mut c = client::Client::new(
+        cs.endpoint.clone(),
+        cs.api_key.as_ref().map(|k| k.0.clone()),
+        match (&cs.machine_id, &cs.password) {
+            (Some(id), Some(pw)) => Some(client::Machine {
+                id: id.clone(),
+                password: pw.0.clone(),
+            }),
+            _ => None,
+        },
+    );
+    c.timeout = std::time::Duration::from_secs(5);
+    let mut out = Vec::new();
+    let mut refused = Vec::new();
+    let mut tests: Vec<(&str, Result<(), client::LapiError>)> = Vec::new();
+    if cs.api_key.is_some() {
+        tests.push(("bouncer key", rt.block_on(c.check_key())));
+    }
+    if cs.machine_id.is_some() {
+        tests.push(("machine login", rt.block_on(c.login())));
+    }
+    for (what, r) in tests {
+        match r {
+            Ok(()) => out.push(format!("crowdsec: {what} accepted by LAPI at {}", cs.url)),
+            Err(e @ (client::LapiError::Unreachable(..) | client::LapiError::Timeout(_))) => {
+                out.push(format!("crowdsec: {what} not tested: {e}"))
+            }
+            Err(e) => refused.push(format!("crowdsec: {what}: {e}")),
+        }
+    }
+    if refused.is_empty() {
+        Ok(out)
+    } else {
+        Err(refused.join("; "))
+    }
+}
