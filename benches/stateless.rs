@@ -21,6 +21,7 @@
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 use tarpit::engine::stateless::cookie::Cookies;
@@ -31,8 +32,16 @@ use tarpit::engine::stateless::{Outcome, StatelessOptions};
 use tarpit::firewall::{NftConfig, TrapMode};
 
 const NET: &str = "10.77.200";
-const PER_CLIENT_PROC: usize = 12_500;
-const CLIENT_HARD_STOP: Duration = Duration::from_secs(300);
+/// Connections per client process: under the 20,000-descriptor limit.
+const PER_CLIENT_PROC: usize = 18_500;
+/// Source addresses per client process.
+const ADDRS_PER_PROC: usize = 4;
+const CLIENT_HARD_STOP: Duration = Duration::from_secs(900);
+
+/// The `i`-th client source address: 10.77.201.1, .2, ... .250, 10.77.202.1, ...
+fn client_addr(i: usize) -> String {
+    format!("10.77.{}.{}", 201 + i / 250, 1 + i % 250)
+}
 const GROUP: u16 = 7;
 
 fn main() {
@@ -65,13 +74,15 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000)
-        .min(100_000);
+        .min(1_000_000);
     if want("e2e") {
         end_to_end();
     }
     if want("hold") {
         hold(n, &[]);
-        hold(n, &["--flow-cap".into(), "10000".into()]);
+    }
+    if want("hold-capped") {
+        hold(n.min(100_000), &["--flow-cap".into(), "10000".into()]);
     }
 }
 
@@ -287,9 +298,9 @@ impl Lab {
         sh(&format!(
             "ip -n {s} addr add {NET}.1/16 dev sbs{pid} && ip -n {s} link set sbs{pid} up && ip -n {s} link set lo up"
         ));
-        let mut cmds = String::new();
+        let mut cmds = format!("ip -n {a} addr add {NET}.10/16 dev sba{pid}; ");
         for h in 0..attacker_hosts {
-            cmds += &format!("ip -n {a} addr add {NET}.{}/16 dev sba{pid}; ", 10 + h);
+            cmds += &format!("ip -n {a} addr add {}/16 dev sba{pid}; ", client_addr(h));
         }
         sh(&cmds);
         sh(&format!(
@@ -320,6 +331,11 @@ impl Lab {
         std::fs::write(&f, text).expect("write rules");
         sh(&format!("ip netns exec {s} nft -f {}", f.display()));
         let _ = std::fs::remove_file(&f);
+        // A conntrack user in the server namespace, so conntrack is active
+        // there and "0 entries" means something.
+        sh(&format!(
+            "ip netns exec {s} nft 'add table inet probe; add chain inet probe input {{ type filter hook input priority 0; }}; add rule inet probe input ct state established counter accept'"
+        ));
         let mut lab = lab;
         let logf = std::fs::File::create(&lab.log).expect("log");
         let child = Command::new("ip")
@@ -330,17 +346,17 @@ impl Lab {
                 "--log-level",
                 "warn,tarpit::cli=info",
             ])
-            .args([
-                "serve",
-                "--engine",
-                "stateless",
-                "--nflog-group",
-                "7",
-                "--control",
-                "off",
-                "--history",
-                "off",
-            ])
+            .args(["serve", "--engine", "stateless", "--nflog-group", "7"])
+            .args(if extra.iter().any(|a| a == "--control") {
+                &[][..]
+            } else {
+                &["--control", "off"][..]
+            })
+            .args(if extra.iter().any(|a| a == "--history") {
+                &[][..]
+            } else {
+                &["--history", "off"][..]
+            })
             .args(extra)
             .stdin(Stdio::null())
             .stdout(logf.try_clone().expect("dup"))
@@ -541,17 +557,49 @@ fn end_to_end() {
     );
 }
 
-/// Part 3: hold `n` connections, printing the tarpit's memory as they grow.
+/// One question to the tarpit's control socket: the stateless snapshot
+/// (10 longest-held connections) with its totals and counters.
+fn ask(sock: &std::path::Path) -> Option<serde_json::Value> {
+    let mut req = tarpit::control::Request::new("snapshot");
+    req.args.insert("limit".into(), 10.into());
+    tarpit::control::request(sock, &req, Duration::from_secs(30)).ok()
+}
+
+fn conntrack_count(ns: &str) -> String {
+    sh(&format!(
+        "ip netns exec {ns} conntrack -C 2>/dev/null || echo '?'"
+    ))
+    .trim()
+    .to_string()
+}
+
+/// Part 3: hold `n` connections from `ceil(n / 18,500)` client processes
+/// (4 source addresses each), printing the tarpit's memory as they grow,
+/// then its CPU while it keeps them all answered, `tarpit stats` and the
+/// history at that scale.
 fn hold(n: usize, extra: &[String]) {
     let procs = n.div_ceil(PER_CLIENT_PROC);
-    let mut lab = Lab::new(extra, procs);
+    let dir = std::env::temp_dir().join(format!("tp-sbh-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let sock = dir.join("control.sock");
+    let db = dir.join("history.db");
+    let mut args: Vec<String> = extra.to_vec();
+    args.extend([
+        "--control".into(),
+        sock.display().to_string(),
+        "--history".into(),
+        db.display().to_string(),
+    ]);
+    let mut lab = Lab::new(&args, procs * ADDRS_PER_PROC);
     let pid = lab.pid();
     std::thread::sleep(Duration::from_millis(500));
     let rss0 = rss(pid);
     println!(
-        "hold {n} connections, tarpit {}: idle RSS {:.1} MiB",
+        "hold {n} connections from {procs} client processes, {} source addresses, tarpit {}: idle RSS {:.2} MiB",
+        procs * ADDRS_PER_PROC,
         if extra.is_empty() {
-            "default flow cap (1M)".to_string()
+            "with default settings".to_string()
         } else {
             extra.join(" ")
         },
@@ -560,10 +608,13 @@ fn hold(n: usize, extra: &[String]) {
     let exe = std::env::current_exe().expect("current exe");
     let started = Instant::now();
     let mut clients: Vec<Child> = Vec::new();
-    let mut held = 0usize;
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, usize)>();
     for k in 0..procs {
         let count = PER_CLIENT_PROC.min(n - k * PER_CLIENT_PROC);
-        let spec = format!("{NET}.{},{NET}.1,22,{count},100", 10 + k);
+        let srcs: Vec<String> = (0..ADDRS_PER_PROC)
+            .map(|j| client_addr(k * ADDRS_PER_PROC + j))
+            .collect();
+        let spec = format!("{},{NET}.1,22,{count},100", srcs.join("+"));
         let mut c = Command::new("ip")
             .args(["netns", "exec", &lab.attacker])
             .arg(&exe)
@@ -573,31 +624,121 @@ fn hold(n: usize, extra: &[String]) {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn client");
-        let mut line = String::new();
-        let mut out = BufReader::new(c.stdout.take().expect("stdout"));
-        let _ = out.read_line(&mut line);
-        let got: usize = line
-            .trim()
-            .strip_prefix("ready ")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        held += got;
+        let out = c.stdout.take().expect("stdout");
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(out).read_line(&mut line);
+            // `ready HELD QUEUED`
+            let v: Vec<usize> = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            let _ = tx.send((
+                v.first().copied().unwrap_or(0),
+                v.get(1).copied().unwrap_or(0),
+            ));
+        });
         clients.push(c);
-        let sockets = sh(&format!("ip netns exec {} ss -tanH | wc -l", lab.server));
+    }
+    drop(tx);
+    // Watch the table grow until every client reported (bounded).
+    let (mut held, mut queued, mut reported) = (0usize, 0usize, 0usize);
+    let mut worst_per_conn = 0.0f64;
+    let mut next_print = Duration::ZERO;
+    while reported < procs && started.elapsed() < CLIENT_HARD_STOP {
+        while let Ok((h, q)) = rx.try_recv() {
+            held += h;
+            queued += q;
+            reported += 1;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        if started.elapsed() < next_print && reported < procs {
+            continue;
+        }
+        next_print = started.elapsed() + Duration::from_secs(5);
+        let Some(v) = ask(&sock) else { continue };
+        let flows = v["totals"]["held_now"].as_u64().unwrap_or(0);
+        let r = rss(pid);
+        let per = r.saturating_sub(rss0) as f64 / flows.max(1) as f64;
+        if flows >= 1000 {
+            worst_per_conn = worst_per_conn.max(per);
+        }
         println!(
-            "  {held:>7} held ({:>5.1}s): tarpit RSS {:>6.1} MiB (+{:>5.2} MiB, {:>5.1} B/conn), server-namespace TCP sockets: {}",
+            "  {:>6.1}s: {flows:>7} flows in the table, tarpit RSS {:>6.2} MiB (+{:>6.2} MiB = {per:>6.1} B/conn), clients done {reported}/{procs}",
             started.elapsed().as_secs_f64(),
-            rss(pid) as f64 / 1048576.0,
-            rss(pid).saturating_sub(rss0) as f64 / 1048576.0,
-            rss(pid).saturating_sub(rss0) as f64 / held.max(1) as f64,
-            sockets.trim()
+            r as f64 / 1048576.0,
+            r.saturating_sub(rss0) as f64 / 1048576.0,
         );
     }
-    let cpu0 = cpu_secs(pid);
-    std::thread::sleep(Duration::from_secs(10));
+    let established = started.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    let v = ask(&sock).unwrap_or_default();
+    let flows = v["totals"]["held_now"].as_u64().unwrap_or(0);
+    let sockets = sh(&format!("ip netns exec {} ss -tanH | wc -l", lab.server));
+    let r = rss(pid);
     println!(
-        "  holding {held}: tarpit CPU over 10 s: {:.2} s",
-        cpu_secs(pid) - cpu0
+        "  established {held} connections ({queued} with 100 bytes queued) in {:.1}s; {flows} flows; tarpit RSS {:.2} MiB (+{:.1} B/conn; worst during growth {worst_per_conn:.1} B/conn); server-namespace TCP sockets {}; server conntrack entries {}",
+        established.as_secs_f64(),
+        r as f64 / 1048576.0,
+        r.saturating_sub(rss0) as f64 / flows.max(1) as f64,
+        sockets.trim(),
+        conntrack_count(&lab.server),
+    );
+    println!(
+        "  counters: ignored {} rejected {}",
+        v["counters"]["ignored"], v["counters"]["rejected"]
+    );
+    // Keep them answered: the clients' persist timers back off to one
+    // probe per 2 minutes; CPU and answers per second over successive
+    // windows as they do.
+    let windows: Vec<u64> = std::env::var("STATELESS_HOLD_WINDOWS")
+        .ok()
+        .map(|w| w.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![30, 60, 120]);
+    let counters = |v: &serde_json::Value| {
+        let c = &v["counters"];
+        (
+            c["acks"].as_u64().unwrap_or(0) + c["syn_acks"].as_u64().unwrap_or(0),
+            c["overruns"].as_u64().unwrap_or(0),
+            c["send_errors"].as_u64().unwrap_or(0),
+        )
+    };
+    for w in windows {
+        let c0 = cpu_secs(pid);
+        let (a0, _, _) = counters(&ask(&sock).unwrap_or_default());
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_secs(w));
+        let v = ask(&sock).unwrap_or_default();
+        let secs = t0.elapsed().as_secs_f64();
+        let cpu = cpu_secs(pid) - c0;
+        let (a1, over, errs) = counters(&v);
+        println!(
+            "  +{:>5.0}s holding {} flows: tarpit CPU {:.2}% of one core, {:.0} answers/s, RSS {:.2} MiB; nflog overruns {over}, AF_PACKET send errors {errs} (since start)",
+            (t0.elapsed() + t0.duration_since(started) - established).as_secs_f64(),
+            v["totals"]["held_now"],
+            cpu / secs * 100.0,
+            (a1.saturating_sub(a0)) as f64 / secs,
+            rss(pid) as f64 / 1048576.0,
+        );
+    }
+    // `tarpit stats` at this scale: the table (longest-held first, then
+    // "... and N more") and the totals line.
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_tarpit"))
+        .args(["stats", "--control"])
+        .arg(&sock)
+        .env("LINES", "8")
+        .output()
+        .expect("tarpit stats");
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!(
+        "  tarpit stats ({:.2}s, exit {}): {} / {}",
+        t.elapsed().as_secs_f64(),
+        out.status,
+        text.lines().rev().nth(1).unwrap_or("").trim(),
+        text.lines().last().unwrap_or("").trim()
     );
     for mut c in clients {
         drop(c.stdin.take());
@@ -605,7 +746,7 @@ fn hold(n: usize, extra: &[String]) {
     }
     let stopped = lab.stop();
     println!(
-        "  trapped {} packets {} syn_acks {} acks {} overruns {} send_errors {}",
+        "  stopped: trapped {} packets {} syn_acks {} acks {} overruns {} send_errors {}",
         field(&stopped, "trapped"),
         field(&stopped, "packets"),
         field(&stopped, "syn_acks"),
@@ -613,16 +754,40 @@ fn hold(n: usize, extra: &[String]) {
         field(&stopped, "overruns"),
         field(&stopped, "send_errors"),
     );
+    let out = Command::new(env!("CARGO_BIN_EXE_tarpit"))
+        .args(["report", "--json", "--since", "1d", "--history"])
+        .arg(&db)
+        .output()
+        .expect("tarpit report");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let dropped = lab
+        .log_text()
+        .lines()
+        .rev()
+        .find(|l| l.contains("dropped_total"))
+        .unwrap_or("")
+        .to_string();
+    println!(
+        "  history: {} rows (tarpit report {}); last history-drop line: {}",
+        r["totals"]["connections"],
+        out.status,
+        if dropped.is_empty() { "none" } else { &dropped }
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Client process: `src,dst,port,count,payload`. Opens `count` connections
-/// from `src`, writes `payload` bytes on each, prints `ready N`, and holds
-/// them until stdin closes (or 300 s).
+/// Client process: `src+src+...,dst,port,count,payload`. Opens `count`
+/// connections from the sources in turn, writes `payload` bytes on each,
+/// prints `ready HELD QUEUED`, and holds them until stdin closes (or 900 s).
 fn client(spec: &str) {
     let deadline = Instant::now() + CLIENT_HARD_STOP;
     let p: Vec<&str> = spec.split(',').collect();
-    let (Some(src), Some(dst), Some(port), Some(count), Some(payload)) = (
-        p.first().and_then(|v| v.parse::<IpAddr>().ok()),
+    let srcs: Vec<IpAddr> = p
+        .first()
+        .map(|v| v.split('+').filter_map(|a| a.parse().ok()).collect())
+        .unwrap_or_default();
+    let (Some(_), Some(dst), Some(port), Some(count), Some(payload)) = (
+        srcs.first(),
         p.get(1).and_then(|v| v.parse::<IpAddr>().ok()),
         p.get(2).and_then(|v| v.parse::<u16>().ok()),
         p.get(3).and_then(|v| v.parse::<usize>().ok()),
@@ -636,15 +801,22 @@ fn client(spec: &str) {
     let threads = 16;
     let hs: Vec<_> = (0..threads)
         .map(|k| {
+            let srcs = srcs.clone();
             std::thread::spawn(move || {
                 let mut v = Vec::new();
-                for _ in (k..count).step_by(threads) {
+                let mut queued = 0usize;
+                let data = vec![b'A'; payload];
+                for i in (k..count).step_by(threads) {
+                    let src = srcs[i % srcs.len()];
                     if Instant::now() > deadline {
                         break;
                     }
                     let Ok(s) = Socket::new(Domain::IPV4, Type::STREAM, None) else {
                         break;
                     };
+                    // The port is chosen by connect (per destination), not
+                    // by a search of the bind table.
+                    let _ = tarpit::sys::set_bind_address_no_port(s.as_raw_fd());
                     if s.bind(&SocketAddr::new(src, 0).into()).is_err() {
                         break;
                     }
@@ -655,18 +827,23 @@ fn client(spec: &str) {
                     }
                     let mut t: TcpStream = s.into();
                     let _ = t.set_nonblocking(true);
-                    let _ = t.write(&vec![b'A'; payload]);
+                    if t.write(&data).is_ok_and(|w| w == payload) {
+                        queued += 1;
+                    }
                     v.push(t);
                 }
-                v
+                (v, queued)
             })
         })
         .collect();
-    let conns: Vec<TcpStream> = hs
-        .into_iter()
-        .flat_map(|h| h.join().unwrap_or_default())
-        .collect();
-    println!("ready {}", conns.len());
+    let mut conns: Vec<TcpStream> = Vec::new();
+    let mut queued = 0;
+    for h in hs {
+        let (v, q) = h.join().unwrap_or_default();
+        conns.extend(v);
+        queued += q;
+    }
+    println!("ready {} {queued}", conns.len());
     let _ = std::io::stdout().flush();
     // Hold until the parent closes stdin, bounded.
     let (tx, rx) = std::sync::mpsc::channel();

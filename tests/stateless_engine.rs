@@ -76,13 +76,13 @@ fn thousand_connections_are_held_by_the_peer_alone() {
     if !privileged("thousand_connections_are_held_by_the_peer_alone") {
         return;
     }
-    let cap = 10_000usize;
+    // Default settings (a flow cap of a million): memory follows the
+    // connections held, not the cap.
     let lab = Lab::new(
         "slk",
         &LabConfig {
             trapped_hosts: vec![2],
             free_hosts: vec![3],
-            extra_args: vec!["--flow-cap".into(), cap.to_string()],
             ..Default::default()
         },
     );
@@ -128,11 +128,13 @@ fn thousand_connections_are_held_by_the_peer_alone() {
 
     let rss_after = lab.rss();
     let grown = rss_after.saturating_sub(rss_before);
-    let table = cap as u64 * 56;
-    eprintln!("tarpit RSS {rss_before} -> {rss_after} bytes (+{grown}) for 1000 connections; flow table at cap ~{table} bytes");
+    // 56 B per flow; the rest is slack for pages the runtime touches. The
+    // fixed-size index this replaced cost 1.5 MB here.
+    let budget = 1000 * 256;
+    eprintln!("tarpit RSS {rss_before} -> {rss_after} bytes (+{grown}) for 1000 connections (budget {budget})");
     assert!(
-        grown < table,
-        "RSS grew by {grown} bytes, more than the flow table's cap ({table})"
+        grown < budget,
+        "RSS grew by {grown} bytes for 1000 flows, more than {budget}"
     );
 
     // A minute later they are all still established, data still queued,

@@ -143,7 +143,10 @@ pub fn run(
             })?;
         }
         let handle = server.handle();
-        let stats = stats.start_with(crate::engine::snapshot_handler(handle.clone()), None);
+        let stats = stats.start_with(
+            crate::engine::stateless::snapshot_handler(handle.clone()),
+            None,
+        );
         tracing::info!(
             nflog_group = opts.nflog_group,
             flow_cap = opts.flow_cap,

@@ -86,8 +86,13 @@ pub fn render_table(snap: &Snapshot, max_rows: Option<usize>) -> String {
         let cells: Vec<&str> = r.iter().map(String::as_str).collect();
         line(&mut out, &cells);
     }
-    if shown < conns.len() {
-        let _ = writeln!(out, "... and {} more", conns.len() - shown);
+    // The stateless engine lists only its longest-held connections; the
+    // totals count all of them.
+    let all = conns
+        .len()
+        .max(usize::try_from(snap.totals.held_now).unwrap_or(usize::MAX));
+    if shown < all {
+        let _ = writeln!(out, "... and {} more", all - shown);
     }
     out.push_str(&totals_line(snap));
     out.push('\n');

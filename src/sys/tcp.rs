@@ -232,3 +232,26 @@ pub fn keepalive_times(fd: RawFd) -> io::Result<(u32, u32)> {
     };
     Ok((get(libc::TCP_KEEPIDLE)?, get(libc::TCP_KEEPINTVL)?))
 }
+
+/// `IP_BIND_ADDRESS_NO_PORT`: a `bind(addr, 0)` before `connect` leaves the
+/// port to `connect`, which picks it per destination. Many connections from
+/// one source address then do not search the bind table for a free port
+/// (the load-test clients of the benchmarks open a million).
+pub fn set_bind_address_no_port(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a readable int of the size passed; the option has no
+    // other memory effects.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -370,56 +370,88 @@ impl Core {
         }
     }
 
-    /// Live view: one entry per flow in the table, most recent last.
-    pub fn snapshot(&self, now: u32) -> Snapshot {
-        let current_odd = self.cookies.generation() & 1 == 1;
-        let to_rotation = secs(self.next_rotation.saturating_sub(now));
-        let period = secs(self.rotation_ticks);
+    /// Live view: the `limit` longest-held flows (longest first) and the
+    /// totals over all of them. A million flows would make a reply of
+    /// hundreds of megabytes; the totals stay exact at any count.
+    pub fn snapshot(&self, now: u32, limit: usize) -> Snapshot {
         let mut live = 0.0;
-        let conns: Vec<LiveConn> = self
-            .flows
-            .iter()
-            .map(|f| {
-                let held = secs(now.saturating_sub(f.first));
-                live += held;
-                LiveConn {
-                    listener: self.label.clone(),
-                    peer: f.peer,
-                    local: f.local,
-                    original_dst: f.local,
-                    start: self.wall(f.first),
-                    held_secs: held,
-                    // Answered until the key that made it is retired.
-                    lifetime_left_secs: if f.generation_odd == current_odd {
-                        to_rotation + period
-                    } else {
-                        to_rotation
-                    },
-                    bytes_queued: 0,
-                    bytes_received: u64::from(f.bytes),
-                    fin_after_secs: f.fin_after_secs.map(f64::from),
-                    rtt_us: 0,
-                    state: if f.fin_after_secs.is_some() {
-                        "CLOSE_WAIT"
-                    } else {
-                        "ESTABLISHED"
-                    }
-                    .to_string(),
-                    keepalive_idle_secs: 0,
-                    keepalive_intvl_secs: 0,
-                    estimated: f.estimated,
-                }
-            })
-            .collect();
+        // Max-heap on `first`: holds the `limit` oldest flows seen so far.
+        let mut oldest: std::collections::BinaryHeap<ByFirst> =
+            std::collections::BinaryHeap::with_capacity(limit.min(self.flows.len()) + 1);
+        for f in self.flows.iter() {
+            live += secs(now.saturating_sub(f.first));
+            if oldest.len() < limit {
+                oldest.push(ByFirst(f));
+            } else if oldest.peek().is_some_and(|top| f.first < top.0.first) {
+                oldest.pop();
+                oldest.push(ByFirst(f));
+            }
+        }
+        let mut picked: Vec<FlowInfo> = oldest.into_iter().map(|b| b.0).collect();
+        picked.sort_by_key(|f| f.first);
+        let conns: Vec<LiveConn> = picked.iter().map(|f| self.live_conn(f, now)).collect();
         let mut totals = self.totals.clone();
-        totals.held_now = conns.len() as u64;
+        totals.held_now = self.flows.len() as u64;
         totals.live_held_secs = live;
         totals.estimated = self.flows.evictions() > 0;
         Snapshot { conns, totals }
     }
 
+    fn live_conn(&self, f: &FlowInfo, now: u32) -> LiveConn {
+        let current_odd = self.cookies.generation() & 1 == 1;
+        let to_rotation = secs(self.next_rotation.saturating_sub(now));
+        let period = secs(self.rotation_ticks);
+        LiveConn {
+            listener: self.label.clone(),
+            peer: f.peer,
+            local: f.local,
+            original_dst: f.local,
+            start: self.wall(f.first),
+            held_secs: secs(now.saturating_sub(f.first)),
+            // Answered until the key that made it is retired.
+            lifetime_left_secs: if f.generation_odd == current_odd {
+                to_rotation + period
+            } else {
+                to_rotation
+            },
+            bytes_queued: 0,
+            bytes_received: u64::from(f.bytes),
+            fin_after_secs: f.fin_after_secs.map(f64::from),
+            rtt_us: 0,
+            state: if f.fin_after_secs.is_some() {
+                "CLOSE_WAIT"
+            } else {
+                "ESTABLISHED"
+            }
+            .to_string(),
+            keepalive_idle_secs: 0,
+            keepalive_intvl_secs: 0,
+            estimated: f.estimated,
+        }
+    }
+
     pub fn totals(&self) -> Totals {
         self.totals.clone()
+    }
+}
+
+/// Orders flows by first-seen time (for the snapshot's selection).
+struct ByFirst(FlowInfo);
+
+impl PartialEq for ByFirst {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.first == o.0.first
+    }
+}
+impl Eq for ByFirst {}
+impl PartialOrd for ByFirst {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for ByFirst {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.first.cmp(&o.0.first)
     }
 }
 
@@ -526,7 +558,7 @@ mod tests {
             answer(&mut c, &pkt(t, TCP_FIN | TCP_ACK, isn + 1, our, b""), 50),
             None
         );
-        assert_eq!(c.snapshot(60).conns[0].fin_after_secs, Some(4.0));
+        assert_eq!(c.snapshot(60, 100).conns[0].fin_after_secs, Some(4.0));
         // RST ends the record.
         assert_eq!(
             answer(&mut c, &pkt(t, TCP_RST | TCP_ACK, isn + 1, our, b""), 70),
@@ -582,11 +614,11 @@ mod tests {
         }
         assert!(
             !Core::new(&opts(2), Cookies::with_key(1, 2), vec![], EPOCH)
-                .snapshot(1)
+                .snapshot(1, 100)
                 .totals
                 .estimated
         );
-        let snap = c.snapshot(4);
+        let snap = c.snapshot(4, 100);
         assert!(
             snap.totals.estimated,
             "evictions make the figures estimates"
@@ -604,12 +636,33 @@ mod tests {
             4
         )
         .is_some());
-        let snap = c.snapshot(5);
+        let snap = c.snapshot(5, 100);
         assert!(
             snap.conns.iter().any(|f| f.peer.port() == 1 && f.estimated),
             "{:?}",
             snap.conns
         );
+    }
+
+    #[test]
+    fn snapshot_lists_the_longest_held_and_counts_all() {
+        let mut c = Core::new(&opts(100), Cookies::with_key(1, 2), vec![], EPOCH);
+        // Flows first seen at ticks 50, 49, ..., 1 (port p at tick 51 - p).
+        for port in 1..=50u16 {
+            let t = peer(port);
+            let (_, iss, _, _) = answer(&mut c, &pkt(t, TCP_SYN, 5, 0, b""), 1).unwrap();
+            let now = 51 - u32::from(port);
+            answer(&mut c, &pkt(t, TCP_ACK, 6, iss.wrapping_add(1), b""), now).unwrap();
+        }
+        let snap = c.snapshot(100, 3);
+        assert_eq!(snap.totals.held_now, 50);
+        let ports: Vec<u16> = snap.conns.iter().map(|l| l.peer.port()).collect();
+        assert_eq!(ports, vec![50, 49, 48], "longest-held first");
+        // live_held_secs sums every flow: (100 - t) / 10 for t = 1..=50.
+        let want: f64 = (1..=50).map(|t| f64::from(100 - t) / 10.0).sum();
+        assert!((snap.totals.live_held_secs - want).abs() < 1e-6);
+        assert_eq!(c.snapshot(100, 1000).conns.len(), 50);
+        assert!(c.snapshot(100, 0).conns.is_empty());
     }
 
     #[test]

@@ -23,22 +23,29 @@ use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
-/// Datagrams read per wake-up before other events get a turn.
-const DRAIN_BATCH: usize = 256;
+/// Datagrams (of up to 256 packets each) read per turn before the other
+/// tasks on the runtime (control socket, signals) and the tick get theirs.
+const DRAIN_BATCH: usize = 16;
 /// Receive buffer asked of the kernel for the log socket: a few thousand
 /// packets of backlog before it starts dropping.
 const SOCKET_RCVBUF: usize = 8 << 20;
 
+/// Connections a snapshot lists by default (longest-held first); its
+/// totals always count every flow. The control command's `limit` argument
+/// asks for another number.
+pub const SNAPSHOT_LIMIT: usize = 1000;
+
 /// What a [`Handle`] asks of the engine loop.
 pub enum Command {
-    Snapshot(oneshot::Sender<Snapshot>),
+    /// At most this many flows, longest-held first, and the totals.
+    Snapshot(usize, oneshot::Sender<Snapshot>),
     Counters(oneshot::Sender<Counters>),
     Rotate,
 }
 
 impl crate::engine::Commands for Command {
     fn snapshot(reply: oneshot::Sender<Snapshot>) -> Self {
-        Command::Snapshot(reply)
+        Command::Snapshot(SNAPSHOT_LIMIT, reply)
     }
 }
 
@@ -47,6 +54,11 @@ impl crate::engine::Commands for Command {
 pub type Handle = crate::engine::Handle<Command>;
 
 impl Handle {
+    /// The `limit` longest-held flows and the totals over all flows.
+    pub async fn snapshot_limited(&self, limit: usize) -> Option<Snapshot> {
+        self.ask(|reply| Command::Snapshot(limit, reply)).await
+    }
+
     /// Packet counters, or `None` once stopped.
     pub async fn counters(&self) -> Option<Counters> {
         self.ask(Command::Counters).await
@@ -127,11 +139,22 @@ impl StatelessServer {
         let mut outbox = Outbox::new();
         let mut errors = RateLimit::default();
         loop {
+            // Still packets queued after a full batch: let the other tasks
+            // run before the next one (under a flood the log socket is
+            // always ready, and `stats` must still be answered).
+            let mut more = false;
             tokio::select! {
                 biased;
                 _ = shutdown_rx.changed() => break,
+                // Before the log socket: a flood must not starve key
+                // rotation and expiry.
+                _ = tick.tick() => {
+                    if let Some(r) = core.tick(clock.now()) {
+                        rotated(&core, r, key_file.as_deref());
+                    }
+                }
                 cmd = rx.recv() => match cmd {
-                    Some(Command::Snapshot(tx)) => { let _ = tx.send(core.snapshot(clock.now())); }
+                    Some(Command::Snapshot(limit, tx)) => { let _ = tx.send(core.snapshot(clock.now(), limit)); }
                     Some(Command::Counters(tx)) => { let _ = tx.send(core.counters()); }
                     Some(Command::Rotate) => {
                         let r = core.rotate(clock.now());
@@ -147,11 +170,13 @@ impl StatelessServer {
                             break;
                         }
                     };
+                    more = true;
                     for _ in 0..DRAIN_BATCH {
                         match g.get_inner().recv(&mut buf) {
                             Ok(n) => serve_datagram(&mut core, clock.now(), &sender, &buf[..n], &mut outbox, &mut errors),
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                                 g.clear_ready();
+                                more = false;
                                 break;
                             }
                             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
@@ -170,11 +195,9 @@ impl StatelessServer {
                     }
                     outbox.flush(&mut core, &sender, &mut errors);
                 }
-                _ = tick.tick() => {
-                    if let Some(r) = core.tick(clock.now()) {
-                        rotated(&core, r, key_file.as_deref());
-                    }
-                }
+            }
+            if more {
+                tokio::task::yield_now().await;
             }
         }
         core.shutdown(clock.now());
@@ -315,4 +338,42 @@ fn serve_datagram(
         };
         outbox.commit(m, core, sender, errors);
     }
+}
+
+/// Answers the control socket's `snapshot` command from a stateless engine,
+/// in the same format as the socket engine (so `tarpit stats` works). It
+/// lists the [`SNAPSHOT_LIMIT`] longest-held connections unless the request
+/// has a `limit`; `totals.held_now` counts them all. The answer also carries
+/// the engine's packet [`Counters`] (`counters`).
+pub fn snapshot_handler(handle: Handle) -> Arc<dyn crate::control::Handler> {
+    Arc::new(
+        move |req: crate::control::Request| -> crate::control::Reply {
+            let h = handle.clone();
+            let limit = req
+                .args
+                .get("limit")
+                .and_then(|v| v.as_u64())
+                .map_or(SNAPSHOT_LIMIT, |l| l.min(usize::MAX as u64) as usize);
+            Box::pin(async move {
+                let snap = h
+                    .snapshot_limited(limit)
+                    .await
+                    .ok_or_else(|| "server is shutting down".to_string())?;
+                let counters = h
+                    .counters()
+                    .await
+                    .ok_or_else(|| "server is shutting down".to_string())?;
+                let mut v = serde_json::to_value(snap).map_err(|e| e.to_string())?;
+                // What only this engine knows (packets, answers, drops), for
+                // scripts and benchmarks; `tarpit stats` ignores it.
+                if let Some(m) = v.as_object_mut() {
+                    m.insert(
+                        "counters".into(),
+                        serde_json::to_value(counters).map_err(|e| e.to_string())?,
+                    );
+                }
+                Ok(v)
+            })
+        },
+    )
 }

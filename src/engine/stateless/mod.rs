@@ -21,7 +21,7 @@ pub mod nflog;
 pub mod packet;
 
 pub use self::core::{Counters, Outcome};
-pub use engine::{Handle, StatelessServer};
+pub use engine::{snapshot_handler, Handle, StatelessServer, SNAPSHOT_LIMIT};
 
 use std::time::Duration;
 
