@@ -502,3 +502,88 @@ fn watch_metrics_count_decisions_pulls_and_the_push_queue() {
     assert!(dry.contains("10.77.93.2 timeout"), "{dry}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Counts firewall batches (the real one is exercised in crowdsec_watch).
+#[derive(Default)]
+struct Count(std::cell::Cell<usize>, std::cell::Cell<usize>);
+impl tarpit::watcher::Enforcer for Count {
+    fn ensure(&self) -> Result<(), tarpit::firewall::FwError> {
+        Ok(())
+    }
+    fn ban(
+        &self,
+        b: &[(tarpit::firewall::Target, Duration)],
+    ) -> Result<(), tarpit::firewall::FwError> {
+        self.0.set(self.0.get() + 1);
+        self.1.set(self.1.get() + b.len());
+        Ok(())
+    }
+    fn restore(
+        &self,
+        b: &[(tarpit::firewall::Target, Duration)],
+    ) -> Result<(), tarpit::firewall::FwError> {
+        self.ban(b)
+    }
+    fn unban(&self, _: &[tarpit::firewall::Target]) -> Result<(), tarpit::firewall::FwError> {
+        Ok(())
+    }
+    fn intact(&self) -> Result<bool, tarpit::firewall::FwError> {
+        Ok(true)
+    }
+    fn set_ranges(
+        &self,
+        _: &[(tarpit::firewall::Net, Duration)],
+    ) -> Result<(), tarpit::firewall::FwError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_hundred_thousand_decisions_at_startup_are_one_batch_and_lapi_clocks_do_not_matter() {
+    use tarpit::watcher::external::External;
+    let n = 100_000u32;
+    let mut s = String::from("{\"deleted\":null,\"new\":[");
+    for id in 1..=n {
+        if id > 1 {
+            s.push(',');
+        }
+        let a = std::net::Ipv4Addr::from(0x0a64_0000u32 + id);
+        s += &format!("{{\"duration\":\"1h\",\"id\":{id},\"origin\":\"crowdsec\",\"scenario\":\"x\",\"scope\":\"Ip\",\"type\":\"tarpit\",\"value\":\"{a}\"}}");
+    }
+    s += "]}";
+    let (url, t) = fake(vec![http("200 OK", s.as_bytes())]);
+    let dir = tmpdir("100k");
+    let db = dir.join("state.db");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut w = Worker::new(
+        settings(&url, "k"),
+        &db,
+        64,
+        vec![],
+        Arc::new(CrowdSecMetrics::default()),
+        tx,
+    )
+    .unwrap();
+    let rt = rt();
+    let before = tarpit::watcher::state::ms(std::time::SystemTime::now());
+    rt.block_on(w.pull());
+    let after = tarpit::watcher::state::ms(std::time::SystemTime::now());
+    t.join().unwrap();
+    let conn = store::open(&db).unwrap();
+    let stored = store::list(&conn, before).unwrap();
+    assert_eq!(stored.len(), n as usize);
+    // LAPI sends remaining durations only: the expiry is on our clock,
+    // whatever LAPI's says (no absolute time is read from it).
+    for d in [&stored[0], &stored[stored.len() - 1]] {
+        assert!(
+            d.expires_at >= before + 3_600_000 && d.expires_at <= after + 3_600_000,
+            "{d:?}"
+        );
+    }
+    let mut b = tarpit::watcher::crowdsec::Bridge::new(store::open(&db).unwrap(), rx);
+    let count = Count::default();
+    b.tick(&count, true).unwrap();
+    assert_eq!((count.0.get(), count.1.get()), (1, n as usize), "one batch");
+    drop(conn);
+    let _ = std::fs::remove_dir_all(&dir);
+}
