@@ -320,3 +320,165 @@ fn real_geolite2_file_from_pypi() {
     );
     assert_eq!(g.lookup_only("10.77.0.1".parse().unwrap()).country, None);
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real `tarpit serve` with `geoip` and `metrics_country` in `[serve]`:
+/// `tarpit stats` shows the held peer's country, the history row carries
+/// country and ASN, `tarpit report --json` ranks them, `/metrics` counts by
+/// country; and a bad file stops the start, naming the file.
+#[test]
+fn serve_with_geoip_config_stats_history_report_and_metrics() {
+    let Some(py) = python("serve_with_geoip_config_stats_history_report_and_metrics") else {
+        return;
+    };
+    let dir = TempDir::new("geoipserve");
+    let (c, a) = (dir.path().join("country.mmdb"), dir.path().join("asn.mmdb"));
+    build(
+        &py,
+        &c,
+        "GeoLite2-Country",
+        &[("127.0.70.0/24", "{'country': {'iso_code': 'DE'}}")],
+    );
+    build(
+        &py,
+        &a,
+        "GeoLite2-ASN",
+        &[(
+            "127.0.70.0/24",
+            "{'autonomous_system_number': MmdbU32(64500), 'autonomous_system_organization': 'Example Net'}",
+        )],
+    );
+    let db = dir.path().join("history.db");
+    let sock = dir.path().join("control.sock");
+    let port = free_port();
+    let conf = dir.path().join("tarpit.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[serve]\nlisten = [\"127.0.0.1:0\"]\nlifetime_min = \"3s\"\nlifetime_max = \"3s\"\n\
+             history = {:?}\ncontrol = {:?}\nmetrics = \"127.0.0.1:{port}\"\n\
+             geoip = [{:?}, {:?}]\nmetrics_country = true\n",
+            db.display().to_string(),
+            sock.display().to_string(),
+            c.display().to_string(),
+            a.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut c_ = Command::new(support::bin());
+    c_.args(["--log-format", "json", "--config"])
+        .arg(&conf)
+        .arg("serve");
+    let mut serve = support::serve::Proc::spawn(c_);
+    let to = serve.addr();
+    // From 127.0.70.5: bind the source address first.
+    let sock2 = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock2
+        .bind(
+            &"127.0.70.5:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    sock2.connect(&to.into()).unwrap();
+    let stats = support::wait_for(10.0, "stats with a DE row", || {
+        let o = Command::new(support::bin())
+            .arg("--config")
+            .arg(&conf)
+            .arg("stats")
+            .output()
+            .unwrap();
+        let t = String::from_utf8_lossy(&o.stdout).into_owned();
+        t.lines()
+            .any(|l| l.starts_with("127.0.70.5:") && l.trim_end().ends_with(" DE"))
+            .then_some(t)
+    });
+    assert!(
+        stats.lines().next().unwrap().trim_end().ends_with("CC"),
+        "{stats}"
+    );
+    let o = Command::new(support::bin())
+        .arg("--config")
+        .arg(&conf)
+        .args(["stats", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["conns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["country"] == "DE"),
+        "{v}"
+    );
+    // Lifetime over: the row is written with its GeoIP facts.
+    serve.wait_records(1, 15.0);
+    drop(sock2);
+    let scrape = || {
+        use std::io::{Read, Write};
+        let mut t = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        t.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        let _ = t.read_to_string(&mut out);
+        out
+    };
+    let m = support::wait_for(10.0, "the country metric", || {
+        let m = scrape();
+        m.contains(r#"tarpit_connections_by_country_total{country="DE"} 1"#)
+            .then_some(m)
+    });
+    assert!(
+        m.contains(r#"tarpit_attacker_time_by_country_seconds_total{country="DE"} 3"#),
+        "{m}"
+    );
+    assert!(!m.contains("127.0.70.5"), "no addresses in metrics");
+    assert_eq!(serve.term(10.0).code(), Some(0));
+    let conn = history::open_for_reading(&db).unwrap();
+    let row: (String, i64, String) = conn
+        .query_row(
+            "SELECT country, asn, as_org FROM connections WHERE peer_ip = '127.0.70.5'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(row, ("DE".into(), 64500, "Example Net".into()));
+    let o = Command::new(support::bin())
+        .args(["report", "--history"])
+        .arg(&db)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["top_countries"][0]["country"], "DE", "{r}");
+    assert_eq!(r["top_asns"][0]["asn"], 64500, "{r}");
+    assert_eq!(r["time_basis"], "held");
+    assert!(
+        serve
+            .json()
+            .iter()
+            .any(|v| v["message"] == "GeoIP database loaded"),
+        "serve logged the loaded databases"
+    );
+
+    // A file that is not a database: serve refuses to start, naming it.
+    std::fs::write(&a, b"not a database").unwrap();
+    let o = Command::new(support::bin())
+        .arg("--config")
+        .arg(&conf)
+        .arg("serve")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains(&a.display().to_string()), "{err}");
+}

@@ -7,6 +7,7 @@ use crate::config::{ConfigError, ServeSection, Source};
 use crate::control::{self, ControlServer};
 use crate::engine::socket::Handle;
 use crate::engine::Observer;
+use crate::geoip::GeoIp;
 use crate::stats::history::{self, History, HistoryOptions};
 use crate::stats::live;
 use crate::stats::metrics::{HistoryMetrics, MetricsServer, ServeMetrics};
@@ -56,6 +57,10 @@ pub struct StatsOptions {
     /// when missing (an explicit path's directory must exist).
     pub history_default: bool,
     pub history_days: u32,
+    /// `[serve] geoip`: MaxMind DB files for the history's rows.
+    pub geoip: Vec<PathBuf>,
+    /// `[serve] metrics_country`.
+    pub country_metrics: bool,
 }
 
 /// Flags over `[serve]` over defaults.
@@ -110,7 +115,29 @@ pub fn resolve(
             message: "must be at least 1 (use `history = \"off\"` to keep no history)".into(),
         });
     }
+    let mut geoip = Vec::new();
+    if let (Some(list), Some((_, src))) = (section.and_then(|s| s.geoip.as_ref()), file) {
+        for p in list {
+            if p.get_ref().trim().is_empty() {
+                return Err(src.error_at(p.span(), "serve.geoip", "empty path"));
+            }
+            geoip.push(PathBuf::from(p.get_ref()));
+        }
+    }
+    let country_metrics = section.and_then(|s| s.metrics_country).unwrap_or(false);
+    if country_metrics && geoip.is_empty() {
+        if let Some((_, src)) = file {
+            return Err(ConfigError {
+                file: src.path.clone(),
+                line: None,
+                key: Some("serve.metrics_country".into()),
+                message: "needs `geoip` (the country comes from its files)".into(),
+            });
+        }
+    }
     Ok(StatsOptions {
+        geoip,
+        country_metrics,
         control: (control.as_os_str() != OFF).then_some(control),
         control_explicit,
         metrics,
@@ -154,8 +181,23 @@ pub fn prepare(o: &StatsOptions, listeners: &[String]) -> Result<Prepared, Strin
     let serve_metrics = ServeMetrics::new(&mut registry, listeners);
     let hm = HistoryMetrics::default();
     hm.register(&mut registry);
+    // A GeoIP file that cannot be used stops the start, naming the file,
+    // even where a missing default history only warns.
+    let geo = if o.geoip.is_empty() {
+        None
+    } else if o.history.is_none() {
+        tracing::warn!(
+            "`geoip` is set but the history is off; GeoIP is only used for history rows"
+        );
+        None
+    } else {
+        Some(GeoIp::open(&o.geoip).map_err(|e| e.to_string())?)
+    };
+    if o.country_metrics && geo.is_some() {
+        hm.register_country(&mut registry);
+    }
     let history = match &o.history {
-        Some(p) => match open_history(p, o, hm) {
+        Some(p) => match open_history(p, o, hm, geo) {
             Ok(h) => {
                 tracing::info!(path = %p.display(), days = o.history_days, "history enabled");
                 Some(h)
@@ -183,6 +225,7 @@ fn open_history(
     p: &std::path::Path,
     o: &StatsOptions,
     hm: HistoryMetrics,
+    geo: Option<GeoIp>,
 ) -> Result<std::sync::Arc<History>, String> {
     if o.history_default {
         if let Some(dir) = p.parent().filter(|d| !d.exists()) {
@@ -195,8 +238,9 @@ fn open_history(
             })?;
         }
     }
-    History::start(HistoryOptions::new(p.to_path_buf(), o.history_days), hm)
-        .map_err(|e| e.to_string())
+    let mut ho = HistoryOptions::new(p.to_path_buf(), o.history_days);
+    ho.country_metrics = o.country_metrics;
+    History::start_with_geo(ho, hm, geo).map_err(|e| e.to_string())
 }
 
 /// The statistics tasks running beside the engine.

@@ -40,6 +40,14 @@ pub fn control_path(cli: &Cli, flag: Option<&PathBuf>) -> Result<PathBuf, ExitCo
     Ok(PathBuf::from(control::DEFAULT_PATH))
 }
 
+/// `[serve] geoip` of the config file, if any (errors there are serve's to report).
+fn geoip_files(cli: &Cli) -> Option<Vec<PathBuf>> {
+    let (cfg, _) = config::load(cli.config.as_deref()?).ok()?;
+    let list = cfg.serve?.geoip?;
+    let v: Vec<PathBuf> = list.iter().map(|p| PathBuf::from(p.get_ref())).collect();
+    (!v.is_empty()).then_some(v)
+}
+
 fn fetch(path: &std::path::Path) -> Result<Snapshot, ClientError> {
     let v = control::request(path, &Request::new(SNAPSHOT_CMD), Duration::from_secs(15))?;
     serde_json::from_value(v).map_err(|e| ClientError::Protocol {
@@ -59,6 +67,16 @@ pub fn run(cli: &Cli, a: &StatsArgs) -> ExitCode {
             "the control socket is turned off (`control = \"off\"`); nothing to ask",
         );
     }
+    // `[serve] geoip` from --config: a country column (looked up here, for
+    // display only). A file that cannot be read is said once and skipped.
+    let geo = geoip_files(cli).and_then(|paths| match crate::geoip::GeoIp::open_quick(&paths) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            eprintln!("tarpit: warning: {e}; no countries shown");
+            None
+        }
+    });
+    let country = |ip: std::net::IpAddr| geo.as_ref().and_then(|g| g.lookup_only(ip).country);
     let rows = std::env::var("LINES")
         .ok()
         .and_then(|l| l.parse::<usize>().ok())
@@ -71,12 +89,26 @@ pub fn run(cli: &Cli, a: &StatsArgs) -> ExitCode {
             Err(e) => return fail(1, e),
         };
         let text = if a.json {
-            match serde_json::to_string_pretty(&snap) {
+            let mut v = match serde_json::to_value(&snap) {
+                Ok(v) => v,
+                Err(e) => return fail(1, e),
+            };
+            if geo.is_some() {
+                if let Some(cs) = v.get_mut("conns").and_then(|c| c.as_array_mut()) {
+                    for (c, live) in cs.iter_mut().zip(&snap.conns) {
+                        if let Some(o) = c.as_object_mut() {
+                            o.insert("country".into(), country(live.peer.ip()).into());
+                        }
+                    }
+                }
+            }
+            match serde_json::to_string_pretty(&v) {
                 Ok(s) => s + "\n",
                 Err(e) => return fail(1, e),
             }
         } else {
-            live::render_table(&snap, a.watch.then_some(rows))
+            let f: &dyn Fn(std::net::IpAddr) -> Option<String> = &country;
+            live::render_table_geo(&snap, a.watch.then_some(rows), geo.is_some().then_some(f))
         };
         let mut out = std::io::stdout().lock();
         let written = if a.watch {

@@ -121,6 +121,11 @@ pub struct ServeSection {
     pub history: Option<String>,
     /// Days of history kept.
     pub history_days: Option<u32>,
+    /// MaxMind DB files (GeoLite2-Country/-City/-ASN, DB-IP lite): each
+    /// history row gets its peer's country, ASN and AS organisation.
+    pub geoip: Option<Vec<Spanned<String>>>,
+    /// With `geoip`: metrics by country (`country` label, ~250 values).
+    pub metrics_country: Option<bool>,
     /// `"socket"` (default) or `"stateless"`.
     pub engine: Option<Spanned<String>>,
     /// Stateless engine: nfnetlink_log group.

@@ -34,17 +34,30 @@ pub fn fmt_secs(s: f64) -> String {
 /// first, at most `max_rows` rows (a line says how many were left out),
 /// then the totals line.
 pub fn render_table(snap: &Snapshot, max_rows: Option<usize>) -> String {
+    render_table_geo(snap, max_rows, None)
+}
+
+/// Like [`render_table`]; with `country` (a GeoIP lookup) a `CC` column
+/// shows each peer's country (`-` unknown).
+pub fn render_table_geo(
+    snap: &Snapshot,
+    max_rows: Option<usize>,
+    country: Option<&dyn Fn(std::net::IpAddr) -> Option<String>>,
+) -> String {
     let mut conns = snap.conns.clone();
     sort_by_held(&mut conns);
-    let header = [
+    let mut header = vec![
         "PEER", "AIMED AT", "LISTENER", "HELD", "LEFT", "QUEUED", "RECEIVED", "CLOSE", "STATE",
         "RTT",
     ];
+    if country.is_some() {
+        header.push("CC");
+    }
     let shown = max_rows.unwrap_or(usize::MAX).min(conns.len());
-    let rows: Vec<[String; 10]> = conns[..shown]
+    let rows: Vec<Vec<String>> = conns[..shown]
         .iter()
         .map(|c| {
-            [
+            let mut r = vec![
                 c.peer.to_string(),
                 c.original_dst.to_string(),
                 c.listener.clone(),
@@ -58,10 +71,14 @@ pub fn render_table(snap: &Snapshot, max_rows: Option<usize>) -> String {
                 },
                 c.state.clone(),
                 format!("{:.1}ms", f64::from(c.rtt_us) / 1000.0),
-            ]
+            ];
+            if let Some(f) = country {
+                r.push(f(c.peer.ip()).unwrap_or_else(|| "-".into()));
+            }
+            r
         })
         .collect();
-    let mut width = header.map(str::len);
+    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (w, cell) in width.iter_mut().zip(r) {
             *w = (*w).max(cell.len());
@@ -70,7 +87,7 @@ pub fn render_table(snap: &Snapshot, max_rows: Option<usize>) -> String {
     let mut out = String::new();
     let line = |out: &mut String, cells: &[&str]| {
         let mut l = String::new();
-        for (i, (c, w)) in cells.iter().zip(width).enumerate() {
+        for (i, (c, &w)) in cells.iter().zip(&width).enumerate() {
             // Numbers right-aligned, text left-aligned.
             if (3..=6).contains(&i) || i == 9 {
                 let _ = write!(l, "{c:>w$}  ");

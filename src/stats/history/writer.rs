@@ -80,6 +80,16 @@ impl History {
         } else {
             Some(GeoIp::open(&opts.geoip)?)
         };
+        Self::start_with_geo(opts, metrics, geo)
+    }
+
+    /// Like [`start`](Self::start) with the GeoIP files already opened
+    /// (`opts.geoip` is then ignored).
+    pub fn start_with_geo(
+        opts: HistoryOptions,
+        metrics: HistoryMetrics,
+        geo: Option<GeoIp>,
+    ) -> Result<Arc<Self>, HistoryError> {
         let conn = open_for_writing(&opts.path)?;
         let keep = crate::sys::fdtable::fds_opened_on(&opts.path)
             .map_err(|e| db_err(&opts.path, "cannot list its descriptors", e))?;
