@@ -27,7 +27,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tarpit::engine::stateless::cookie::Cookies;
 use tarpit::engine::stateless::core::Core;
 use tarpit::engine::stateless::flows;
-use tarpit::engine::stateless::packet::{self, Reply, Tuple, TCP_ACK, TCP_SYN};
+use tarpit::engine::stateless::packet::{self, Segment, Tuple};
+use tarpit::engine::stateless::wire::tcp::{self, ACK as TCP_ACK, SYN as TCP_SYN};
 use tarpit::engine::stateless::{Outcome, StatelessOptions};
 use tarpit::firewall::{NftConfig, TrapMode};
 
@@ -135,26 +136,9 @@ fn growth() {
             dst_port: 22,
         };
         let iss = keys.syn_ack_seq(&t, 1000);
-        let back = Tuple {
-            src: t.dst,
-            dst: t.src,
-            src_port: t.dst_port,
-            dst_port: t.src_port,
-        };
-        let len = packet::build(
-            &Reply {
-                to: back,
-                seq: 1001,
-                ack: iss.wrapping_add(1),
-                flags: TCP_ACK,
-                window: 64240,
-                mss: None,
-                payload_len: 0,
-            },
-            &[],
-            &mut pkt,
-        )
-        .expect("build");
+        let len = peer_segment(t, TCP_ACK, 1001, iss.wrapping_add(1))
+            .emit(&mut pkt)
+            .expect("build");
         let t0 = Instant::now();
         let o = core.handle(&pkt[..len], 1, &mut out);
         let d = t0.elapsed();
@@ -195,28 +179,30 @@ fn tuple(port: u16) -> Tuple {
     }
 }
 
-fn from_peer(t: Tuple, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
-    let back = Tuple {
-        src: t.dst,
-        dst: t.src,
-        src_port: t.dst_port,
-        dst_port: t.src_port,
-    };
-    let mut b = vec![0u8; 128];
-    let n = packet::build(
-        &Reply {
-            to: back,
-            seq,
-            ack,
+/// A segment the peer of `t` sends: no payload, MSS on a SYN.
+fn peer_segment(t: Tuple, flags: u8, seq: u32, ack: u32) -> Segment<'static> {
+    Segment {
+        src: t.src,
+        dst: t.dst,
+        tcp: tcp::Repr {
+            src_port: t.src_port,
+            dst_port: t.dst_port,
+            seq_number: seq,
+            ack_number: ack,
             flags,
-            window: 64240,
-            mss: (flags & TCP_SYN != 0).then_some(1460),
-            payload_len: 0,
+            window_len: 64240,
+            max_seg_size: (flags & TCP_SYN != 0).then_some(1460),
+            payload: &[],
         },
-        &[],
-        &mut b,
-    )
-    .expect("build");
+        payload_len: 0,
+    }
+}
+
+fn from_peer(t: Tuple, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
+    let mut b = vec![0u8; 128];
+    let n = peer_segment(t, flags, seq, ack)
+        .emit(&mut b)
+        .expect("build");
     b.truncate(n);
     b
 }
@@ -502,9 +488,9 @@ fn end_to_end() {
                 let t2 = Instant::now();
                 while t2.elapsed() < Duration::from_millis(500) {
                     let Ok(n) = (&s).read(&mut buf) else { break };
-                    if let Ok(seg) = packet::parse(&buf[..n]) {
-                        if seg.tuple.src_port == 22 && seg.tcp.flags() == TCP_SYN | TCP_ACK {
-                            cookies.insert(seg.tuple.dst_port, seg.tcp.seq());
+                    if let Ok(seg) = Segment::parse(&buf[..n]) {
+                        if seg.tcp.src_port == 22 && seg.tcp.flags == TCP_SYN | TCP_ACK {
+                            cookies.insert(seg.tcp.dst_port, seg.tcp.seq_number);
                         }
                     }
                 }

@@ -12,8 +12,10 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 use support::lab::{Lab, LabConfig};
 use support::netns::privileged;
-use tarpit::engine::stateless::packet::{
-    self, Reply, TcpHeader, Tuple, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
+use tarpit::engine::stateless::packet::Segment;
+use tarpit::engine::stateless::wire::checksum;
+use tarpit::engine::stateless::wire::tcp::{
+    self, ACK as TCP_ACK, FIN as TCP_FIN, PSH as TCP_PSH, RST as TCP_RST, SYN as TCP_SYN,
 };
 
 /// Opens `n` connections to `dst` from `src` inside the attacker namespace,
@@ -209,24 +211,22 @@ impl Raw {
         mangle: impl FnOnce(&mut Vec<u8>),
     ) {
         let mut b = vec![0u8; 2000];
-        let n = packet::build(
-            &Reply {
-                to: Tuple {
-                    src: self.dst,
-                    dst: self.src,
-                    src_port: 22,
-                    dst_port: sport,
-                },
-                seq,
-                ack,
+        let n = Segment {
+            src: self.src,
+            dst: self.dst,
+            tcp: tcp::Repr {
+                src_port: sport,
+                dst_port: 22,
+                seq_number: seq,
+                ack_number: ack,
                 flags,
-                window: 64240,
-                mss: (flags & TCP_SYN != 0).then_some(1460),
-                payload_len: data.len(),
+                window_len: 64240,
+                max_seg_size: (flags & TCP_SYN != 0).then_some(1460),
+                payload: data,
             },
-            data,
-            &mut b,
-        )
+            payload_len: data.len(),
+        }
+        .emit(&mut b)
         .unwrap();
         b.truncate(n);
         mangle(&mut b);
@@ -248,14 +248,14 @@ impl Raw {
             // IPv4 raw sockets deliver the IP header, IPv6 ones do not (only
             // the server talks to this namespace).
             let tcp_bytes = if self.src.is_ipv4() {
-                match packet::parse(bytes) {
-                    Ok(s) if s.tuple.src == self.dst && s.tuple.dst == self.src => &bytes[20..],
+                match Segment::parse(bytes) {
+                    Ok(s) if s.src == self.dst && s.dst == self.src => &bytes[20..],
                     _ => continue,
                 }
             } else {
                 bytes
             };
-            let Ok(h) = TcpHeader::new_checked(tcp_bytes) else {
+            let Ok(h) = tcp::Packet::new_checked(tcp_bytes) else {
                 continue;
             };
             if h.src_port() != 22 {
@@ -264,9 +264,9 @@ impl Raw {
             return Some(Answer {
                 to_port: h.dst_port(),
                 flags: h.flags(),
-                seq: h.seq(),
-                ack: h.ack(),
-                window: h.window(),
+                seq: h.seq_number(),
+                ack: h.ack_number(),
+                window: h.window_len(),
                 header_len: h.header_len(),
                 mss: h.mss(),
             });
@@ -377,7 +377,7 @@ fn fix_ip_checksum(p: &mut [u8]) {
     let ihl = usize::from(p[0] & 0x0f) * 4;
     p[10] = 0;
     p[11] = 0;
-    let c = packet::checksum(0, &p[..ihl]);
+    let c = checksum::compute(0, &p[..ihl]);
     p[10..12].copy_from_slice(&c.to_be_bytes());
 }
 

@@ -12,7 +12,9 @@
 
 use super::cookie::{AckKind, Cookies};
 use super::flows::{FlowInfo, FlowTable, Seen};
-use super::packet::{self, Reject, Reply, Segment, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use super::packet::Segment;
+use super::wire::tcp::{ACK, FIN, RST, SYN};
+use super::wire::Reject;
 use super::StatelessOptions;
 use crate::engine::record::{ConnRecord, EndReason, LiveConn};
 use crate::engine::{
@@ -177,10 +179,10 @@ impl Core {
     }
 
     /// Handles one IP packet captured at `now`, writing any answer to `out`
-    /// (at least [`packet::MAX_REPLY`] bytes).
+    /// (at least [`super::packet::MAX_REPLY`] bytes).
     pub fn handle(&mut self, pkt: &[u8], now: u32, out: &mut [u8]) -> Outcome {
         self.counters.packets += 1;
-        let outcome = match packet::parse(pkt) {
+        let outcome = match Segment::parse(pkt) {
             Ok(seg) => self.decide(&seg, now, out),
             Err(r) => Outcome::Rejected(r),
         };
@@ -197,35 +199,29 @@ impl Core {
     }
 
     fn decide(&mut self, seg: &Segment<'_>, now: u32, out: &mut [u8]) -> Outcome {
-        let t = seg.tuple;
-        let flags = seg.tcp.flags();
-        let seq = seg.tcp.seq();
-        if flags & TCP_RST != 0 {
+        let t = seg.tuple();
+        let flags = seg.tcp.flags;
+        let seq = seg.tcp.seq_number;
+        let ack = seg.tcp.ack_number;
+        if flags & RST != 0 {
             // A reset of a connection we verified ends its record; without
             // an ACK number it cannot be verified and changes nothing.
-            if flags & TCP_ACK != 0 && self.cookies.verify(&t, seq, seg.tcp.ack()).is_some() {
+            if flags & ACK != 0 && self.cookies.verify(&t, seq, ack).is_some() {
                 if let Some(f) = self.flows.remove(&t) {
                     self.end(f, now, EndReason::PeerReset);
                 }
             }
             return Outcome::Ignored(Ignore::Rst);
         }
-        if flags & TCP_SYN != 0 {
-            if flags & (TCP_ACK | TCP_FIN) != 0 {
+        if flags & SYN != 0 {
+            if flags & (ACK | FIN) != 0 {
                 return Outcome::Ignored(Ignore::OddFlags);
             }
             let ours = if t.src.is_ipv4() { MSS_V4 } else { MSS_V6 };
-            let mss = seg.tcp.mss().map_or(ours, |m| m.clamp(536, ours));
-            let r = Reply {
-                to: t,
-                seq: self.cookies.syn_ack_seq(&t, seq),
-                ack: seq.wrapping_add(1),
-                flags: TCP_SYN | TCP_ACK,
-                window: 0,
-                mss: Some(mss),
-                payload_len: 0,
-            };
-            return match packet::build(&r, &[], out) {
+            let mss = seg.tcp.max_seg_size.map_or(ours, |m| m.clamp(536, ours));
+            let iss = self.cookies.syn_ack_seq(&t, seq);
+            let r = Segment::reply(&t, iss, seq.wrapping_add(1), SYN | ACK, Some(mss));
+            return match r.emit(out) {
                 Some(len) => {
                     self.counters.syn_acks += 1;
                     Outcome::Reply { len }
@@ -233,13 +229,13 @@ impl Core {
                 None => Outcome::Ignored(Ignore::OddFlags),
             };
         }
-        if flags & TCP_ACK == 0 {
+        if flags & ACK == 0 {
             return Outcome::Ignored(Ignore::OddFlags);
         }
-        let Some(v) = self.cookies.verify(&t, seq, seg.tcp.ack()) else {
+        let Some(v) = self.cookies.verify(&t, seq, ack) else {
             return Outcome::Ignored(Ignore::NotOurs);
         };
-        let fin = flags & TCP_FIN != 0;
+        let fin = flags & FIN != 0;
         let seen = Seen {
             answered: !fin,
             payload_len: seg.payload_len,
@@ -268,16 +264,7 @@ impl Core {
         if fin {
             return Outcome::Ignored(Ignore::Fin);
         }
-        let r = Reply {
-            to: t,
-            seq: v.our_next,
-            ack: v.peer_next,
-            flags: TCP_ACK,
-            window: 0,
-            mss: None,
-            payload_len: 0,
-        };
-        match packet::build(&r, &[], out) {
+        match Segment::reply(&t, v.our_next, v.peer_next, ACK, None).emit(out) {
             Some(len) => {
                 self.counters.acks += 1;
                 Outcome::Reply { len }
@@ -458,7 +445,8 @@ impl Ord for ByFirst {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::stateless::packet::{parse, Tuple};
+    use crate::engine::stateless::packet::{self, Tuple};
+    use crate::engine::stateless::wire::tcp;
     use std::sync::Mutex;
 
     const EPOCH: SystemTime = SystemTime::UNIX_EPOCH;
@@ -492,26 +480,23 @@ mod tests {
 
     /// Builds a packet from the peer.
     fn pkt(t: Tuple, flags: u8, seq: u32, ack: u32, data: &[u8]) -> Vec<u8> {
-        let back = Tuple {
-            src: t.dst,
-            dst: t.src,
-            src_port: t.dst_port,
-            dst_port: t.src_port,
-        };
         let mut b = vec![0u8; 1600];
-        let n = packet::build(
-            &Reply {
-                to: back,
-                seq,
-                ack,
+        let n = Segment {
+            src: t.src,
+            dst: t.dst,
+            tcp: tcp::Repr {
+                src_port: t.src_port,
+                dst_port: t.dst_port,
+                seq_number: seq,
+                ack_number: ack,
                 flags,
-                window: 65535,
-                mss: (flags & TCP_SYN != 0).then_some(1460),
-                payload_len: data.len(),
+                window_len: 65535,
+                max_seg_size: (flags & SYN != 0).then_some(1460),
+                payload: data,
             },
-            data,
-            &mut b,
-        )
+            payload_len: data.len(),
+        }
+        .emit(&mut b)
         .unwrap();
         b.truncate(n);
         b
@@ -521,8 +506,13 @@ mod tests {
         let mut out = [0u8; packet::MAX_REPLY];
         match core.handle(p, now, &mut out) {
             Outcome::Reply { len } => {
-                let s = parse(&out[..len]).unwrap();
-                Some((s.tcp.flags(), s.tcp.seq(), s.tcp.ack(), s.tcp.window()))
+                let s = Segment::parse(&out[..len]).unwrap();
+                Some((
+                    s.tcp.flags,
+                    s.tcp.seq_number,
+                    s.tcp.ack_number,
+                    s.tcp.window_len,
+                ))
             }
             _ => None,
         }
@@ -534,34 +524,31 @@ mod tests {
         let mut c = Core::new(&opts(10), Cookies::with_key(1, 2), vec![obs.clone()], EPOCH);
         let t = peer(40000);
         let isn = 1_000_000;
-        let (fl, iss, ack, win) = answer(&mut c, &pkt(t, TCP_SYN, isn, 0, b""), 1).unwrap();
-        assert_eq!((fl, ack, win), (TCP_SYN | TCP_ACK, isn + 1, 0));
+        let (fl, iss, ack, win) = answer(&mut c, &pkt(t, SYN, isn, 0, b""), 1).unwrap();
+        assert_eq!((fl, ack, win), (SYN | ACK, isn + 1, 0));
         let our = iss.wrapping_add(1);
         // Handshake ACK, data, zero-window probe: all acknowledged at isn+1.
         for (seq, data) in [(isn + 1, &b""[..]), (isn + 1, b"x"), (isn, b"")] {
-            let a = answer(&mut c, &pkt(t, TCP_ACK, seq, our, data), 2).unwrap();
-            assert_eq!(a, (TCP_ACK, our, isn + 1, 0));
+            let a = answer(&mut c, &pkt(t, ACK, seq, our, data), 2).unwrap();
+            assert_eq!(a, (ACK, our, isn + 1, 0));
         }
         // Spoofed: wrong ack, wrong seq, other port.
+        assert_eq!(answer(&mut c, &pkt(t, ACK, isn + 1, our + 1, b""), 3), None);
+        assert_eq!(answer(&mut c, &pkt(t, ACK, isn + 9, our, b""), 3), None);
         assert_eq!(
-            answer(&mut c, &pkt(t, TCP_ACK, isn + 1, our + 1, b""), 3),
-            None
-        );
-        assert_eq!(answer(&mut c, &pkt(t, TCP_ACK, isn + 9, our, b""), 3), None);
-        assert_eq!(
-            answer(&mut c, &pkt(peer(1), TCP_ACK, isn + 1, our, b""), 3),
+            answer(&mut c, &pkt(peer(1), ACK, isn + 1, our, b""), 3),
             None
         );
         assert_eq!(c.counters().ignored["not_ours"], 3);
         // FIN: no answer, recorded as a close attempt.
         assert_eq!(
-            answer(&mut c, &pkt(t, TCP_FIN | TCP_ACK, isn + 1, our, b""), 50),
+            answer(&mut c, &pkt(t, FIN | ACK, isn + 1, our, b""), 50),
             None
         );
         assert_eq!(c.snapshot(60, 100).conns[0].fin_after_secs, Some(4.0));
         // RST ends the record.
         assert_eq!(
-            answer(&mut c, &pkt(t, TCP_RST | TCP_ACK, isn + 1, our, b""), 70),
+            answer(&mut c, &pkt(t, RST | ACK, isn + 1, our, b""), 70),
             None
         );
         let recs = obs.0.lock().unwrap();
@@ -579,10 +566,10 @@ mod tests {
         let mut c = Core::new(&opts(2), Cookies::with_key(1, 2), vec![obs.clone()], EPOCH);
         for port in 1..=3u16 {
             let t = peer(port);
-            let (_, iss, _, _) = answer(&mut c, &pkt(t, TCP_SYN, 5, 0, b""), 1).unwrap();
+            let (_, iss, _, _) = answer(&mut c, &pkt(t, SYN, 5, 0, b""), 1).unwrap();
             answer(
                 &mut c,
-                &pkt(t, TCP_ACK, 6, iss.wrapping_add(1), b""),
+                &pkt(t, ACK, 6, iss.wrapping_add(1), b""),
                 u32::from(port),
             )
             .unwrap();
@@ -603,11 +590,11 @@ mod tests {
         let mut isses = Vec::new();
         for port in 1..=3u16 {
             let t = peer(port);
-            let (_, iss, _, _) = answer(&mut c, &pkt(t, TCP_SYN, 5, 0, b""), 1).unwrap();
+            let (_, iss, _, _) = answer(&mut c, &pkt(t, SYN, 5, 0, b""), 1).unwrap();
             isses.push(iss);
             answer(
                 &mut c,
-                &pkt(t, TCP_ACK, 6, iss.wrapping_add(1), b""),
+                &pkt(t, ACK, 6, iss.wrapping_add(1), b""),
                 u32::from(port),
             )
             .unwrap();
@@ -630,12 +617,7 @@ mod tests {
         // The evicted peer sends a window probe (mid-stream): its flow
         // returns, marked estimated.
         let t1 = peer(1);
-        assert!(answer(
-            &mut c,
-            &pkt(t1, TCP_ACK, 5, isses[0].wrapping_add(1), b""),
-            4
-        )
-        .is_some());
+        assert!(answer(&mut c, &pkt(t1, ACK, 5, isses[0].wrapping_add(1), b""), 4).is_some());
         let snap = c.snapshot(5, 100);
         assert!(
             snap.conns.iter().any(|f| f.peer.port() == 1 && f.estimated),
@@ -650,9 +632,9 @@ mod tests {
         // Flows first seen at ticks 50, 49, ..., 1 (port p at tick 51 - p).
         for port in 1..=50u16 {
             let t = peer(port);
-            let (_, iss, _, _) = answer(&mut c, &pkt(t, TCP_SYN, 5, 0, b""), 1).unwrap();
+            let (_, iss, _, _) = answer(&mut c, &pkt(t, SYN, 5, 0, b""), 1).unwrap();
             let now = 51 - u32::from(port);
-            answer(&mut c, &pkt(t, TCP_ACK, 6, iss.wrapping_add(1), b""), now).unwrap();
+            answer(&mut c, &pkt(t, ACK, 6, iss.wrapping_add(1), b""), now).unwrap();
         }
         let snap = c.snapshot(100, 3);
         assert_eq!(snap.totals.held_now, 50);
@@ -670,14 +652,14 @@ mod tests {
         let obs = Arc::new(Rec::default());
         let mut c = Core::new(&opts(10), Cookies::with_key(1, 2), vec![obs.clone()], EPOCH);
         let t = peer(7);
-        let (_, iss, _, _) = answer(&mut c, &pkt(t, TCP_SYN, 5, 0, b""), 1).unwrap();
+        let (_, iss, _, _) = answer(&mut c, &pkt(t, SYN, 5, 0, b""), 1).unwrap();
         let our = iss.wrapping_add(1);
-        assert!(answer(&mut c, &pkt(t, TCP_ACK, 6, our, b""), 2).is_some());
+        assert!(answer(&mut c, &pkt(t, ACK, 6, our, b""), 2).is_some());
         c.rotate(3);
-        assert!(answer(&mut c, &pkt(t, TCP_ACK, 5, our, b""), 4).is_some());
+        assert!(answer(&mut c, &pkt(t, ACK, 5, our, b""), 4).is_some());
         assert!(obs.0.lock().unwrap().is_empty());
         c.rotate(5);
-        assert!(answer(&mut c, &pkt(t, TCP_ACK, 5, our, b""), 6).is_none());
+        assert!(answer(&mut c, &pkt(t, ACK, 5, our, b""), 6).is_none());
         assert_eq!(obs.0.lock().unwrap()[0].end, EndReason::Lifetime);
     }
 
@@ -697,7 +679,7 @@ mod tests {
     #[test]
     fn rejected_packets_are_counted() {
         let mut c = Core::new(&opts(10), Cookies::with_key(1, 2), Vec::new(), EPOCH);
-        let mut p = pkt(peer(1), TCP_SYN, 5, 0, b"");
+        let mut p = pkt(peer(1), SYN, 5, 0, b"");
         p[20 + 16] ^= 0xff; // TCP checksum
         assert_eq!(
             c.handle(&p, 1, &mut [0u8; packet::MAX_REPLY]),

@@ -9,7 +9,8 @@
 //! attacker's kernel holds the connection; we keep no per-connection state
 //! except optional statistics in a bounded table ([`flows`]).
 //!
-//! Packets are checked once at the edge ([`packet`]); the sockets themselves
+//! Packets are checked once at the edge ([`packet`], on the views in
+//! [`wire`]); the sockets themselves
 //! live in `crate::sys`.
 
 pub mod cookie;
@@ -19,6 +20,7 @@ pub mod flows;
 pub mod keyfile;
 pub mod nflog;
 pub mod packet;
+pub mod wire;
 
 pub use self::core::{Counters, Outcome};
 pub use engine::{snapshot_handler, Handle, StatelessServer, SNAPSHOT_LIMIT};
