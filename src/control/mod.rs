@@ -271,8 +271,8 @@ async fn serve_client(
                 }
                 Ok(Ok(Line::Complete(l))) => l,
             };
-        let (resp, keep) = match serde_json::from_slice::<Request>(&line) {
-            Err(e) => (Response::error(format!("bad request: {e}")), false),
+        let (resp, keep) = match parse_request(&line) {
+            Err(e) => (Response::error(e), false),
             Ok(req) if req.cmd == "commands" => (Response::from_result(Ok(names.clone())), true),
             Ok(req) => match commands.get(&req.cmd) {
                 None => (
@@ -306,7 +306,13 @@ async fn write_response(
     }
 }
 
-enum Line {
+/// One request, or why it is none (the text of the error answer).
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    serde_json::from_slice::<Request>(line).map_err(|e| format!("bad request: {e}"))
+}
+
+/// What [`read_line_limited`] read.
+pub enum Line {
     Complete(Vec<u8>),
     TooLong,
     Eof,
@@ -314,7 +320,7 @@ enum Line {
 
 /// Reads up to and excluding the next `\n`, never buffering more than `max`
 /// bytes. A final unterminated line before EOF counts as a line.
-async fn read_line_limited<R: AsyncBufRead + Unpin>(r: &mut R, max: usize) -> io::Result<Line> {
+pub async fn read_line_limited<R: AsyncBufRead + Unpin>(r: &mut R, max: usize) -> io::Result<Line> {
     let mut out = Vec::new();
     loop {
         let buf = r.fill_buf().await?;
