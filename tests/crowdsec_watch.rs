@@ -445,6 +445,13 @@ fn bans_are_pushed_outages_lose_nothing_and_restarts_keep_every_trap() {
             in_set(&server, "trap4", h).then_some(())
         });
     }
+    // LAPI was down when this watcher started: once it is back, new
+    // decisions arrive.
+    lapi.start();
+    lapi.cscli_ok(&["decisions", "add", "--type", "tarpit", "--ip", "10.77.62.6"]);
+    wait_for(20.0, "a decision after LAPI came back", || {
+        in_set(&server, "trap4", "10.77.62.6").then_some(())
+    });
 }
 
 /// Joins `ns` to the bridge `br` in `hub` with a veth pair; `ns` gets `cidr`.
