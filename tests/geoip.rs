@@ -190,6 +190,8 @@ fn rec(peer: &str, held: f64) -> ConnRecord {
         original_dst: "10.77.0.1:22".parse().unwrap(),
         start: end - Duration::from_secs_f64(held),
         held_secs: held,
+        engaged_secs: held,
+        engaged_upper_bound: false,
         bytes_received: 0,
         fin_after_secs: None,
         end: EndReason::Lifetime,
@@ -198,7 +200,7 @@ fn rec(peer: &str, held: f64) -> ConnRecord {
 }
 
 /// The history writer looks each row up once and stores the facts; the
-/// report ranks countries and ASNs by time held; the country metrics count.
+/// report ranks countries and ASNs by attacker time wasted; the country metrics count.
 #[test]
 fn history_rows_carry_geo_and_report_ranks_countries_and_asns() {
     let Some(py) = python("history_rows_carry_geo_and_report_ranks_countries_and_asns") else {
@@ -264,10 +266,10 @@ fn history_rows_carry_geo_and_report_ranks_countries_and_asns() {
         .map(|a| (a.asn, a.org.as_str()))
         .collect();
     assert_eq!(asns, vec![(64501, "Other AS"), (64500, "Example[31m Net")]);
-    assert_eq!(rep.time_basis, "held");
+    assert_eq!(rep.time_basis, "engaged");
     let text = tarpit::stats::report::render_text(&rep);
     assert!(
-        text.contains("Top countries by time held") && text.contains("AS64501"),
+        text.contains("Top countries by attacker time wasted") && text.contains("AS64501"),
         "{text}"
     );
     let html = tarpit::stats::report::render_html(&rep);

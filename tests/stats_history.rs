@@ -21,6 +21,8 @@ fn rec(peer: &str, start: SystemTime, held: f64) -> ConnRecord {
         original_dst: "127.0.0.1:22".parse().unwrap(),
         start,
         held_secs: held,
+        engaged_secs: held,
+        engaged_upper_bound: false,
         bytes_received: 3,
         fin_after_secs: None,
         end: EndReason::Lifetime,
@@ -118,6 +120,20 @@ fn rows_match_the_records_of_a_real_server() {
         assert_eq!(row.7, log["listener"].as_str().unwrap());
         assert_eq!(row.8, log["head"].as_str().unwrap());
         assert!((row.10 - row.9 - row.2).abs() < 1e-6, "end = start + held");
+    }
+    // Engaged and its flag, as logged.
+    let engaged: Vec<(f64, bool)> = c
+        .prepare(
+            "SELECT engaged_secs, engaged_bound FROM connections ORDER BY peer_ip || ':' || peer_port",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    for (e, log) in engaged.iter().zip(&logged) {
+        assert!((e.0 - log["engaged_secs"].as_f64().unwrap()).abs() < 1e-9);
+        assert_eq!(e.1, log["engaged_upper_bound"].as_bool().unwrap());
     }
     let by = |ip: &str| rows.iter().find(|r| r.0 == ip).unwrap().clone();
     assert_eq!(by("127.0.4.1").3, 11, "bytes sent, never read");
@@ -471,8 +487,9 @@ fn version_1_history_is_migrated_and_windows_match_a_full_scan() {
     }
     let mut c = history::open_for_writing(&db).unwrap();
     let q = |c: &Connection, sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
-    // Version 1 goes through 2 (blocks) to 3 (the GeoIP columns).
-    assert_eq!(q(&c, "PRAGMA user_version"), 3);
+    // Version 1 goes through 2 (blocks) and 3 (the GeoIP columns) to 4
+    // (engaged).
+    assert_eq!(q(&c, "PRAGMA user_version"), 4);
     assert_eq!(
         q(
             &c,
@@ -540,4 +557,72 @@ fn version_1_history_is_migrated_and_windows_match_a_full_scan() {
     )
     .unwrap();
     assert_eq!(r.totals.connections, 5);
+}
+
+/// A version-2 file (no engaged columns) reads as if migrated, and is
+/// upgraded in place on open for writing: old rows are engaged until their
+/// FIN if they had one, else for the whole hold; nothing is flagged.
+#[test]
+fn version_2_history_gets_engaged_columns_in_place() {
+    let dir = TempDir::new("histv2");
+    let db = dir.path().join("h.db");
+    let now = tarpit::engine::record::to_unix(SystemTime::now());
+    {
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch(
+            "CREATE TABLE connections (
+                id INTEGER PRIMARY KEY, start_time REAL NOT NULL, end_time REAL NOT NULL,
+                held_secs REAL NOT NULL, listener TEXT NOT NULL, peer_ip TEXT NOT NULL,
+                peer_port INTEGER NOT NULL, local TEXT NOT NULL, orig_ip TEXT NOT NULL,
+                orig_port INTEGER NOT NULL, bytes_received INTEGER NOT NULL,
+                fin_after_secs REAL, end_reason TEXT NOT NULL, head TEXT NOT NULL);
+             CREATE TABLE blocks (first_id INTEGER NOT NULL, last_id INTEGER NOT NULL,
+                min_end REAL NOT NULL, max_end REAL NOT NULL);
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        // (held, fin_after): engaged 3, 100, 50 (a FIN after the hold can't count more).
+        for (i, (held, fin)) in [(200.0, Some(3.0)), (100.0, None), (50.0, Some(80.0))]
+            .iter()
+            .enumerate()
+        {
+            let end = now - 60.0 - i as f64;
+            c.execute(
+                "INSERT INTO connections (start_time, end_time, held_secs, listener, peer_ip,
+                    peer_port, local, orig_ip, orig_port, bytes_received, fin_after_secs,
+                    end_reason, head)
+                 VALUES (?1, ?2, ?3, '127.0.0.1:2222', '127.0.9.1', ?4, '127.0.0.1:2222',
+                    '127.0.0.1', 22, 0, ?5, 'peer_reset', '')",
+                rusqlite::params![end - held, end, held, 1000 + i as i64, fin],
+            )
+            .unwrap();
+        }
+        c.execute_batch(
+            "INSERT INTO blocks SELECT min(id), max(id), min(end_time), max(end_time) FROM connections",
+        )
+        .unwrap();
+    }
+    let window = (now - 3600.0, now + 1.0);
+    let before = tarpit::stats::report::compute(
+        &history::open_for_reading(&db).unwrap(),
+        window.0,
+        window.1,
+    )
+    .unwrap();
+    assert!((before.totals.attacker_hours - 153.0 / 3600.0).abs() < 1e-9);
+    assert!((before.totals.held_hours - 350.0 / 3600.0).abs() < 1e-9);
+    let c = history::open_for_writing(&db).unwrap();
+    let q = |sql: &str| -> f64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(q("PRAGMA user_version"), 4.0);
+    assert_eq!(q("SELECT sum(engaged_secs) FROM connections"), 153.0);
+    assert_eq!(q("SELECT sum(engaged_bound) FROM connections"), 0.0);
+    drop(c);
+    let after = tarpit::stats::report::compute(
+        &history::open_for_reading(&db).unwrap(),
+        window.0,
+        window.1,
+    )
+    .unwrap();
+    assert_eq!(before.totals, after.totals);
+    assert_eq!(before.top_hosts, after.top_hosts);
 }

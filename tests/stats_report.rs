@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 use support::bin;
 use support::stats::*;
-use tarpit::engine::record::{ConnRecord, EndReason};
+use tarpit::engine::record::{engaged, ConnRecord, EndFacts, EndReason};
 use tarpit::stats::history;
 
 const H: u64 = 3600;
@@ -75,6 +75,15 @@ fn build_db(dir: &Path) -> PathBuf {
         .enumerate()
         .map(|(i, &(host, port, held, end, fin, bytes, ago))| {
             let ended = now - Duration::from_secs(ago);
+            // The peer_timeout row was last heard of 40 s before it was
+            // found gone: engaged 20 s, an upper bound.
+            let (engaged_secs, engaged_upper_bound) = engaged(&EndFacts {
+                held_secs: held,
+                fin_after_secs: fin,
+                end,
+                silent_secs: (end == EndReason::PeerTimeout).then_some(40.0),
+                reset_by_probe: false,
+            });
             ConnRecord {
                 listener: "0.0.0.0:2222".into(),
                 peer: format!("{host}:{}", 40000 + i).parse().unwrap(),
@@ -82,6 +91,8 @@ fn build_db(dir: &Path) -> PathBuf {
                 original_dst: format!("10.77.0.1:{port}").parse().unwrap(),
                 start: ended - Duration::from_secs_f64(held),
                 held_secs: held,
+                engaged_secs,
+                engaged_upper_bound,
                 bytes_received: bytes,
                 fin_after_secs: fin,
                 end,
@@ -113,8 +124,15 @@ fn report_figures_from_known_rows() {
     let t = &r["totals"];
     assert_eq!(t["connections"], 11);
     assert_eq!(t["unique_hosts"], 6);
-    // 0.5+5+15+30+45+60+120+900+1200+3600+7200 = 13175.5 s
-    assert!((t["attacker_hours"].as_f64().unwrap() - 13175.5 / 3600.0).abs() < 1e-9);
+    // Held: 0.5+5+15+30+45+60+120+900+1200+3600+7200 = 13175.5 s. Engaged:
+    // the same, but 2 (not 5) and 10 (not 45) where the peer sent FIN, and
+    // 20 (not 60) for the peer found gone: 13097.5 s, 20 s of it a bound.
+    assert!((t["held_hours"].as_f64().unwrap() - 13175.5 / 3600.0).abs() < 1e-9);
+    assert!((t["attacker_hours"].as_f64().unwrap() - 13097.5 / 3600.0).abs() < 1e-9);
+    assert!((t["attacker_hours_upper_bound"].as_f64().unwrap() - 20.0 / 3600.0).abs() < 1e-9);
+    // Sorted engaged: 0.5 2 10 15 20 30 120 900 1200 3600 7200.
+    assert_eq!(t["median_engaged_secs"], 30.0);
+    assert_eq!(t["p90_engaged_secs"], 3600.0);
     // Sorted holds: 0.5 5 15 30 45 60 120 900 1200 3600 7200; nearest rank
     // 6 of 11 and 10 of 11.
     assert_eq!(t["median_hold_secs"], 60.0);
@@ -122,7 +140,7 @@ fn report_figures_from_known_rows() {
     assert_eq!(t["bytes_received"], 10);
     assert_eq!(t["close_attempts"], 2);
 
-    let hosts: Vec<(String, u64, f64)> = r["top_hosts"]
+    let hosts: Vec<(String, u64, f64, f64)> = r["top_hosts"]
         .as_array()
         .unwrap()
         .iter()
@@ -130,6 +148,7 @@ fn report_figures_from_known_rows() {
             (
                 h["host"].as_str().unwrap().to_string(),
                 h["connections"].as_u64().unwrap(),
+                h["engaged_secs"].as_f64().unwrap(),
                 h["held_secs"].as_f64().unwrap(),
             )
         })
@@ -137,12 +156,12 @@ fn report_figures_from_known_rows() {
     assert_eq!(
         hosts,
         vec![
-            ("127.0.8.6".into(), 1, 7200.0),
-            ("127.0.8.3".into(), 2, 3660.0),
-            ("127.0.8.1".into(), 4, 2145.0),
-            ("127.0.8.5".into(), 1, 120.0),
-            ("127.0.8.4".into(), 1, 45.0),
-            ("127.0.8.2".into(), 2, 5.5),
+            ("127.0.8.6".into(), 1, 7200.0, 7200.0),
+            ("127.0.8.3".into(), 2, 3620.0, 3660.0),
+            ("127.0.8.1".into(), 4, 2145.0, 2145.0),
+            ("127.0.8.5".into(), 1, 120.0, 120.0),
+            ("127.0.8.4".into(), 1, 10.0, 45.0),
+            ("127.0.8.2".into(), 2, 2.5, 5.5),
         ]
     );
     let ports: Vec<(u64, u64)> = r["ports"]
@@ -186,6 +205,13 @@ fn report_figures_from_known_rows() {
         .collect();
     // Edges 0 1 10 60 300 600 900 1200 1800 3600 6h 24h.
     assert_eq!(hist, vec![1, 1, 3, 2, 0, 0, 1, 1, 0, 2, 0, 0]);
+    let hist_engaged: Vec<u64> = r["histogram"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["engaged"].as_u64().unwrap())
+        .collect();
+    assert_eq!(hist_engaged, vec![1, 1, 4, 1, 0, 0, 1, 1, 0, 2, 0, 0]);
 
     // Per day: the database's own grouping by UTC date is the oracle.
     let c = Connection::open(&db).unwrap();
@@ -231,7 +257,8 @@ fn report_figures_from_known_rows() {
     for needle in [
         "connections          11",
         "unique hosts         6",
-        "attacker-hours       3.66",
+        "attacker-hours       3.64 wasted",
+        "held-hours           3.66",
         "(60.0s)",
         "(3600.0s)",
         "127.0.8.6",
@@ -348,14 +375,16 @@ fn html_report_renders_and_matches_the_database() {
         .as_secs_f64()
         - 7.0 * 86400.0
         - 120.0; // the report ran a moment ago; no row is that close to the edge
-    let (n, hosts, secs, bytes): (i64, i64, f64, i64) = c
+    let (n, hosts, secs, bytes, held): (i64, i64, f64, i64, f64) = c
         .query_row(
-            "SELECT count(*), count(DISTINCT peer_ip), sum(held_secs), sum(bytes_received)
+            "SELECT count(*), count(DISTINCT peer_ip), sum(engaged_secs), sum(bytes_received),
+                    sum(held_secs)
              FROM connections WHERE end_time >= ?1",
             [since],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
         .unwrap();
+    assert_eq!(by_id(&dom, "held-hours"), format!("{:.2}", held / 3600.0));
     assert_eq!(by_id(&dom, "connections"), n.to_string());
     assert_eq!(by_id(&dom, "unique-hosts"), hosts.to_string());
     assert_eq!(
@@ -390,8 +419,8 @@ fn html_report_renders_and_matches_the_database() {
     }
     let mut st = c
         .prepare(
-            "SELECT peer_ip, count(*), sum(held_secs) FROM connections WHERE end_time >= ?1
-             GROUP BY peer_ip",
+            "SELECT peer_ip, count(*), sum(engaged_secs), sum(held_secs) FROM connections
+             WHERE end_time >= ?1 GROUP BY peer_ip",
         )
         .unwrap();
     for row in st
@@ -400,14 +429,16 @@ fn html_report_renders_and_matches_the_database() {
                 r.get::<_, String>(0)?,
                 r.get::<_, i64>(1)?,
                 r.get::<_, f64>(2)?,
+                r.get::<_, f64>(3)?,
             ))
         })
         .unwrap()
     {
-        let (host, cnt, held) = row.unwrap();
+        let (host, cnt, engaged, held) = row.unwrap();
         let cells = row_cells(&dom, "data-host", &host);
         assert_eq!(cells[1], cnt.to_string(), "host {host}");
-        assert_eq!(cells[2], format!("{held:.1}"), "host {host}");
+        assert_eq!(cells[2], format!("{engaged:.1}"), "host {host}");
+        assert_eq!(cells[3], format!("{held:.1}"), "host {host}");
     }
     let mut st = c
         .prepare(
@@ -425,8 +456,8 @@ fn html_report_renders_and_matches_the_database() {
     }
     let mut st = c
         .prepare(
-            "SELECT date(end_time, 'unixepoch'), count(*), sum(held_secs) FROM connections
-             WHERE end_time >= ?1 GROUP BY 1",
+            "SELECT date(end_time, 'unixepoch'), count(*), sum(engaged_secs), sum(held_secs)
+             FROM connections WHERE end_time >= ?1 GROUP BY 1",
         )
         .unwrap();
     for row in st
@@ -435,14 +466,16 @@ fn html_report_renders_and_matches_the_database() {
                 r.get::<_, String>(0)?,
                 r.get::<_, i64>(1)?,
                 r.get::<_, f64>(2)?,
+                r.get::<_, f64>(3)?,
             ))
         })
         .unwrap()
     {
-        let (day, cnt, held) = row.unwrap();
+        let (day, cnt, engaged, held) = row.unwrap();
         let cells = row_cells(&dom, "data-day", &day);
         assert_eq!(cells[1], cnt.to_string(), "day {day}");
-        assert_eq!(cells[2], format!("{:.2}", held / 3600.0), "day {day}");
+        assert_eq!(cells[2], format!("{:.2}", engaged / 3600.0), "day {day}");
+        assert_eq!(cells[3], format!("{:.2}", held / 3600.0), "day {day}");
     }
 
     // And it paints: a screenshot is a real, non-trivial PNG.

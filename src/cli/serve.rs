@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// Unanswered keepalive probes before a peer counts as gone.
     #[arg(long, value_name = "N")]
     pub keepalive_count: Option<u32>,
+    /// After a peer's FIN, the next keepalive probe comes this long after it:
+    /// just past the attacker kernel's FIN-WAIT-2 timeout (Linux: 60s).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub fin_wait: Option<Duration>,
     /// Most connections held at once (default: open-file limit minus a reserve).
     #[arg(long, value_name = "N")]
     pub max_conns: Option<usize>,
@@ -114,6 +118,9 @@ pub fn resolve(
             o.keepalive.1 = v;
         }
         o.keepalive_count = f.keepalive_count.unwrap_or(o.keepalive_count);
+        if let Some(v) = dur(&f.fin_wait, "serve.fin_wait", src)? {
+            o.fin_wait = v;
+        }
         o.max_conns = f.max_conns.or(o.max_conns);
         o.per_ip = f.per_ip.unwrap_or(o.per_ip);
         o.ipv6_prefix = f.ipv6_prefix.unwrap_or(o.ipv6_prefix);
@@ -127,6 +134,7 @@ pub fn resolve(
     o.keepalive.0 = a.keepalive_min.unwrap_or(o.keepalive.0);
     o.keepalive.1 = a.keepalive_max.unwrap_or(o.keepalive.1);
     o.keepalive_count = a.keepalive_count.unwrap_or(o.keepalive_count);
+    o.fin_wait = a.fin_wait.unwrap_or(o.fin_wait);
     o.max_conns = a.max_conns.or(o.max_conns);
     o.per_ip = a.per_ip.unwrap_or(o.per_ip);
     o.ipv6_prefix = a.ipv6_prefix.unwrap_or(o.ipv6_prefix);
@@ -174,6 +182,12 @@ pub fn resolve(
     }
     if o.keepalive_count == 0 || o.keepalive_count > 127 {
         return Err(bad("keepalive_count", "must be within 1..127".into()));
+    }
+    if o.fin_wait < Duration::from_secs(1) || o.fin_wait > Duration::from_secs(32767) {
+        return Err(bad(
+            "fin_wait",
+            "must be within 1s..32767s (kernel keepalive limits)".into(),
+        ));
     }
     if !(16..=64).contains(&o.ipv6_prefix) {
         return Err(bad("ipv6_prefix", "must be within 16..64".into()));
@@ -336,7 +350,7 @@ pub fn run(cli: &Cli, a: &ServeArgs) -> ExitCode {
         if took_over {
             systemd::notify_main_pid();
         }
-        systemd::notify_ready(&systemd::status_line(0, 0, 0.0));
+        systemd::notify_ready(&systemd::status_line(0, 0, 0.0, 0.0));
         if can_hand_over {
             tokio::spawn(reexec_on_sigusr2());
         }
@@ -354,7 +368,8 @@ pub fn run(cli: &Cli, a: &ServeArgs) -> ExitCode {
         if totals.handed_over > 0 {
             tracing::info!(conns = totals.handed_over, "handed over to the new process; exiting");
         }
-        tracing::info!(trapped = totals.trapped, ended = totals.ended, attacker_secs = totals.held_secs, "stopped");
+        tracing::info!(trapped = totals.trapped, ended = totals.ended, attacker_secs = totals.engaged_secs,
+            held_secs = totals.held_secs, "stopped");
         Ok::<_, std::io::Error>(())
     });
     match result {
@@ -375,11 +390,7 @@ async fn report_status(handle: listener::Handle) {
             return;
         };
         let t = &snap.totals;
-        let line = systemd::status_line(
-            t.held_now,
-            t.trapped,
-            (t.held_secs + t.live_held_secs) / 3600.0,
-        );
+        let line = systemd::status_line(t.held_now, t.trapped, t.engaged_hours(), t.held_hours());
         if line != last {
             systemd::notify_status(&line);
             last = line;

@@ -153,7 +153,7 @@ pub fn run(
             key_rotation = ?opts.key_rotation,
             "serving (stateless engine)"
         );
-        systemd::notify_ready(&systemd::status_line(0, 0, 0.0));
+        systemd::notify_ready(&systemd::status_line(0, 0, 0.0, 0.0));
         let h = handle.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
@@ -175,7 +175,8 @@ pub fn run(
         tracing::info!(
             trapped = totals.trapped,
             ended = totals.ended,
-            attacker_secs = totals.held_secs,
+            attacker_secs = totals.engaged_secs,
+            held_secs = totals.held_secs,
             packets = counters.packets,
             syn_acks = counters.syn_acks,
             acks = counters.acks,

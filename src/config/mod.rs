@@ -107,6 +107,8 @@ pub struct ServeSection {
     pub keepalive_min: Option<Spanned<String>>,
     pub keepalive_max: Option<Spanned<String>>,
     pub keepalive_count: Option<u32>,
+    /// After a peer's FIN: delay of the next keepalive probe.
+    pub fin_wait: Option<Spanned<String>>,
     pub max_conns: Option<usize>,
     pub per_ip: Option<usize>,
     pub ipv6_prefix: Option<u8>,

@@ -37,10 +37,21 @@ pub struct Totals {
     pub held_now: u64,
     pub trapped: u64,
     pub ended: u64,
-    /// Seconds attackers spent in connections that have ended.
+    /// Seconds we held connections that have ended (what they cost us).
     pub held_secs: f64,
-    /// Seconds attackers have spent so far in connections still held.
+    /// Seconds we have held the connections still held.
     pub live_held_secs: f64,
+    /// Seconds attackers were stuck in connections that have ended
+    /// ([`record::engaged`]): "attacker time wasted".
+    #[serde(default)]
+    pub engaged_secs: f64,
+    /// The part of `engaged_secs` that is an upper bound (no FIN or RST
+    /// told us when the program gave up).
+    #[serde(default)]
+    pub engaged_bound_secs: f64,
+    /// Seconds attackers have been stuck so far in connections still held.
+    #[serde(default)]
+    pub live_engaged_secs: f64,
     pub close_attempts: u64,
     /// Connections handed to a new process by a takeover (not released).
     #[serde(default)]
@@ -51,6 +62,32 @@ pub struct Totals {
     pub estimated: bool,
     pub by_reason: BTreeMap<String, u64>,
     pub accept_errors: BTreeMap<String, u64>,
+}
+
+impl Totals {
+    /// Counts one ended connection.
+    pub fn add_ended(&mut self, r: &ConnRecord) {
+        self.ended += 1;
+        self.held_secs += r.held_secs;
+        self.engaged_secs += r.engaged_secs;
+        if r.engaged_upper_bound {
+            self.engaged_bound_secs += r.engaged_secs;
+        }
+        *self
+            .by_reason
+            .entry(r.end.as_str().to_string())
+            .or_default() += 1;
+    }
+
+    /// Attacker-hours wasted: ended plus still-held connections.
+    pub fn engaged_hours(&self) -> f64 {
+        (self.engaged_secs + self.live_engaged_secs) / 3600.0
+    }
+
+    /// Hours we spent holding: ended plus still-held connections.
+    pub fn held_hours(&self) -> f64 {
+        (self.held_secs + self.live_held_secs) / 3600.0
+    }
 }
 
 /// What a running server answers to "what are you holding?".
@@ -163,7 +200,7 @@ pub struct FlowFacts {
 /// the tests, the history import and operators parse.
 ///
 /// Fields in order: `listener`, `peer`, `local`, `original_dst`, `start`
-/// (RFC 3339, ms), `held_secs`, `bytes_received`, `peer_tried_close`,
+/// (RFC 3339, ms), `held_secs`, `engaged_secs`, `engaged_upper_bound`, `bytes_received`, `peer_tried_close`,
 /// `fin_after_secs` (only when the peer tried to close), `answered` and
 /// `estimated` (stateless engine only), `end`, `head` (socket engine only:
 /// the stateless engine never sees payload it could show).
@@ -178,6 +215,8 @@ pub fn emit_record(r: &ConnRecord, flow: Option<FlowFacts>) {
         original_dst = %r.original_dst,
         start = %humantime::format_rfc3339_millis(r.start),
         held_secs = r.held_secs,
+        engaged_secs = r.engaged_secs,
+        engaged_upper_bound = r.engaged_upper_bound,
         bytes_received = r.bytes_received,
         peer_tried_close = r.fin_after_secs.is_some(),
         fin_after_secs = r.fin_after_secs,
@@ -328,6 +367,8 @@ mod tests {
             original_dst: "10.77.0.1:22".parse().unwrap(),
             start: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250),
             held_secs: 12.5,
+            engaged_secs: 3.5,
+            engaged_upper_bound: false,
             bytes_received: 7,
             fin_after_secs: fin,
             end: EndReason::PeerReset,
@@ -349,6 +390,8 @@ mod tests {
                 "original_dst",
                 "start",
                 "held_secs",
+                "engaged_secs",
+                "engaged_upper_bound",
                 "bytes_received",
                 "peer_tried_close",
                 "end",
@@ -366,7 +409,7 @@ mod tests {
         let (v, fields) = emitted(&rec(Some(3.5)), None);
         assert_eq!(v["fields"]["fin_after_secs"], 3.5);
         assert_eq!(v["fields"]["peer_tried_close"], true);
-        assert_eq!(fields[9], "fin_after_secs");
+        assert_eq!(fields[11], "fin_after_secs");
     }
 
     #[test]
@@ -386,6 +429,8 @@ mod tests {
                 "original_dst",
                 "start",
                 "held_secs",
+                "engaged_secs",
+                "engaged_upper_bound",
                 "bytes_received",
                 "peer_tried_close",
                 "fin_after_secs",

@@ -74,8 +74,16 @@ pub struct ConnRecord {
     /// Wall-clock time the connection was accepted.
     #[serde(with = "unix_secs")]
     pub start: SystemTime,
-    /// Seconds we held it.
+    /// Seconds we held it: what it cost us.
     pub held_secs: f64,
+    /// Seconds the attacker's program was stuck in it: what it cost them
+    /// (see [`engaged`]). This, not `held_secs`, is "attacker time wasted".
+    #[serde(default)]
+    pub engaged_secs: f64,
+    /// `engaged_secs` is an upper bound: no FIN or RST told us when the
+    /// program gave up, so it ends at the last packet seen from the peer.
+    #[serde(default)]
+    pub engaged_upper_bound: bool,
     /// Bytes the peer sent that we never read (TCP_INFO `bytes_received`).
     pub bytes_received: u64,
     /// Seconds after `start` at which the peer tried to close (sent FIN), if it did.
@@ -91,6 +99,47 @@ impl ConnRecord {
     }
 }
 
+/// How a connection's end was observed, for [`engaged`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EndFacts {
+    pub held_secs: f64,
+    pub fin_after_secs: Option<f64>,
+    pub end: EndReason,
+    /// Seconds between the last packet seen from the peer and the release
+    /// (TCP_INFO `last_data_recv`/`last_ack_recv`), when known.
+    pub silent_secs: Option<f64>,
+    /// The RST answered one of our keepalive probes (the peer was found
+    /// gone), rather than arriving on its own.
+    pub reset_by_probe: bool,
+}
+
+/// How long the attacker's program was stuck, and whether that figure is an
+/// upper bound.
+///
+/// * A FIN ends it: the program closed (or exited) right then.
+/// * A spontaneous RST ends it (`peer_reset` without an outstanding probe).
+/// * Found gone (keepalives unanswered, or an RST answering a keepalive,
+///   with no FIN before): the program's data was stuck behind our window, so
+///   its FIN could never reach us. It ends at the last packet seen from the
+///   peer, flagged as an upper bound: the program may have quit earlier while
+///   its kernel kept the socket.
+/// * We ended it (lifetime, eviction, shutdown) with no FIN: all of it.
+///
+/// Never more than `held_secs`.
+pub fn engaged(f: &EndFacts) -> (f64, bool) {
+    let held = f.held_secs.max(0.0);
+    if let Some(fin) = f.fin_after_secs {
+        return (fin.clamp(0.0, held), false);
+    }
+    let found_gone =
+        f.end == EndReason::PeerTimeout || (f.end == EndReason::PeerReset && f.reset_by_probe);
+    if found_gone {
+        let silent = f.silent_secs.unwrap_or(0.0).max(0.0);
+        return ((held - silent).max(0.0), true);
+    }
+    (held, false)
+}
+
 /// A connection held right now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LiveConn {
@@ -101,6 +150,10 @@ pub struct LiveConn {
     #[serde(with = "unix_secs")]
     pub start: SystemTime,
     pub held_secs: f64,
+    /// Seconds the attacker has been stuck so far: until its FIN if it sent
+    /// one, else all of `held_secs`.
+    #[serde(default)]
+    pub engaged_secs: f64,
     pub lifetime_left_secs: f64,
     /// Bytes sitting unread in our receive queue (SIOCINQ).
     pub bytes_queued: u32,
@@ -190,6 +243,57 @@ mod tests {
             escape_bytes(b"SSH-2.0\r\n\x00\xff\\"),
             "SSH-2.0\\r\\n\\x00\\xff\\\\"
         );
+    }
+
+    fn facts(end: EndReason, fin: Option<f64>, silent: Option<f64>, probe: bool) -> EndFacts {
+        EndFacts {
+            held_secs: 200.0,
+            fin_after_secs: fin,
+            end,
+            silent_secs: silent,
+            reset_by_probe: probe,
+        }
+    }
+
+    #[test]
+    fn engaged_ends_at_fin_rst_or_last_packet() {
+        use EndReason::*;
+        // FIN: exact, whatever ended the connection later.
+        assert_eq!(
+            engaged(&facts(PeerReset, Some(3.0), Some(190.0), true)),
+            (3.0, false)
+        );
+        assert_eq!(
+            engaged(&facts(Lifetime, Some(7.5), None, false)),
+            (7.5, false)
+        );
+        // A FIN can never count more than we held.
+        assert_eq!(
+            engaged(&facts(Lifetime, Some(900.0), None, false)),
+            (200.0, false)
+        );
+        // Spontaneous RST: exact at the reset.
+        assert_eq!(
+            engaged(&facts(PeerReset, None, Some(30.0), false)),
+            (200.0, false)
+        );
+        // Found gone: the last packet, as an upper bound.
+        assert_eq!(
+            engaged(&facts(PeerReset, None, Some(80.0), true)),
+            (120.0, true)
+        );
+        assert_eq!(
+            engaged(&facts(PeerTimeout, None, Some(150.0), false)),
+            (50.0, true)
+        );
+        assert_eq!(
+            engaged(&facts(PeerTimeout, None, Some(500.0), false)),
+            (0.0, true)
+        );
+        // We ended it: all of it.
+        for r in [Lifetime, EvictedGlobal, EvictedPerIp, Shutdown] {
+            assert_eq!(engaged(&facts(r, None, Some(100.0), true)), (200.0, false));
+        }
     }
 
     #[test]

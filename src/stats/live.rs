@@ -9,9 +9,15 @@ use std::fmt::Write as _;
 /// (the figures come from TCP_INFO on demand; no held socket is ever read).
 pub const SNAPSHOT_CMD: &str = "snapshot";
 
-/// Attacker-hours wasted so far: ended plus still-held connections.
+/// Attacker-hours wasted so far (engaged: until each attacker's FIN or
+/// RST), ended plus still-held connections.
 pub fn attacker_hours(s: &Snapshot) -> f64 {
-    (s.totals.held_secs + s.totals.live_held_secs) / 3600.0
+    s.totals.engaged_hours()
+}
+
+/// Hours we spent holding (what it cost us), ended plus still held.
+pub fn held_hours(s: &Snapshot) -> f64 {
+    s.totals.held_hours()
 }
 
 /// Sorts longest-held first (the order the table shows).
@@ -47,8 +53,8 @@ pub fn render_table_geo(
     let mut conns = snap.conns.clone();
     sort_by_held(&mut conns);
     let mut header = vec![
-        "PEER", "AIMED AT", "LISTENER", "HELD", "LEFT", "QUEUED", "RECEIVED", "CLOSE", "STATE",
-        "RTT",
+        "PEER", "AIMED AT", "LISTENER", "HELD", "ENGAGED", "LEFT", "QUEUED", "RECEIVED", "CLOSE",
+        "STATE", "RTT",
     ];
     if country.is_some() {
         header.push("CC");
@@ -62,6 +68,7 @@ pub fn render_table_geo(
                 c.original_dst.to_string(),
                 c.listener.clone(),
                 fmt_secs(c.held_secs),
+                fmt_secs(c.engaged_secs),
                 fmt_secs(c.lifetime_left_secs),
                 c.bytes_queued.to_string(),
                 c.bytes_received.to_string(),
@@ -89,7 +96,7 @@ pub fn render_table_geo(
         let mut l = String::new();
         for (i, (c, &w)) in cells.iter().zip(&width).enumerate() {
             // Numbers right-aligned, text left-aligned.
-            if (3..=6).contains(&i) || i == 9 {
+            if (3..=7).contains(&i) || i == 10 {
                 let _ = write!(l, "{c:>w$}  ");
             } else {
                 let _ = write!(l, "{c:<w$}  ");
@@ -116,14 +123,30 @@ pub fn render_table_geo(
     out
 }
 
-/// `held now 3 · trapped since start 10 · attacker-hours wasted 1.25 · ended: lifetime 5, peer_reset 2`
+/// `held now 3 · trapped since start 10 · attacker-hours wasted 1.25 · held-hours 2.50 · ...`
+///
+/// "Wasted" is engaged time (until the attacker's FIN or RST); held-hours
+/// is what holding cost us. The part of the wasted figure that is only an
+/// upper bound (peers found gone, see `record::engaged`) is named.
 pub fn totals_line(snap: &Snapshot) -> String {
     let t = &snap.totals;
     let mut s = format!(
-        "held now {} · trapped since start {} · attacker-hours wasted {:.2} · peer close attempts {}",
+        "held now {} · trapped since start {} · attacker-hours wasted {:.2}",
         t.held_now,
         t.trapped,
         attacker_hours(snap),
+    );
+    if t.engaged_bound_secs > 0.0 {
+        let _ = write!(
+            s,
+            " (of which {:.2} upper bound)",
+            t.engaged_bound_secs / 3600.0
+        );
+    }
+    let _ = write!(
+        s,
+        " · held-hours {:.2} · peer close attempts {}",
+        held_hours(snap),
         t.close_attempts
     );
     if t.estimated {
@@ -157,6 +180,7 @@ mod tests {
             original_dst: "127.0.0.1:22".parse().unwrap(),
             start: SystemTime::now(),
             held_secs: held,
+            engaged_secs: held,
             lifetime_left_secs: 100.0,
             bytes_queued: 5,
             bytes_received: 5,
@@ -189,6 +213,8 @@ mod tests {
                 ended: 4,
                 held_secs: 3600.0,
                 live_held_secs: 3705.0,
+                engaged_secs: 1800.0,
+                live_engaged_secs: 3705.0,
                 by_reason,
                 ..Default::default()
             },
@@ -202,7 +228,7 @@ mod tests {
         assert!(lines[3].contains("held now 2"));
         assert!(lines[3].contains("trapped since start 6"));
         assert!(
-            lines[3].contains("attacker-hours wasted 2.03"),
+            lines[3].contains("attacker-hours wasted 1.53 · held-hours 2.03"),
             "{}",
             lines[3]
         );

@@ -174,7 +174,10 @@ pub struct ServeMetrics {
     trapped: Family<ListenerLabel, Counter>,
     ended: Family<EndLabels, Counter>,
     hold_secs: Histogram,
+    engaged_hist: Histogram,
     attacker_secs: Counter<f64, AtomicU64>,
+    attacker_bound_secs: Counter<f64, AtomicU64>,
+    held_total_secs: Counter<f64, AtomicU64>,
     bytes_unread: Counter,
     close_attempts: Family<ListenerLabel, Counter>,
     accept_errors: Family<KindLabel, Counter>,
@@ -202,7 +205,10 @@ impl ServeMetrics {
             trapped: Family::default(),
             ended: Family::default(),
             hold_secs: Histogram::new(HOLD_BUCKETS),
+            engaged_hist: Histogram::new(HOLD_BUCKETS),
             attacker_secs: Counter::default(),
+            attacker_bound_secs: Counter::default(),
+            held_total_secs: Counter::default(),
             bytes_unread: Counter::default(),
             close_attempts: Family::default(),
             accept_errors: Family::default(),
@@ -258,10 +264,28 @@ impl ServeMetrics {
             m.hold_secs.clone(),
         );
         reg.register_with_unit(
+            "engaged_duration",
+            "How long the attacker's program was stuck in ended connections (until its FIN or RST)",
+            Unit::Seconds,
+            m.engaged_hist.clone(),
+        );
+        reg.register_with_unit(
             "attacker_time_wasted",
-            "Time attackers spent in connections that have ended",
+            "Time attackers' programs were stuck in connections that have ended (engaged: until their FIN or RST)",
             Unit::Seconds,
             m.attacker_secs.clone(),
+        );
+        reg.register_with_unit(
+            "attacker_time_wasted_upper_bound",
+            "The part of attacker_time_wasted that is an upper bound (peer found gone, no FIN or RST seen)",
+            Unit::Seconds,
+            m.attacker_bound_secs.clone(),
+        );
+        reg.register_with_unit(
+            "held_time",
+            "Time we held connections that have ended (what they cost us)",
+            Unit::Seconds,
+            m.held_total_secs.clone(),
         );
         reg.register_with_unit(
             "unread",
@@ -331,7 +355,12 @@ impl Observer for ServeMetrics {
             }
         }
         self.hold_secs.observe(r.held_secs);
-        self.attacker_secs.inc_by(r.held_secs.max(0.0));
+        self.held_total_secs.inc_by(r.held_secs.max(0.0));
+        self.engaged_hist.observe(r.engaged_secs);
+        self.attacker_secs.inc_by(r.engaged_secs.max(0.0));
+        if r.engaged_upper_bound {
+            self.attacker_bound_secs.inc_by(r.engaged_secs.max(0.0));
+        }
         self.bytes_unread.inc_by(r.bytes_received);
     }
 
@@ -469,6 +498,8 @@ mod tests {
             original_dst: "127.0.0.1:22".parse().unwrap(),
             start: SystemTime::now(),
             held_secs: 90.0,
+            engaged_secs: 12.5,
+            engaged_upper_bound: false,
             bytes_received: 7,
             fin_after_secs: None,
             end: EndReason::PeerReset,
@@ -483,9 +514,12 @@ mod tests {
         assert!(s.contains("tarpit_connections_trapped_total{listener=\"127.0.0.1:2222\"} 2"));
         assert!(s.contains("reason=\"peer_reset\"} 1"));
         assert!(
-            s.contains("tarpit_attacker_time_wasted_seconds_total 90.0"),
+            s.contains("tarpit_attacker_time_wasted_seconds_total 12.5"),
             "{s}"
         );
+        assert!(s.contains("tarpit_held_time_seconds_total 90.0"), "{s}");
+        assert!(s.contains("tarpit_attacker_time_wasted_upper_bound_seconds_total 0.0"));
+        assert!(s.contains("tarpit_engaged_duration_seconds_bucket{le=\"30.0\"} 1"));
         assert!(s.contains("tarpit_unread_bytes_total 7"));
         assert!(s.contains("tarpit_hold_duration_seconds_bucket{le=\"120.0\"} 1"));
         assert!(!s.contains("127.0.0.9"));

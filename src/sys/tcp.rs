@@ -19,6 +19,13 @@ pub struct TcpInfo {
     pub bytes_received: u64,
     /// Segments received from the peer (`tcpi_segs_in`), probes included.
     pub segs_in: u32,
+    /// Milliseconds since the peer's last data segment (`tcpi_last_data_recv`).
+    pub last_data_recv_ms: u32,
+    /// Milliseconds since the peer's last acceptable ACK (`tcpi_last_ack_recv`),
+    /// e.g. an answer to our keepalive.
+    pub last_ack_recv_ms: u32,
+    /// Keepalive or window probes sent and not yet answered (`tcpi_probes`).
+    pub probes: u8,
 }
 
 /// Linux `struct tcp_info` layout up to the fields we read (stable ABI,
@@ -90,6 +97,9 @@ pub fn tcp_info(fd: RawFd) -> io::Result<TcpInfo> {
         rtt_us: raw.rtt,
         bytes_received: if full { raw.bytes_received } else { 0 },
         segs_in: if full { raw.segs_in } else { 0 },
+        last_data_recv_ms: raw.last_data_recv,
+        last_ack_recv_ms: raw.last_ack_recv,
+        probes: raw.probes,
     })
 }
 
@@ -208,6 +218,27 @@ pub fn take_error(fd: RawFd) -> io::Result<i32> {
         return Err(io::Error::last_os_error());
     }
     Ok(v)
+}
+
+/// Sets TCP_KEEPIDLE (seconds, at least 1). On a connected socket with
+/// SO_KEEPALIVE the kernel re-arms the keepalive timer at once: the next
+/// probe goes `secs` after the last packet received.
+pub fn set_keepalive_idle(fd: RawFd, secs: u32) -> io::Result<()> {
+    let v: libc::c_int = secs.clamp(1, 32767) as libc::c_int;
+    // SAFETY: `v` is a readable int of the length passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPIDLE,
+            (&v as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// TCP_KEEPIDLE and TCP_KEEPINTVL of a socket, in seconds.

@@ -44,8 +44,10 @@ fn send(state: &[NotifyState]) {
 }
 
 /// The status line for a server holding `held` connections.
-pub fn status_line(held: u64, trapped: u64, attacker_hours: f64) -> String {
-    format!("holding {held} connections; {trapped} trapped since start, {attacker_hours:.1} attacker-hours")
+/// `attacker_hours` is engaged time (what attackers lost), `held_hours` what
+/// holding cost us.
+pub fn status_line(held: u64, trapped: u64, attacker_hours: f64, held_hours: f64) -> String {
+    format!("holding {held} connections; {trapped} trapped since start, {attacker_hours:.1} attacker-hours wasted, {held_hours:.1} hours held")
 }
 
 /// Why an inherited descriptor cannot serve as a listener.
@@ -143,8 +145,8 @@ mod tests {
     #[test]
     fn status_line_names_the_held_count() {
         assert_eq!(
-            status_line(3, 10, 1.5),
-            "holding 3 connections; 10 trapped since start, 1.5 attacker-hours"
+            status_line(3, 10, 1.5, 4.0),
+            "holding 3 connections; 10 trapped since start, 1.5 attacker-hours wasted, 4.0 hours held"
         );
     }
 }

@@ -14,7 +14,9 @@
 
 use super::table::{Held, Table};
 use super::{handover, Command, ServeOptions};
-use crate::engine::record::{escape_bytes, tcp_state_name, ConnRecord, EndReason, LiveConn};
+use crate::engine::record::{
+    engaged, escape_bytes, tcp_state_name, ConnRecord, EndFacts, EndReason, LiveConn,
+};
 use crate::engine::{emit_record, secs, ticks, Clock, Observer, Snapshot, Totals, TICK};
 use crate::ratelimit::RateLimit;
 use crate::sys;
@@ -408,6 +410,14 @@ impl Engine {
         let fd = h.fd;
         let li = usize::from(h.listener);
         if first_fin {
+            // We never close first; but once the attacker's kernel has
+            // dropped its FIN-WAIT-2 socket (60 s after the FIN on Linux) the
+            // next probe is answered with an RST and frees ours. Probe just
+            // after that instead of after a random 60–240 s idle.
+            let wait = self.opts.fin_wait.as_secs().clamp(1, 32767) as u32;
+            if let Err(e) = sys::set_keepalive_idle(fd, wait) {
+                tracing::debug!(error = %e, "cannot reschedule keepalive after FIN");
+            }
             self.totals.close_attempts += 1;
             if let Some(l) = self.listeners.get(li) {
                 for o in &self.observers {
@@ -437,14 +447,18 @@ impl Engine {
         sys::close(h.fd);
         // The peer's FIN takes one sequence number; it is not a byte sent.
         let bytes = info.bytes_received.saturating_sub(u64::from(h.fin_seen()));
-        let rec = self.record(&h, now, reason, bytes, &head[..n]);
-        self.totals.ended += 1;
-        self.totals.held_secs += rec.held_secs;
-        *self
-            .totals
-            .by_reason
-            .entry(reason.as_str().to_string())
-            .or_default() += 1;
+        let mut rec = self.record(&h, now, reason, bytes, &head[..n]);
+        // The last packet from the peer: its last data or its last ACK
+        // (an answer to a keepalive), whichever is more recent.
+        let silent_ms = info.last_data_recv_ms.min(info.last_ack_recv_ms);
+        (rec.engaged_secs, rec.engaged_upper_bound) = engaged(&EndFacts {
+            held_secs: rec.held_secs,
+            fin_after_secs: rec.fin_after_secs,
+            end: reason,
+            silent_secs: Some(f64::from(silent_ms) / 1000.0),
+            reset_by_probe: info.probes > 0,
+        });
+        self.totals.add_ended(&rec);
         emit_record(&rec, None);
         for o in &self.observers {
             o.ended(&rec);
@@ -472,6 +486,8 @@ impl Engine {
             original_dst,
             start: self.clock.wall(h.start),
             held_secs: secs(now.saturating_sub(h.start)),
+            engaged_secs: 0.0,
+            engaged_upper_bound: false,
             bytes_received: bytes,
             fin_after_secs: h.fin_seen().then(|| secs(u32::from(h.fin_after))),
             end,
@@ -483,12 +499,16 @@ impl Engine {
         let now = self.now_ticks();
         let mut conns = Vec::with_capacity(self.table.len());
         let mut live_secs = 0.0;
+        let mut live_engaged = 0.0;
         for (_, h) in self.table.iter_oldest_first() {
             let (peer, local, original_dst, listener) = self.addrs(h);
             let info = sys::tcp_info(h.fd).unwrap_or_default();
             let ka = sys::keepalive_times(h.fd).unwrap_or((0, 0));
             let held = secs(now.saturating_sub(h.start));
             live_secs += held;
+            let fin_after = h.fin_seen().then(|| secs(u32::from(h.fin_after)));
+            let engaged = fin_after.unwrap_or(held).min(held);
+            live_engaged += engaged;
             conns.push(LiveConn {
                 listener,
                 peer,
@@ -496,10 +516,11 @@ impl Engine {
                 original_dst,
                 start: self.clock.wall(h.start),
                 held_secs: held,
+                engaged_secs: engaged,
                 lifetime_left_secs: secs(h.deadline.saturating_sub(now)),
                 bytes_queued: sys::inq(h.fd).unwrap_or(0),
                 bytes_received: info.bytes_received,
-                fin_after_secs: h.fin_seen().then(|| secs(u32::from(h.fin_after))),
+                fin_after_secs: fin_after,
                 rtt_us: info.rtt_us,
                 state: tcp_state_name(info.state).to_string(),
                 keepalive_idle_secs: ka.0,
@@ -510,6 +531,7 @@ impl Engine {
         let mut totals = self.totals.clone();
         totals.held_now = self.table.len() as u64;
         totals.live_held_secs = live_secs;
+        totals.live_engaged_secs = live_engaged;
         Snapshot { conns, totals }
     }
 }

@@ -38,6 +38,10 @@ pub struct ServeOptions {
     pub keepalive: (Duration, Duration),
     /// TCP_KEEPCNT: unanswered probes before the peer counts as gone.
     pub keepalive_count: u32,
+    /// After the peer's FIN, TCP_KEEPIDLE becomes this, so the next probe
+    /// comes just after the attacker kernel dropped its FIN-WAIT-2 socket
+    /// (60 s on Linux) and frees ours about then.
+    pub fin_wait: Duration,
     /// Global cap; `None` = RLIMIT_NOFILE minus [`fd_reserve`].
     pub max_conns: Option<usize>,
     /// Per-peer cap (IPv4 address or IPv6 prefix); 0 = unlimited.
@@ -57,6 +61,7 @@ impl Default for ServeOptions {
             lifetime: (Duration::from_secs(12 * 60), Duration::from_secs(24 * 60)),
             keepalive: (Duration::from_secs(60), Duration::from_secs(240)),
             keepalive_count: 3,
+            fin_wait: Duration::from_secs(65),
             max_conns: None,
             per_ip: 32,
             ipv6_prefix: 64,

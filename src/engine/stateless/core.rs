@@ -16,7 +16,7 @@ use super::packet::Segment;
 use super::wire::tcp::{ACK, FIN, RST, SYN};
 use super::wire::Reject;
 use super::StatelessOptions;
-use crate::engine::record::{ConnRecord, EndReason, LiveConn};
+use crate::engine::record::{engaged, ConnRecord, EndFacts, EndReason, LiveConn};
 use crate::engine::{
     emit_record, secs, ticks, wall_at, FlowFacts, Observer, Snapshot, Totals, TICKS_PER_SEC,
 };
@@ -319,13 +319,7 @@ impl Core {
 
     fn end(&mut self, f: FlowInfo, end: u32, reason: EndReason) {
         let rec = self.record(&f, end, reason);
-        self.totals.ended += 1;
-        self.totals.held_secs += rec.held_secs;
-        *self
-            .totals
-            .by_reason
-            .entry(reason.as_str().to_string())
-            .or_default() += 1;
+        self.totals.add_ended(&rec);
         emit_record(
             &rec,
             Some(FlowFacts {
@@ -343,15 +337,28 @@ impl Core {
     }
 
     fn record(&self, f: &FlowInfo, end: u32, reason: EndReason) -> ConnRecord {
+        let held_secs = secs(end.max(f.last).saturating_sub(f.first));
+        let fin_after_secs = f.fin_after_secs.map(f64::from);
+        // The flow table sees every packet: a flow gone silent ends at its
+        // last packet (flagged), a RST or FIN exactly.
+        let (engaged_secs, engaged_upper_bound) = engaged(&EndFacts {
+            held_secs,
+            fin_after_secs,
+            end: reason,
+            silent_secs: Some(secs(end.saturating_sub(f.last))),
+            reset_by_probe: false,
+        });
         ConnRecord {
             listener: self.label.clone(),
             peer: f.peer,
             local: f.local,
             original_dst: f.local,
             start: self.wall(f.first),
-            held_secs: secs(end.max(f.last).saturating_sub(f.first)),
+            held_secs,
+            engaged_secs,
+            engaged_upper_bound,
             bytes_received: u64::from(f.bytes),
-            fin_after_secs: f.fin_after_secs.map(f64::from),
+            fin_after_secs,
             end: reason,
             head: String::new(),
         }
@@ -365,8 +372,11 @@ impl Core {
         // Max-heap on `first`: holds the `limit` oldest flows seen so far.
         let mut oldest: std::collections::BinaryHeap<ByFirst> =
             std::collections::BinaryHeap::with_capacity(limit.min(self.flows.len()) + 1);
+        let mut live_engaged = 0.0;
         for f in self.flows.iter() {
-            live += secs(now.saturating_sub(f.first));
+            let held = secs(now.saturating_sub(f.first));
+            live += held;
+            live_engaged += f.fin_after_secs.map_or(held, f64::from).min(held);
             if oldest.len() < limit {
                 oldest.push(ByFirst(f));
             } else if oldest.peek().is_some_and(|top| f.first < top.0.first) {
@@ -380,6 +390,7 @@ impl Core {
         let mut totals = self.totals.clone();
         totals.held_now = self.flows.len() as u64;
         totals.live_held_secs = live;
+        totals.live_engaged_secs = live_engaged;
         totals.estimated = self.flows.evictions() > 0;
         Snapshot { conns, totals }
     }
@@ -395,6 +406,10 @@ impl Core {
             original_dst: f.local,
             start: self.wall(f.first),
             held_secs: secs(now.saturating_sub(f.first)),
+            engaged_secs: f
+                .fin_after_secs
+                .map_or(secs(now.saturating_sub(f.first)), f64::from)
+                .min(secs(now.saturating_sub(f.first))),
             // Answered until the key that made it is retired.
             lifetime_left_secs: if f.generation_odd == current_odd {
                 to_rotation + period

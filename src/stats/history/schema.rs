@@ -11,14 +11,16 @@ use std::time::Duration;
 /// opened for writing and still read as it is.
 /// 3: `country`, `asn`, `as_org` (GeoIP, NULL without it), added to older
 /// files with `ALTER TABLE` when opened for writing.
-const SCHEMA_VERSION: i64 = 3;
+/// 4: `engaged_secs` and `engaged_bound` (what the attacker lost, next
+/// to `held_secs`, what it cost us).
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS connections (
     id             INTEGER PRIMARY KEY,
     start_time     REAL    NOT NULL,  -- unix seconds, accepted
     end_time       REAL    NOT NULL,  -- unix seconds, released
-    held_secs      REAL    NOT NULL,
+    held_secs      REAL    NOT NULL,  -- what holding it cost us
     listener       TEXT    NOT NULL,
     peer_ip        TEXT    NOT NULL,
     peer_port      INTEGER NOT NULL,
@@ -31,7 +33,9 @@ CREATE TABLE IF NOT EXISTS connections (
     head           TEXT    NOT NULL,
     country        TEXT,              -- ISO 3166-1 alpha-2 (GeoIP); NULL: unknown
     asn            INTEGER,
-    as_org         TEXT
+    as_org         TEXT,
+    engaged_secs   REAL    NOT NULL DEFAULT 0,  -- the attacker was stuck (until its FIN/RST)
+    engaged_bound  INTEGER NOT NULL DEFAULT 0   -- 1: engaged_secs is an upper bound
 );
 -- A block-range index: one row per written batch, the rowid range it took
 -- and the span of its end times. Rows arrive roughly in end order, so a
@@ -60,6 +64,44 @@ INSERT INTO blocks (first_id, last_id, min_end, max_end)
     SELECT min(id), max(id), min(end_time), max(end_time) FROM connections
     HAVING count(*) > 0;
 ";
+
+/// Version 3 to 4: the engaged columns. Rows written before knew only the
+/// FIN: a peer that sent one was stuck until then, otherwise for the whole
+/// hold (the best figure available; new rows are exact or flagged).
+const MIGRATE_3_TO_4: &str = "
+ALTER TABLE connections ADD COLUMN engaged_secs REAL NOT NULL DEFAULT 0;
+ALTER TABLE connections ADD COLUMN engaged_bound INTEGER NOT NULL DEFAULT 0;
+UPDATE connections SET engaged_secs = min(held_secs, coalesce(fin_after_secs, held_secs));
+";
+
+/// SQL for the engaged time of a row in `c`'s schema: the column, or for a
+/// file older than version 4 (read-only, not migrated) the figure the
+/// migration would give.
+pub fn engaged_expr(c: &Connection) -> rusqlite::Result<&'static str> {
+    Ok(if has_column(c, "engaged_secs")? {
+        "engaged_secs"
+    } else {
+        "min(held_secs, coalesce(fin_after_secs, held_secs))"
+    })
+}
+
+/// SQL for "engaged is an upper bound" (0/1) in `c`'s schema.
+pub fn engaged_bound_expr(c: &Connection) -> rusqlite::Result<&'static str> {
+    Ok(if has_column(c, "engaged_bound")? {
+        "engaged_bound"
+    } else {
+        "0"
+    })
+}
+
+fn has_column(c: &Connection, name: &str) -> rusqlite::Result<bool> {
+    let n: i64 = c.query_row(
+        "SELECT count(*) FROM pragma_table_info('connections') WHERE name = ?1",
+        [name],
+        |r| r.get(0),
+    )?;
+    Ok(n > 0)
+}
 
 /// Opens (creating if needed) the database for writing and proves it is
 /// writable and really a tarpit history, so every mistake shows at start.
@@ -102,8 +144,9 @@ pub fn open_for_writing(path: &Path) -> Result<Connection, HistoryError> {
         .map_err(|e| db_err(path, "cannot configure", e))?;
     let version = check_schema(&c, path)?;
     let migrate = match version {
-        1 => format!("{MIGRATE_1_TO_2}{MIGRATE_TO_3}"),
-        2 => MIGRATE_TO_3.to_string(),
+        1 => format!("{MIGRATE_1_TO_2}{MIGRATE_TO_3}{MIGRATE_3_TO_4}"),
+        2 => format!("{MIGRATE_TO_3}{MIGRATE_3_TO_4}"),
+        3 => MIGRATE_3_TO_4.to_string(),
         _ => String::new(),
     };
     // A real write, so a read-only directory or file fails now.

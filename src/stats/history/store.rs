@@ -34,6 +34,10 @@ pub struct Window {
     until: f64,
     lo: i64,
     hi: i64,
+    /// SQL for a row's engaged time and its flag in this file's schema
+    /// (see `schema::engaged_expr`).
+    engaged: &'static str,
+    bound: &'static str,
 }
 
 /// The condition every window query uses: `?1..?2` the end times, `?3..?4`
@@ -48,6 +52,8 @@ impl Window {
             until,
             lo,
             hi,
+            engaged: super::schema::engaged_expr(c)?,
+            bound: super::schema::engaged_bound_expr(c)?,
         })
     }
 
@@ -67,16 +73,21 @@ impl Window {
 pub struct Sums {
     pub unique_hosts: u64,
     pub held_secs: f64,
+    /// Attacker time wasted, and the part of it that is an upper bound.
+    pub engaged_secs: f64,
+    pub engaged_bound_secs: f64,
     pub bytes_received: u64,
     /// Rows whose peer tried to close.
     pub close_attempts: u64,
 }
 
-/// One group of a `GROUP BY`: its key, rows and time held.
+/// One group of a `GROUP BY`: its key, rows, attacker time wasted and
+/// time held.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Group<K> {
     pub key: K,
     pub connections: u64,
+    pub engaged_secs: f64,
     pub held_secs: f64,
 }
 
@@ -93,12 +104,26 @@ pub fn holds(c: &Connection, w: &Window) -> rusqlite::Result<Vec<f64>> {
     rows.collect()
 }
 
+/// Every row's engaged time, ascending.
+pub fn engaged(c: &Connection, w: &Window) -> rusqlite::Result<Vec<f64>> {
+    let e = w.engaged;
+    let mut st = c.prepare(&format!(
+        "SELECT {e} FROM connections WHERE {IN_WINDOW} ORDER BY 1"
+    ))?;
+    let rows = st.query_map(w.params(), |r| r.get::<_, f64>(0))?;
+    rows.collect()
+}
+
 pub fn sums(c: &Connection, w: &Window) -> rusqlite::Result<Sums> {
     c.query_row(
         &format!(
             "SELECT count(DISTINCT peer_ip), coalesce(sum(held_secs), 0.0),
-                    coalesce(sum(bytes_received), 0), count(fin_after_secs)
-             FROM connections WHERE {IN_WINDOW}"
+                    coalesce(sum(bytes_received), 0), count(fin_after_secs),
+                    coalesce(sum({e}), 0.0),
+                    coalesce(sum(CASE WHEN {b} <> 0 THEN {e} ELSE 0.0 END), 0.0)
+             FROM connections WHERE {IN_WINDOW}",
+            e = w.engaged,
+            b = w.bound
         ),
         w.params(),
         |r| {
@@ -107,22 +132,26 @@ pub fn sums(c: &Connection, w: &Window) -> rusqlite::Result<Sums> {
                 held_secs: r.get(1)?,
                 bytes_received: count(r.get(2)?),
                 close_attempts: count(r.get(3)?),
+                engaged_secs: r.get(4)?,
+                engaged_bound_secs: r.get(5)?,
             })
         },
     )
 }
 
-/// The `limit` peers with the most time held.
+/// The `limit` peers that lost the most time (engaged).
 pub fn top_hosts(c: &Connection, w: &Window, limit: usize) -> rusqlite::Result<Vec<Group<String>>> {
+    let e = w.engaged;
     let mut st = c.prepare(&format!(
-        "SELECT peer_ip, count(*), sum(held_secs) FROM connections WHERE {IN_WINDOW}
-         GROUP BY peer_ip ORDER BY sum(held_secs) DESC, peer_ip LIMIT {limit}"
+        "SELECT peer_ip, count(*), sum({e}), sum(held_secs) FROM connections WHERE {IN_WINDOW}
+         GROUP BY peer_ip ORDER BY sum({e}) DESC, sum(held_secs) DESC, peer_ip LIMIT {limit}"
     ))?;
     let rows = st.query_map(w.params(), |r| {
         Ok(Group {
             key: r.get(0)?,
             connections: count(r.get(1)?),
-            held_secs: r.get(2)?,
+            engaged_secs: r.get(2)?,
+            held_secs: r.get(3)?,
         })
     })?;
     rows.collect()
@@ -140,7 +169,7 @@ pub fn has_geo(c: &Connection) -> rusqlite::Result<bool> {
     Ok(n == 3)
 }
 
-/// The `limit` countries with the most time held, with their distinct
+/// The `limit` countries whose attackers lost the most time (engaged), with their distinct
 /// hosts; rows without a country are left out.
 pub fn top_countries(
     c: &Connection,
@@ -151,15 +180,17 @@ pub fn top_countries(
         return Ok(Vec::new());
     }
     let mut st = c.prepare(&format!(
-        "SELECT country, count(*), sum(held_secs), count(DISTINCT peer_ip) FROM connections
-         WHERE {IN_WINDOW} AND country IS NOT NULL
-         GROUP BY country ORDER BY sum(held_secs) DESC, country LIMIT {limit}"
+        "SELECT country, count(*), sum(held_secs), count(DISTINCT peer_ip), sum({e})
+         FROM connections WHERE {IN_WINDOW} AND country IS NOT NULL
+         GROUP BY country ORDER BY sum({e}) DESC, sum(held_secs) DESC, country LIMIT {limit}",
+        e = w.engaged
     ))?;
     let rows = st.query_map(w.params(), |r| {
         Ok((
             Group {
                 key: r.get(0)?,
                 connections: count(r.get(1)?),
+                engaged_secs: r.get(4)?,
                 held_secs: r.get(2)?,
             },
             count(r.get(3)?),
@@ -168,7 +199,7 @@ pub fn top_countries(
     rows.collect()
 }
 
-/// The `limit` ASNs with the most time held, with an organisation name and
+/// The `limit` ASNs whose attackers lost the most time (engaged), with an organisation name and
 /// their distinct hosts; rows without an ASN are left out.
 pub fn top_asns(
     c: &Connection,
@@ -179,15 +210,18 @@ pub fn top_asns(
         return Ok(Vec::new());
     }
     let mut st = c.prepare(&format!(
-        "SELECT asn, count(*), sum(held_secs), coalesce(max(as_org), ''), count(DISTINCT peer_ip)
+        "SELECT asn, count(*), sum(held_secs), coalesce(max(as_org), ''), count(DISTINCT peer_ip),
+                sum({e})
          FROM connections WHERE {IN_WINDOW} AND asn IS NOT NULL
-         GROUP BY asn ORDER BY sum(held_secs) DESC, asn LIMIT {limit}"
+         GROUP BY asn ORDER BY sum({e}) DESC, sum(held_secs) DESC, asn LIMIT {limit}",
+        e = w.engaged
     ))?;
     let rows = st.query_map(w.params(), |r| {
         Ok((
             Group {
                 key: r.get::<_, i64>(0)?.clamp(0, i64::from(u32::MAX)) as u32,
                 connections: count(r.get(1)?),
+                engaged_secs: r.get(5)?,
                 held_secs: r.get(2)?,
             },
             r.get(3)?,
@@ -200,14 +234,16 @@ pub fn top_asns(
 /// The `limit` ports aimed at by the most connections.
 pub fn top_ports(c: &Connection, w: &Window, limit: usize) -> rusqlite::Result<Vec<Group<u16>>> {
     let mut st = c.prepare(&format!(
-        "SELECT orig_port, count(*), sum(held_secs) FROM connections WHERE {IN_WINDOW}
-         GROUP BY orig_port ORDER BY count(*) DESC, orig_port LIMIT {limit}"
+        "SELECT orig_port, count(*), sum({e}), sum(held_secs) FROM connections WHERE {IN_WINDOW}
+         GROUP BY orig_port ORDER BY count(*) DESC, orig_port LIMIT {limit}",
+        e = w.engaged
     ))?;
     let rows = st.query_map(w.params(), |r| {
         Ok(Group {
             key: r.get::<_, i64>(0)?.clamp(0, 65535) as u16,
             connections: count(r.get(1)?),
-            held_secs: r.get(2)?,
+            engaged_secs: r.get(2)?,
+            held_secs: r.get(3)?,
         })
     })?;
     rows.collect()
@@ -216,34 +252,41 @@ pub fn top_ports(c: &Connection, w: &Window, limit: usize) -> rusqlite::Result<V
 /// Rows per end reason, most first.
 pub fn end_reasons(c: &Connection, w: &Window) -> rusqlite::Result<Vec<Group<String>>> {
     let mut st = c.prepare(&format!(
-        "SELECT end_reason, count(*), sum(held_secs) FROM connections WHERE {IN_WINDOW}
-         GROUP BY end_reason ORDER BY count(*) DESC, end_reason"
+        "SELECT end_reason, count(*), sum({e}), sum(held_secs) FROM connections WHERE {IN_WINDOW}
+         GROUP BY end_reason ORDER BY count(*) DESC, end_reason",
+        e = w.engaged
     ))?;
     let rows = st.query_map(w.params(), |r| {
         Ok(Group {
             key: r.get(0)?,
             connections: count(r.get(1)?),
-            held_secs: r.get(2)?,
+            engaged_secs: r.get(2)?,
+            held_secs: r.get(3)?,
         })
     })?;
     rows.collect()
 }
 
-/// Calls `f(end_time, held_secs)` for every row of the window.
+/// Calls `f(end_time, held_secs, engaged_secs)` for every row of the window.
 pub fn for_each_end(
     c: &Connection,
     w: &Window,
-    mut f: impl FnMut(f64, f64),
+    mut f: impl FnMut(f64, f64, f64),
 ) -> rusqlite::Result<()> {
     let mut st = c.prepare(&format!(
-        "SELECT end_time, held_secs FROM connections WHERE {IN_WINDOW}"
+        "SELECT end_time, held_secs, {e} FROM connections WHERE {IN_WINDOW}",
+        e = w.engaged
     ))?;
     let rows = st.query_map(w.params(), |r| {
-        Ok((r.get::<_, f64>(0)?, r.get::<_, f64>(1)?))
+        Ok((
+            r.get::<_, f64>(0)?,
+            r.get::<_, f64>(1)?,
+            r.get::<_, f64>(2)?,
+        ))
     })?;
     for row in rows {
-        let (end, held) = row?;
-        f(end, held);
+        let (end, held, engaged) = row?;
+        f(end, held, engaged);
     }
     Ok(())
 }
@@ -251,13 +294,13 @@ pub fn for_each_end(
 /// Rows per multi-row `INSERT` statement: one statement execution per
 /// chunk instead of per row roughly halves SQLite's per-row cost.
 const ROWS_PER_STATEMENT: usize = 50;
-const COLUMNS: usize = 16;
+const COLUMNS: usize = 18;
 
 fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO connections (start_time, end_time, held_secs, listener, peer_ip, peer_port,
             local, orig_ip, orig_port, bytes_received, fin_after_secs, end_reason, head,
-            country, asn, as_org) VALUES ",
+            country, asn, as_org, engaged_secs, engaged_bound) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
@@ -375,6 +418,8 @@ fn bind_row(
     st.raw_bind_parameter(i + 14, g.and_then(|g| g.country.as_deref()))?;
     st.raw_bind_parameter(i + 15, g.and_then(|g| g.asn))?;
     st.raw_bind_parameter(i + 16, g.and_then(|g| g.as_org.as_deref()))?;
+    st.raw_bind_parameter(i + 17, r.engaged_secs)?;
+    st.raw_bind_parameter(i + 18, i64::from(r.engaged_upper_bound))?;
     Ok(())
 }
 

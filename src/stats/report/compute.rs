@@ -12,11 +12,16 @@ use rusqlite::Connection;
 pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Report> {
     let w = Window::new(c, since, until)?;
     let holds = store::holds(c, &w)?;
+    let engaged = store::engaged(c, &w)?;
     let sums = store::sums(c, &w)?;
     let totals = Totals {
         connections: holds.len() as u64,
         unique_hosts: sums.unique_hosts,
-        attacker_hours: sums.held_secs / 3600.0,
+        attacker_hours: sums.engaged_secs / 3600.0,
+        attacker_hours_upper_bound: sums.engaged_bound_secs / 3600.0,
+        held_hours: sums.held_secs / 3600.0,
+        median_engaged_secs: percentile(&engaged, 0.5),
+        p90_engaged_secs: percentile(&engaged, 0.9),
         median_hold_secs: percentile(&holds, 0.5),
         p90_hold_secs: percentile(&holds, 0.9),
         bytes_received: sums.bytes_received,
@@ -27,6 +32,7 @@ pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Repor
         .map(|g| HostRow {
             host: g.key,
             connections: g.connections,
+            engaged_secs: g.engaged_secs,
             held_secs: g.held_secs,
         })
         .collect();
@@ -35,6 +41,7 @@ pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Repor
         .map(|g| PortRow {
             port: g.key,
             connections: g.connections,
+            engaged_secs: g.engaged_secs,
             held_secs: g.held_secs,
         })
         .collect();
@@ -59,21 +66,26 @@ pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Repor
                 lo_secs: lo,
                 hi_secs: hi,
                 connections: 0,
+                engaged: 0,
             }
         })
         .collect();
+    let bucket = |v: f64| HIST_EDGES.iter().rposition(|&edge| v >= edge).unwrap_or(0);
     for &h in &holds {
-        let i = HIST_EDGES.iter().rposition(|&e| h >= e).unwrap_or(0);
-        histogram[i].connections += 1;
+        histogram[bucket(h)].connections += 1;
+    }
+    for &en in &engaged {
+        histogram[bucket(en)].engaged += 1;
     }
 
     // Per day, zeros included, from the window start (or the first row, for
     // very long windows) to its end.
-    let mut days: std::collections::BTreeMap<String, (u64, f64)> = Default::default();
-    store::for_each_end(c, &w, |end, held| {
-        let e = days.entry(utc_day(end)).or_default();
-        e.0 += 1;
-        e.1 += held;
+    let mut days: std::collections::BTreeMap<String, (u64, f64, f64)> = Default::default();
+    store::for_each_end(c, &w, |end, held, en| {
+        let d = days.entry(utc_day(end)).or_default();
+        d.0 += 1;
+        d.1 += held;
+        d.2 += en;
     })?;
     let first_row_day = days.keys().next().cloned();
     let mut per_day = Vec::new();
@@ -88,10 +100,11 @@ pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Repor
     }
     while d <= end_day {
         let key = utc_day(d as f64 * 86400.0);
-        let (n, h) = days.get(&key).copied().unwrap_or((0, 0.0));
+        let (n, h, en) = days.get(&key).copied().unwrap_or((0, 0.0, 0.0));
         per_day.push(DayRow {
             day: key,
             connections: n,
+            engaged_secs: en,
             held_secs: h,
         });
         d += 1;
@@ -103,6 +116,7 @@ pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Repor
             country: g.key,
             connections: g.connections,
             hosts,
+            engaged_secs: g.engaged_secs,
             held_secs: g.held_secs,
         })
         .collect();
@@ -113,6 +127,7 @@ pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Repor
             org,
             connections: g.connections,
             hosts,
+            engaged_secs: g.engaged_secs,
             held_secs: g.held_secs,
         })
         .collect();
@@ -128,7 +143,7 @@ pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Repor
         per_day,
         top_countries,
         top_asns,
-        time_basis: "held",
+        time_basis: "engaged",
     })
 }
 

@@ -143,6 +143,24 @@ figure{margin:1em 0}figcaption{font-weight:600;margin-bottom:.3em}
     );
     card(
         &mut o,
+        "attacker-hours-upper-bound",
+        "of which upper bounds",
+        format!("{:.2}", t.attacker_hours_upper_bound),
+    );
+    card(
+        &mut o,
+        "held-hours",
+        "held-hours (our cost)",
+        format!("{:.2}", t.held_hours),
+    );
+    card(
+        &mut o,
+        "median-engaged",
+        "median engaged (s)",
+        format!("{:.1}", t.median_engaged_secs),
+    );
+    card(
+        &mut o,
         "median-hold",
         "median hold (s)",
         format!("{:.1}", t.median_hold_secs),
@@ -174,10 +192,10 @@ figure{margin:1em 0}figcaption{font-weight:600;margin-bottom:.3em}
         .map(|d| {
             (
                 d.day.clone(),
-                d.held_secs / 3600.0,
+                d.engaged_secs / 3600.0,
                 format!(
                     "{:.2} h, {} connections",
-                    d.held_secs / 3600.0,
+                    d.engaged_secs / 3600.0,
                     d.connections
                 ),
             )
@@ -188,14 +206,15 @@ figure{margin:1em 0}figcaption{font-weight:600;margin-bottom:.3em}
         "attacker-hours per day (UTC)",
         &days,
     ));
-    o.push_str(r#"<table id="per-day"><tr><th>day</th><th class="n">connections</th><th class="n">attacker-hours</th></tr>"#);
+    o.push_str(r#"<table id="per-day"><tr><th>day</th><th class="n">connections</th><th class="n">attacker-hours</th><th class="n">held-hours</th></tr>"#);
     for d in &r.per_day {
         let _ = write!(
             o,
-            r#"<tr data-day="{}"><td>{}</td><td class="n">{}</td><td class="n">{:.2}</td></tr>"#,
+            r#"<tr data-day="{}"><td>{}</td><td class="n">{}</td><td class="n">{:.2}</td><td class="n">{:.2}</td></tr>"#,
             esc(&d.day),
             esc(&d.day),
             d.connections,
+            d.engaged_secs / 3600.0,
             d.held_secs / 3600.0
         );
     }
@@ -218,14 +237,15 @@ figure{margin:1em 0}figcaption{font-weight:600;margin-bottom:.3em}
         "connections by hold duration",
         &hist,
     ));
-    o.push_str(r#"<table id="histogram"><tr><th>held</th><th class="n">connections</th></tr>"#);
+    o.push_str(r#"<table id="histogram"><tr><th>duration</th><th class="n">connections held</th><th class="n">attackers engaged</th></tr>"#);
     for b in &r.histogram {
         let _ = write!(
             o,
-            r#"<tr data-bucket="{}"><td>{}</td><td class="n">{}</td></tr>"#,
+            r#"<tr data-bucket="{}"><td>{}</td><td class="n">{}</td><td class="n">{}</td></tr>"#,
             b.lo_secs,
             esc(&b.label),
-            b.connections
+            b.connections,
+            b.engaged
         );
     }
     o.push_str("</table>\n");
@@ -247,58 +267,61 @@ figure{margin:1em 0}figcaption{font-weight:600;margin-bottom:.3em}
         "connections by port aimed at",
         &ports,
     ));
-    o.push_str(r#"<table id="ports"><tr><th>port</th><th class="n">connections</th><th class="n">held (s)</th></tr>"#);
+    o.push_str(r#"<table id="ports"><tr><th>port</th><th class="n">connections</th><th class="n">engaged (s)</th><th class="n">held (s)</th></tr>"#);
     for p in &r.ports {
         let _ = write!(
             o,
-            r#"<tr data-port="{}"><td>{}</td><td class="n">{}</td><td class="n">{:.1}</td></tr>"#,
-            p.port, p.port, p.connections, p.held_secs
+            r#"<tr data-port="{}"><td>{}</td><td class="n">{}</td><td class="n">{:.1}</td><td class="n">{:.1}</td></tr>"#,
+            p.port, p.port, p.connections, p.engaged_secs, p.held_secs
         );
     }
     o.push_str("</table>\n");
 
-    o.push_str("<h2>Top hosts by time held</h2>\n");
-    o.push_str(r#"<table id="top-hosts"><tr><th>host</th><th class="n">connections</th><th class="n">held (s)</th></tr>"#);
+    o.push_str("<h2>Top hosts by attacker time wasted</h2>\n");
+    o.push_str(r#"<table id="top-hosts"><tr><th>host</th><th class="n">connections</th><th class="n">engaged (s)</th><th class="n">held (s)</th></tr>"#);
     for h in &r.top_hosts {
         let _ = write!(
             o,
-            r#"<tr data-host="{}"><td>{}</td><td class="n">{}</td><td class="n">{:.1}</td></tr>"#,
+            r#"<tr data-host="{}"><td>{}</td><td class="n">{}</td><td class="n">{:.1}</td><td class="n">{:.1}</td></tr>"#,
             esc(&h.host),
             esc(&h.host),
             h.connections,
+            h.engaged_secs,
             h.held_secs
         );
     }
     o.push_str("</table>\n");
 
     if !r.top_countries.is_empty() {
-        o.push_str("<h2>Top countries by time held</h2>\n");
-        o.push_str(r#"<table id="top-countries"><tr><th>country</th><th class="n">connections</th><th class="n">hosts</th><th class="n">held (s)</th></tr>"#);
+        o.push_str("<h2>Top countries by attacker time wasted</h2>\n");
+        o.push_str(r#"<table id="top-countries"><tr><th>country</th><th class="n">connections</th><th class="n">hosts</th><th class="n">engaged (s)</th><th class="n">held (s)</th></tr>"#);
         for c in &r.top_countries {
             let _ = write!(
                 o,
-                r#"<tr data-country="{}"><td>{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{:.1}</td></tr>"#,
+                r#"<tr data-country="{}"><td>{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{:.1}</td><td class="n">{:.1}</td></tr>"#,
                 esc(&c.country),
                 esc(&c.country),
                 c.connections,
                 c.hosts,
+                c.engaged_secs,
                 c.held_secs
             );
         }
         o.push_str("</table>\n");
     }
     if !r.top_asns.is_empty() {
-        o.push_str("<h2>Top ASNs by time held</h2>\n");
-        o.push_str(r#"<table id="top-asns"><tr><th>ASN</th><th>organisation</th><th class="n">connections</th><th class="n">hosts</th><th class="n">held (s)</th></tr>"#);
+        o.push_str("<h2>Top ASNs by attacker time wasted</h2>\n");
+        o.push_str(r#"<table id="top-asns"><tr><th>ASN</th><th>organisation</th><th class="n">connections</th><th class="n">hosts</th><th class="n">engaged (s)</th><th class="n">held (s)</th></tr>"#);
         for a in &r.top_asns {
             let _ = write!(
                 o,
-                r#"<tr data-asn="{}"><td>AS{}</td><td>{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{:.1}</td></tr>"#,
+                r#"<tr data-asn="{}"><td>AS{}</td><td>{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{:.1}</td><td class="n">{:.1}</td></tr>"#,
                 a.asn,
                 a.asn,
                 esc(&a.org),
                 a.connections,
                 a.hosts,
+                a.engaged_secs,
                 a.held_secs
             );
         }

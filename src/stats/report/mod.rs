@@ -3,6 +3,10 @@
 //! self-contained HTML page (inline CSS and SVG, no JavaScript, nothing
 //! fetched from the network — it must open from a mail attachment).
 //!
+//! Two times per connection run through every figure: **engaged** (how long
+//! the attacker's program was stuck, until its FIN or RST; "attacker-hours
+//! wasted") and **held** (how long we held the socket: what it cost us).
+//!
 //! A connection belongs to the window when it *ended* inside it (its row is
 //! written then). Percentiles use the nearest-rank method: the p-th
 //! percentile of n sorted holds is the value at rank ceil(p·n).
@@ -35,7 +39,7 @@ pub struct Report {
     pub since: f64,
     pub until: f64,
     pub totals: Totals,
-    /// Top [`TOP_N`] hosts by total time held.
+    /// Top [`TOP_N`] hosts by attacker time wasted (engaged).
     pub top_hosts: Vec<HostRow>,
     /// Top [`TOP_N`] ports aimed at, by connections.
     pub ports: Vec<PortRow>,
@@ -47,8 +51,8 @@ pub struct Report {
     /// time held (`time_basis`); empty without it.
     pub top_countries: Vec<CountryRow>,
     pub top_asns: Vec<AsnRow>,
-    /// What the country and ASN tables rank by: `"held"` (seconds each
-    /// connection was held).
+    /// What the country and ASN tables rank by: `"engaged"` (seconds the
+    /// attackers were stuck; `held_secs` is shown next to it).
     pub time_basis: &'static str,
 }
 
@@ -58,6 +62,7 @@ pub struct CountryRow {
     pub country: String,
     pub connections: u64,
     pub hosts: u64,
+    pub engaged_secs: f64,
     pub held_secs: f64,
 }
 
@@ -68,6 +73,7 @@ pub struct AsnRow {
     pub org: String,
     pub connections: u64,
     pub hosts: u64,
+    pub engaged_secs: f64,
     pub held_secs: f64,
 }
 
@@ -75,7 +81,15 @@ pub struct AsnRow {
 pub struct Totals {
     pub connections: u64,
     pub unique_hosts: u64,
+    /// Engaged hours: what the attackers lost.
     pub attacker_hours: f64,
+    /// The part of `attacker_hours` that is an upper bound (peers found
+    /// gone; see `record::engaged`).
+    pub attacker_hours_upper_bound: f64,
+    /// Hours we held the connections: what they cost us.
+    pub held_hours: f64,
+    pub median_engaged_secs: f64,
+    pub p90_engaged_secs: f64,
     pub median_hold_secs: f64,
     pub p90_hold_secs: f64,
     pub bytes_received: u64,
@@ -86,6 +100,7 @@ pub struct Totals {
 pub struct HostRow {
     pub host: String,
     pub connections: u64,
+    pub engaged_secs: f64,
     pub held_secs: f64,
 }
 
@@ -93,6 +108,7 @@ pub struct HostRow {
 pub struct PortRow {
     pub port: u16,
     pub connections: u64,
+    pub engaged_secs: f64,
     pub held_secs: f64,
 }
 
@@ -109,7 +125,10 @@ pub struct Bucket {
     pub lo_secs: f64,
     /// `None` for the open last bucket.
     pub hi_secs: Option<f64>,
+    /// Connections held this long.
     pub connections: u64,
+    /// Connections whose attacker was stuck this long.
+    pub engaged: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -117,6 +136,7 @@ pub struct DayRow {
     /// `YYYY-MM-DD`, UTC.
     pub day: String,
     pub connections: u64,
+    pub engaged_secs: f64,
     pub held_secs: f64,
 }
 

@@ -1,0 +1,269 @@
+//! Engaged versus held: every figure counts only the time the attacker's
+//! program was really stuck (until its FIN or RST, or, when its data was
+//! stuck and no FIN could arrive, until the last packet seen from it,
+//! flagged), next to the time we held the socket. After a FIN the next
+//! keepalive probe is rescheduled to `--fin-wait`.
+
+mod support;
+
+use rusqlite::Connection;
+use socket2::SockRef;
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::netns::{privileged, veth, Netns};
+use support::stats::*;
+use support::{bin, poll};
+
+fn scrape(addr: SocketAddr) -> Vec<Sample> {
+    let (status, _, body) = http_get(addr, "/metrics").expect("scrape");
+    assert!(status.contains("200"), "{status}");
+    parse_exposition(&body)
+}
+
+/// (peer port, engaged, bound, held, fin_after, end)
+type Row = (u16, f64, bool, f64, Option<f64>, String);
+
+fn rows(db: &std::path::Path) -> Vec<Row> {
+    let c = Connection::open(db).unwrap();
+    let mut st = c
+        .prepare(
+            "SELECT peer_port, engaged_secs, engaged_bound, held_secs, fin_after_secs, end_reason
+             FROM connections ORDER BY id",
+        )
+        .unwrap();
+    st.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ))
+    })
+    .unwrap()
+    .map(|r| r.unwrap())
+    .collect()
+}
+
+/// Clients that give up (FIN) after 3 s and 7 s, one that resets after
+/// 5 s, one that stays: engaged ends at the FIN or RST (within 0.5 s), the
+/// keepalive after a FIN is `--fin-wait`, and the metrics, the report and
+/// the live totals add up to the rows.
+#[test]
+fn engaged_ends_at_fin_or_rst_and_every_sum_matches_the_rows() {
+    let dir = TempDir::new("engaged");
+    let db = dir.path().join("history.db");
+    let mport = free_port();
+    let maddr = SocketAddr::from(([127, 0, 0, 1], mport));
+    let mut srv = Serve::start(
+        dir.path(),
+        &[
+            "--history",
+            db.to_str().unwrap(),
+            "--metrics",
+            &maddr.to_string(),
+            "--keepalive-min",
+            "300s",
+            "--keepalive-max",
+            "300s",
+            "--fin-wait",
+            "77s",
+        ],
+    );
+    let t0 = Instant::now();
+    let c3 = TcpStream::connect(srv.addr()).unwrap();
+    let r5 = TcpStream::connect(srv.addr()).unwrap();
+    let c7 = TcpStream::connect(srv.addr()).unwrap();
+    let stay = TcpStream::connect(srv.addr()).unwrap();
+    let port = |s: &TcpStream| s.local_addr().unwrap().port();
+    let (p3, p5, p7, pstay) = (port(&c3), port(&r5), port(&c7), port(&stay));
+    let sleep_until = |secs: f64| {
+        let at = t0 + Duration::from_secs_f64(secs);
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        t0.elapsed().as_secs_f64()
+    };
+    let gave_up3 = sleep_until(3.0);
+    c3.shutdown(Shutdown::Write).unwrap();
+    let gave_up5 = sleep_until(5.0);
+    reset(r5);
+    let gave_up7 = sleep_until(7.0);
+    c7.shutdown(Shutdown::Write).unwrap();
+
+    // The FIN rescheduled the keepalive; the live row counts engaged to it.
+    let snap = poll(Duration::from_secs(10), || {
+        let s = srv.snapshot();
+        let fins = s["conns"]
+            .as_array()?
+            .iter()
+            .filter(|c| c["fin_after_secs"].is_number())
+            .count();
+        (fins == 2).then_some(s)
+    })
+    .expect("both FINs seen");
+    for c in snap["conns"].as_array().unwrap() {
+        let peer: SocketAddr = c["peer"].as_str().unwrap().parse().unwrap();
+        let held = c["held_secs"].as_f64().unwrap();
+        let engaged = c["engaged_secs"].as_f64().unwrap();
+        if peer.port() == pstay {
+            assert_eq!(engaged, held, "still engaged: {c}");
+            assert_eq!(c["keepalive_idle_secs"], 300, "{c}");
+        } else {
+            assert_eq!(Some(engaged), c["fin_after_secs"].as_f64(), "{c}");
+            assert!(engaged <= held);
+            assert_eq!(c["keepalive_idle_secs"], 77, "probe after the FIN: {c}");
+        }
+    }
+    let totals = &snap["totals"];
+    let live: f64 = snap["conns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["engaged_secs"].as_f64().unwrap())
+        .sum();
+    assert!((totals["live_engaged_secs"].as_f64().unwrap() - live).abs() < 1e-6);
+
+    // The two that sent FIN now reset too (their program is long gone).
+    reset(c3);
+    reset(c7);
+    poll(Duration::from_secs(10), || {
+        (srv.snapshot()["totals"]["held_now"] == 1).then_some(())
+    })
+    .expect("three ended");
+    let ended = poll(Duration::from_secs(10), || {
+        let r = rows(&db);
+        (r.len() == 3).then_some(r)
+    })
+    .expect("three rows written");
+    let by = |rows: &[Row], p: u16| rows.iter().find(|r| r.0 == p).unwrap().clone();
+    for (p, gave_up) in [(p3, gave_up3), (p5, gave_up5), (p7, gave_up7)] {
+        let r = by(&ended, p);
+        assert_eq!(r.5, "peer_reset");
+        assert!(!r.2, "exact, not a bound: {r:?}");
+        assert!(
+            (r.1 - gave_up).abs() <= 0.5,
+            "engaged {} for a client that gave up at {gave_up:.2}: {r:?}",
+            r.1
+        );
+        assert!(r.3 >= r.1);
+    }
+    assert!(by(&ended, p3).3 >= 6.9, "held on after the FIN: {ended:?}");
+
+    // Metrics and the report add up to the rows.
+    let s = scrape(maddr);
+    let sum_engaged: f64 = ended.iter().map(|r| r.1).sum();
+    let sum_held: f64 = ended.iter().map(|r| r.3).sum();
+    let wasted = metric(&s, "tarpit_attacker_time_wasted_seconds_total", &[]);
+    assert!(
+        (wasted - sum_engaged).abs() < 1e-6,
+        "{wasted} vs {sum_engaged}"
+    );
+    let held = metric(&s, "tarpit_held_time_seconds_total", &[]);
+    assert!((held - sum_held).abs() < 1e-6, "{held} vs {sum_held}");
+    assert!((metric(&s, "tarpit_engaged_duration_seconds_sum", &[]) - sum_engaged).abs() < 1e-6);
+    assert!((metric(&s, "tarpit_hold_duration_seconds_sum", &[]) - sum_held).abs() < 1e-6);
+    let snap = srv.snapshot();
+    assert!((snap["totals"]["engaged_secs"].as_f64().unwrap() - sum_engaged).abs() < 1e-6);
+    assert!((snap["totals"]["held_secs"].as_f64().unwrap() - sum_held).abs() < 1e-6);
+
+    drop(stay);
+    assert!(srv.stop().success());
+    let all = rows(&db);
+    let s = by(&all, pstay);
+    assert_eq!(s.5, "shutdown");
+    assert_eq!(s.1, s.3, "we ended it: engaged all along");
+    let o = Command::new(bin())
+        .args(["report", "--since", "1d", "--json", "--history"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let e: f64 = all.iter().map(|r| r.1).sum();
+    let h: f64 = all.iter().map(|r| r.3).sum();
+    let t = &r["totals"];
+    assert!((t["attacker_hours"].as_f64().unwrap() * 3600.0 - e).abs() < 1e-6);
+    assert!((t["held_hours"].as_f64().unwrap() * 3600.0 - h).abs() < 1e-6);
+    assert_eq!(t["attacker_hours_upper_bound"], 0.0);
+    // The stop line says both.
+    let stop = srv
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "stopped")
+        .expect("stop line");
+    assert!((stop["attacker_secs"].as_f64().unwrap() - e).abs() < 1e-6);
+    assert!((stop["held_secs"].as_f64().unwrap() - h).abs() < 1e-6);
+}
+
+/// A client whose data is stuck behind our window exits (its FIN queues
+/// behind the data and never arrives), then its host vanishes: engaged
+/// ends at the last packet seen from it, no later than its exit + 130 s,
+/// and is flagged as an upper bound.
+#[test]
+fn data_stuck_client_that_vanishes_is_engaged_until_its_last_packet_flagged() {
+    if !privileged("data_stuck_client_that_vanishes") {
+        return;
+    }
+    let srv_ns = Netns::new("engs");
+    let cli_ns = Netns::new("engc");
+    let n = std::process::id() % 200 + 20;
+    let (sa, ca) = (format!("10.77.{n}.1"), format!("10.77.{n}.2"));
+    veth(&srv_ns, &format!("{sa}/24"), &cli_ns, &format!("{ca}/24"));
+    let listen = format!("{sa}:2222");
+    let mut cmd = srv_ns.command(bin());
+    cmd.args([
+        "--log-format",
+        "json",
+        "serve",
+        "--listen",
+        &listen,
+        "--control",
+        "off",
+        "--history",
+        "off",
+        "--keepalive-min",
+        "2s",
+        "--keepalive-max",
+        "2s",
+        "--keepalive-count",
+        "2",
+    ]);
+    let srv = support::serve::Proc::spawn(cmd);
+    let dst: SocketAddr = listen.parse().unwrap();
+    let exit_after = cli_ns.in_thread(move || {
+        let t0 = Instant::now();
+        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(5)).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let chunk = [b'x'; 4096];
+        let mut sent = 0;
+        while sent < 256 * 1024 {
+            match s.write(&chunk) {
+                Ok(k) => sent += k,
+                Err(_) => break, // window closed: the rest is stuck
+            }
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(SockRef::from(&s).linger().unwrap().is_none());
+        drop(s); // the program exits: the FIN queues behind the stuck data
+        t0.elapsed().as_secs_f64()
+    });
+    // A second later the attacker's host is gone: no RST, no answer.
+    std::thread::sleep(Duration::from_secs(1));
+    cli_ns.run("ip link del $(ip -o link show type veth | cut -d: -f2 | cut -d@ -f1)");
+    let recs = srv.wait_records(1, 60.0);
+    let r = &recs[0];
+    let engaged = r["engaged_secs"].as_f64().unwrap();
+    let held = r["held_secs"].as_f64().unwrap();
+    assert_eq!(r["end"], "peer_timeout", "{r}");
+    assert_eq!(r["peer_tried_close"], false, "no FIN could arrive: {r}");
+    assert_eq!(r["engaged_upper_bound"], true, "{r}");
+    assert!(r["bytes_received"].as_u64().unwrap() > 0, "{r}");
+    assert!(engaged <= exit_after + 130.0, "{r}");
+    // Its kernel answered our keepalives until the host vanished (a second
+    // after the exit); the probes after that went unanswered.
+    assert!(engaged >= exit_after - 2.5, "exit {exit_after:.1}: {r}");
+    assert!(held > engaged + 2.0, "{r}");
+}
