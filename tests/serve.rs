@@ -25,16 +25,26 @@ enum Seen {
 }
 
 fn read_outcome(s: &mut TcpStream, wait: Duration) -> Seen {
-    s.set_read_timeout(Some(wait)).unwrap();
+    let end = Instant::now() + wait;
     let mut b = [0u8; 64];
-    match s.read(&mut b) {
-        Ok(0) => Seen::Eof,
-        Ok(_) => Seen::Data,
-        Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
-            Seen::Nothing
+    loop {
+        // A signal to the test process (a child exiting) interrupts the
+        // read; that is no outcome, so wait out the rest of the time.
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Seen::Nothing;
         }
-        Err(e) if e.kind() == ErrorKind::ConnectionReset => Seen::Reset,
-        Err(e) => Seen::Other(e.kind()),
+        s.set_read_timeout(Some(left)).unwrap();
+        return match s.read(&mut b) {
+            Ok(0) => Seen::Eof,
+            Ok(_) => Seen::Data,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                Seen::Nothing
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => Seen::Reset,
+            Err(e) => Seen::Other(e.kind()),
+        };
     }
 }
 
