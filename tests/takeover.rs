@@ -143,7 +143,9 @@ fn failed_takeover_leaves_the_old_process_holding_everything() {
     });
 
     // A new process that receives everything and dies before confirming.
-    let side = dir.join("side.sock");
+    // The only socket the old process hands over to: the requester's own,
+    // `<control>.takeover.<pid>`.
+    let side = dir.join(format!("control.sock.takeover.{}", std::process::id()));
     let rx = tarpit::engine::socket::handover::Receiver::bind(&side).unwrap();
     let mut req = tarpit::control::Request::new("takeover");
     req.args

@@ -263,8 +263,11 @@ impl Prepared {
     /// Starts serving the control socket and the metrics. Call inside the
     /// serve runtime.
     pub fn start(self, handle: Handle) -> Running {
-        let takeover = super::takeover::handler(handle.clone());
-        self.start_with(crate::engine::snapshot_handler(handle), Some(takeover))
+        let takeover = self
+            .control
+            .as_ref()
+            .map(|c| super::takeover::handler(handle.clone(), c.path().to_path_buf()));
+        self.start_with(crate::engine::snapshot_handler(handle), takeover)
     }
 
     /// [`start`](Self::start) for an engine that brings its own snapshot
@@ -286,7 +289,7 @@ impl Prepared {
         if let Some(mut c) = self.control {
             c.register(live::SNAPSHOT_CMD, snapshot);
             if let Some(t) = takeover {
-                c.register(super::takeover::CMD, t);
+                c.register_privileged(super::takeover::CMD, t);
             }
             tracing::info!(path = %c.path().display(), "control socket ready");
             let until = stopped();

@@ -20,17 +20,35 @@ pub const CMD: &str = "takeover";
 /// How long the whole handover may take.
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The old process's handler: `{"cmd":"takeover","socket":PATH}`.
-pub fn handler(handle: Handle) -> Arc<dyn Handler> {
+/// The old process's handler: `{"cmd":"takeover","socket":PATH}`, a
+/// privileged command (root or our own user only). PATH must be the one a
+/// new process with the requester's pid binds beside `control` (nothing
+/// else: any other socket would receive every held connection), and the
+/// process listening there must be root or our user too (checked by the
+/// handover itself).
+pub fn handler(handle: Handle, control: PathBuf) -> Arc<dyn Handler> {
     Arc::new(move |req: Request| -> Reply {
         let handle = handle.clone();
+        let control = control.clone();
         Box::pin(async move {
             let to = req
                 .args
                 .get("socket")
                 .and_then(Value::as_str)
                 .ok_or_else(|| "takeover needs a \"socket\" path".to_string())?;
-            let n = handle.handover(PathBuf::from(to)).await?;
+            let pid = req
+                .peer
+                .and_then(|p| p.pid)
+                .and_then(|p| u32::try_from(p).ok())
+                .ok_or_else(|| "takeover: the requester's pid is unknown".to_string())?;
+            let expected = side_path_for(&control, pid);
+            if Path::new(to) != expected {
+                return Err(format!(
+                    "takeover: the socket must be {} (beside the control socket, named for the requesting process)",
+                    expected.display()
+                ));
+            }
+            let n = handle.handover(expected).await?;
             Ok(json!({ "conns": n, "pid": std::process::id() }))
         })
     })
@@ -73,11 +91,16 @@ pub fn receive(control_path: &Path) -> Result<Option<Inherited>, String> {
 
 /// Where the new process listens for the handover: beside the control socket.
 fn side_path(control_path: &Path) -> PathBuf {
+    side_path_for(control_path, std::process::id())
+}
+
+/// The handover socket of process `pid`: `<control>.takeover.<pid>`.
+pub fn side_path_for(control_path: &Path, pid: u32) -> PathBuf {
     let mut name = control_path
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_default();
-    name.push(format!(".takeover.{}", std::process::id()));
+    name.push(format!(".takeover.{pid}"));
     control_path.with_file_name(name)
 }
 

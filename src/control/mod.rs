@@ -50,6 +50,26 @@ pub struct Request {
     pub cmd: String,
     #[serde(flatten)]
     pub args: Map<String, Value>,
+    /// Who sent it (SO_PEERCRED of the connection), set by the server;
+    /// never taken from the request text.
+    #[serde(skip)]
+    pub peer: Option<Peer>,
+}
+
+/// The kernel's word on who is at the other end of a control connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+}
+
+impl Peer {
+    /// Root, or the user this server runs as: the only peers allowed
+    /// commands that change the server (see [`ControlServer::register_privileged`]).
+    pub fn is_privileged(&self) -> bool {
+        self.uid == 0 || self.uid == rustix::process::geteuid().as_raw()
+    }
 }
 
 impl Request {
@@ -57,6 +77,7 @@ impl Request {
         Request {
             cmd: cmd.to_string(),
             args: Map::new(),
+            peer: None,
         }
     }
 }
@@ -128,6 +149,8 @@ pub struct ControlServer {
     listener: Option<std::os::unix::net::UnixListener>,
     path: PathBuf,
     commands: BTreeMap<String, Arc<dyn Handler>>,
+    /// Commands only root or our own user may send.
+    privileged: std::collections::BTreeSet<String>,
 }
 
 impl ControlServer {
@@ -174,6 +197,7 @@ impl ControlServer {
             listener: Some(listener),
             path: path.to_path_buf(),
             commands: BTreeMap::new(),
+            privileged: Default::default(),
         };
         s.register_builtin();
         Ok(s)
@@ -183,9 +207,19 @@ impl ControlServer {
         &self.path
     }
 
-    /// Adds (or replaces) the handler for `cmd`.
+    /// Adds (or replaces) the handler for `cmd`, a read-only command:
+    /// anyone who may connect (file mode 0660) may send it.
     pub fn register(&mut self, cmd: &str, handler: Arc<dyn Handler>) {
+        self.privileged.remove(cmd);
         self.commands.insert(cmd.to_string(), handler);
+    }
+
+    /// Adds a command that changes the server (takeover): answered only
+    /// for root or the user the server runs as, by SO_PEERCRED; the socket
+    /// group that may read statistics may not send it.
+    pub fn register_privileged(&mut self, cmd: &str, handler: Arc<dyn Handler>) {
+        self.commands.insert(cmd.to_string(), handler);
+        self.privileged.insert(cmd.to_string());
     }
 
     fn register_builtin(&mut self) {
@@ -210,6 +244,7 @@ impl ControlServer {
         names.sort();
         let names = Value::from(names);
         let commands = Arc::new(std::mem::take(&mut self.commands));
+        let privileged = Arc::new(std::mem::take(&mut self.privileged));
         let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
         tokio::pin!(shutdown);
         let mut limited = crate::ratelimit::RateLimit::new(Duration::from_secs(10));
@@ -226,9 +261,10 @@ impl ControlServer {
                             continue;
                         };
                         let commands = commands.clone();
+                        let privileged = privileged.clone();
                         let names = names.clone();
                         tokio::spawn(async move {
-                            serve_client(stream, &commands, &names).await;
+                            serve_client(stream, &commands, &privileged, &names).await;
                             drop(permit);
                         });
                     }
@@ -256,8 +292,14 @@ impl Drop for ControlServer {
 async fn serve_client(
     stream: UnixStream,
     commands: &BTreeMap<String, Arc<dyn Handler>>,
+    privileged: &std::collections::BTreeSet<String>,
     names: &Value,
 ) {
+    let peer = stream.peer_cred().ok().map(|c| Peer {
+        uid: c.uid(),
+        gid: c.gid(),
+        pid: c.pid(),
+    });
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     loop {
@@ -274,12 +316,28 @@ async fn serve_client(
         let (resp, keep) = match parse_request(&line) {
             Err(e) => (Response::error(e), false),
             Ok(req) if req.cmd == "commands" => (Response::from_result(Ok(names.clone())), true),
-            Ok(req) => match commands.get(&req.cmd) {
+            Ok(req)
+                if privileged.contains(&req.cmd) && !peer.is_some_and(|p| p.is_privileged()) =>
+            {
+                (
+                    Response::error(format!(
+                        "permission denied: {:?} is only for root or the server's own user",
+                        req.cmd
+                    )),
+                    true,
+                )
+            }
+            Ok(mut req) => match commands.get(&req.cmd) {
                 None => (
                     Response::error(format!("unknown command {:?}", req.cmd)),
                     true,
                 ),
-                Some(h) => match tokio::time::timeout(CMD_TIMEOUT, h.call(req)).await {
+                Some(h) => match tokio::time::timeout(CMD_TIMEOUT, {
+                    req.peer = peer;
+                    h.call(req)
+                })
+                .await
+                {
                     Ok(r) => (Response::from_result(r), true),
                     Err(_) => (Response::error("command timed out"), true),
                 },

@@ -332,6 +332,19 @@ pub fn send(
 ) -> io::Result<()> {
     let sock = Socket::new(Domain::UNIX, Type::SEQPACKET, None)?;
     sock.connect(&SockAddr::unix(to)?)?;
+    // Everything we hold goes to whoever listens there: only root or our
+    // own user, by the kernel's word (SO_PEERCRED), not by the path.
+    let cred = rustix::net::sockopt::socket_peercred(&sock)?;
+    let uid = cred.uid.as_raw();
+    if uid != 0 && uid != rustix::process::geteuid().as_raw() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the handover socket {} belongs to uid {uid}, neither root nor us",
+                to.display()
+            ),
+        ));
+    }
     sock.set_write_timeout(Some(timeout))?;
     sock.set_read_timeout(Some(timeout))?;
     let send = |m: &Msg, fds: &[RawFd]| -> io::Result<()> {
