@@ -196,6 +196,7 @@ fn rec(peer: &str, held: f64) -> ConnRecord {
         fin_after_secs: None,
         end: EndReason::Lifetime,
         head: String::new(),
+        estimated: false,
     }
 }
 

@@ -27,6 +27,7 @@ fn rec(peer: &str, start: SystemTime, held: f64) -> ConnRecord {
         fin_after_secs: None,
         end: EndReason::Lifetime,
         head: "abc".into(),
+        estimated: false,
     }
 }
 
@@ -182,6 +183,38 @@ fn transactions_are_batched_by_count_and_time() {
     );
     assert_eq!(h.transactions(), tx + 1);
     h.close(Duration::from_secs(10));
+}
+
+#[test]
+fn the_estimated_flag_is_a_column() {
+    let dir = TempDir::new("histest");
+    let db = dir.path().join("h.db");
+    let h = History::start(
+        HistoryOptions::new(db.clone(), 90),
+        HistoryMetrics::default(),
+    )
+    .unwrap();
+    let now = SystemTime::now();
+    h.record(&rec("127.0.6.1:1", now, 1.0));
+    h.record(&ConnRecord {
+        estimated: true,
+        ..rec("127.0.6.2:2", now, 1.0)
+    });
+    assert!(h.flush(Duration::from_secs(30)));
+    h.close(Duration::from_secs(10));
+    let c = Connection::open(&db).unwrap();
+    let mut st = c
+        .prepare("SELECT peer_ip, estimated FROM connections ORDER BY peer_ip")
+        .unwrap();
+    let rows: Vec<(String, bool)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows,
+        vec![("127.0.6.1".into(), false), ("127.0.6.2".into(), true)]
+    );
 }
 
 #[test]
@@ -488,8 +521,13 @@ fn version_1_history_is_migrated_and_windows_match_a_full_scan() {
     let mut c = history::open_for_writing(&db).unwrap();
     let q = |c: &Connection, sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
     // Version 1 goes through 2 (blocks) and 3 (the GeoIP columns) to 4
-    // (engaged).
-    assert_eq!(q(&c, "PRAGMA user_version"), 4);
+    // (engaged) to 5 (the stateless engine's `estimated` flag, 0 for the
+    // old rows).
+    assert_eq!(q(&c, "PRAGMA user_version"), 5);
+    assert_eq!(
+        q(&c, "SELECT count(*) FROM connections WHERE estimated != 0"),
+        0
+    );
     assert_eq!(
         q(
             &c,
@@ -613,7 +651,7 @@ fn version_2_history_gets_engaged_columns_in_place() {
     assert!((before.totals.held_hours - 350.0 / 3600.0).abs() < 1e-9);
     let c = history::open_for_writing(&db).unwrap();
     let q = |sql: &str| -> f64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
-    assert_eq!(q("PRAGMA user_version"), 4.0);
+    assert_eq!(q("PRAGMA user_version"), 5.0);
     assert_eq!(q("SELECT sum(engaged_secs) FROM connections"), 153.0);
     assert_eq!(q("SELECT sum(engaged_bound) FROM connections"), 0.0);
     drop(c);

@@ -97,6 +97,7 @@ fn build_db(dir: &Path) -> PathBuf {
                 fin_after_secs: fin,
                 end,
                 head: String::new(),
+                estimated: false,
             }
         })
         .collect();

@@ -373,6 +373,7 @@ mod tests {
             fin_after_secs: fin,
             end: EndReason::PeerReset,
             head: "SSH-2.0\\r\\n".into(),
+            estimated: false,
         }
     }
 

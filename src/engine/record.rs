@@ -91,6 +91,12 @@ pub struct ConnRecord {
     pub end: EndReason,
     /// The first bytes the peer sent, escaped (peeked at release, never read).
     pub head: String,
+    /// The stateless engine lost track of this flow once (evicted from its
+    /// bounded table, expired, or from before a restart) and rebuilt it from
+    /// a later packet: `start`, `held_secs` and `bytes_received` are lower
+    /// bounds. Always false for the socket engine.
+    #[serde(default)]
+    pub estimated: bool,
 }
 
 impl ConnRecord {

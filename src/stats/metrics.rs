@@ -504,6 +504,7 @@ mod tests {
             fin_after_secs: None,
             end: EndReason::PeerReset,
             head: String::new(),
+            estimated: false,
         });
         let mut s = String::new();
         prometheus_client::encoding::text::encode(&mut s, &reg).unwrap();

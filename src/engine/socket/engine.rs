@@ -492,6 +492,7 @@ impl Engine {
             fin_after_secs: h.fin_seen().then(|| secs(u32::from(h.fin_after))),
             end,
             head: escape_bytes(head),
+            estimated: false,
         }
     }
 

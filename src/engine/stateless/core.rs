@@ -361,6 +361,7 @@ impl Core {
             fin_after_secs,
             end: reason,
             head: String::new(),
+            estimated: f.estimated,
         }
     }
 

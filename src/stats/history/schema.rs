@@ -13,7 +13,9 @@ use std::time::Duration;
 /// files with `ALTER TABLE` when opened for writing.
 /// 4: `engaged_secs` and `engaged_bound` (what the attacker lost, next
 /// to `held_secs`, what it cost us).
-const SCHEMA_VERSION: i64 = 4;
+/// 5: `estimated` (the stateless engine's flag: the row's start and
+/// figures are lower bounds), added the same way.
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS connections (
@@ -35,7 +37,8 @@ CREATE TABLE IF NOT EXISTS connections (
     asn            INTEGER,
     as_org         TEXT,
     engaged_secs   REAL    NOT NULL DEFAULT 0,  -- the attacker was stuck (until its FIN/RST)
-    engaged_bound  INTEGER NOT NULL DEFAULT 0   -- 1: engaged_secs is an upper bound
+    engaged_bound  INTEGER NOT NULL DEFAULT 0,  -- 1: engaged_secs is an upper bound
+    estimated      INTEGER NOT NULL DEFAULT 0   -- 1: start and figures are lower bounds
 );
 -- A block-range index: one row per written batch, the rowid range it took
 -- and the span of its end times. Rows arrive roughly in end order, so a
@@ -56,6 +59,11 @@ const MIGRATE_TO_3: &str = "
 ALTER TABLE connections ADD COLUMN country TEXT;
 ALTER TABLE connections ADD COLUMN asn INTEGER;
 ALTER TABLE connections ADD COLUMN as_org TEXT;
+";
+
+/// Versions 1 to 4 to 5: the stateless engine's `estimated` flag.
+const MIGRATE_4_TO_5: &str = "
+ALTER TABLE connections ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;
 ";
 
 const MIGRATE_1_TO_2: &str = "
@@ -144,9 +152,10 @@ pub fn open_for_writing(path: &Path) -> Result<Connection, HistoryError> {
         .map_err(|e| db_err(path, "cannot configure", e))?;
     let version = check_schema(&c, path)?;
     let migrate = match version {
-        1 => format!("{MIGRATE_1_TO_2}{MIGRATE_TO_3}{MIGRATE_3_TO_4}"),
-        2 => format!("{MIGRATE_TO_3}{MIGRATE_3_TO_4}"),
-        3 => MIGRATE_3_TO_4.to_string(),
+        1 => format!("{MIGRATE_1_TO_2}{MIGRATE_TO_3}{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}"),
+        2 => format!("{MIGRATE_TO_3}{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}"),
+        3 => format!("{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}"),
+        4 => MIGRATE_4_TO_5.to_string(),
         _ => String::new(),
     };
     // A real write, so a read-only directory or file fails now.

@@ -294,13 +294,14 @@ pub fn for_each_end(
 /// Rows per multi-row `INSERT` statement: one statement execution per
 /// chunk instead of per row roughly halves SQLite's per-row cost.
 const ROWS_PER_STATEMENT: usize = 50;
-const COLUMNS: usize = 18;
+const COLUMNS: usize = 19;
 
 fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO connections (start_time, end_time, held_secs, listener, peer_ip, peer_port,
             local, orig_ip, orig_port, bytes_received, fin_after_secs, end_reason, head,
-            country, asn, as_org, engaged_secs, engaged_bound) VALUES ",
+            country, asn, as_org, engaged_secs, engaged_bound,
+            estimated) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
@@ -420,6 +421,7 @@ fn bind_row(
     st.raw_bind_parameter(i + 16, g.and_then(|g| g.as_org.as_deref()))?;
     st.raw_bind_parameter(i + 17, r.engaged_secs)?;
     st.raw_bind_parameter(i + 18, i64::from(r.engaged_upper_bound))?;
+    st.raw_bind_parameter(i + 19, r.estimated)?;
     Ok(())
 }
 
