@@ -46,7 +46,7 @@ fn main() {
         "--log-format",
         "json",
         "--log-level",
-        "warn,tarpit::cli=info",
+        "warn,tarpit::daemon=info",
         "serve",
         "--listen",
         "127.0.0.1:0",

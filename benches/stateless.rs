@@ -330,7 +330,7 @@ impl Lab {
                 "--log-format",
                 "json",
                 "--log-level",
-                "warn,tarpit::cli=info",
+                "warn,tarpit::daemon=info",
             ])
             .args(["serve", "--engine", "stateless", "--nflog-group", "7"])
             .args(if extra.iter().any(|a| a == "--control") {

@@ -169,7 +169,7 @@ fn run(n: usize, stats: bool, dir: &std::path::Path) -> Run {
         "--log-format".into(),
         "json".into(),
         "--log-level".into(),
-        "warn,tarpit::cli=info".into(),
+        "warn,tarpit::daemon=info".into(),
         "serve".into(),
         "--listen".into(),
         "127.0.0.1:0".into(),

@@ -7,13 +7,16 @@
 //!   side, [`engine::socket`] (zero-window sockets) and
 //!   [`engine::stateless`] (nfnetlink_log in, AF_PACKET out, SYN cookies,
 //!   no per-connection state);
-//! * [`config`] — the TOML file and its located errors;
+//! * [`config`] — the TOML file and its located errors, and the one typed
+//!   configuration per component built from it and the flags;
+//! * [`daemon`] — the processes around the engines and the watcher: limits,
+//!   activation, takeover/re-exec, privileges, signals, systemd, statistics;
 //! * [`control`] — the unix control socket `tarpit stats` talks to;
 //! * [`stats`] — live view, Prometheus metrics, history database and report;
 //! * [`firewall`] — the only writer of nftables rules: the table, the trap
 //!   sets, the redirect and the stateless log-and-drop rules;
 //! * [`host`] — the one host key (IPv4, IPv4-mapped, IPv6 prefix) and CIDR ranges;
-//! * [`cli`] — the command line, gluing the rest together;
+//! * [`cli`] — the command line: clap definitions, one error → exit code;
 //! * [`systemd`] — readiness/status notifications and socket activation;
 //! * [`watcher`] — `tarpit watch`: logs to bans in nftables sets;
 //! * [`calendar`] — civil dates to epoch seconds and back (jiff);
@@ -26,6 +29,7 @@ pub mod calendar;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod engine;
 pub mod firewall;
 pub mod geoip;

@@ -617,6 +617,42 @@ fn drops_privileges_after_binding() {
 }
 
 #[test]
+fn config_user_and_group_are_honoured() {
+    if !support::is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        eprintln!("SKIP config_user_and_group_are_honoured: needs root");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tarpit-cfg-user-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("t.toml");
+    std::fs::write(&f, "[serve]\nuser = \"nobody\"\ngroup = \"nogroup\"\n").unwrap();
+    let mut c = Command::new(bin());
+    c.args([
+        "--log-format",
+        "json",
+        "--config",
+        f.to_str().unwrap(),
+        "serve",
+    ])
+    .args([
+        "--listen",
+        "127.0.0.1:0",
+        "--control",
+        "off",
+        "--history",
+        "off",
+    ]);
+    let p = Proc::spawn(c);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    for (field, want) in [("Uid:", "65534"), ("Gid:", "65534")] {
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+        assert!(line.split_whitespace().skip(1).all(|u| u == want), "{line}");
+    }
+}
+
+#[test]
 fn half_open_connections_do_not_disturb_trapping() {
     if !privileged("half_open_connections_do_not_disturb_trapping") {
         return;

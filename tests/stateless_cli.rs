@@ -49,6 +49,22 @@ fn check_config_validates_the_stateless_keys() {
 }
 
 #[test]
+fn a_key_for_the_engine_not_in_use_names_its_line() {
+    let (code, _, err) = run(
+        "[serve]\nper_ip = 3\nflow_cap = 10\n",
+        &["--log-level", "warn", "check-config"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(":3: key `serve.flow_cap`"), "{err}");
+    let (code, _, err) = run(
+        "[serve]\nengine = \"stateless\"\n\nlifetime_min = \"1m\"\n",
+        &["serve", "--history", "off", "--control", "off"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(":4: key `serve.lifetime_min`"), "{err}");
+}
+
+#[test]
 fn serve_refuses_a_bad_stateless_setting_before_touching_the_network() {
     let (code, _, err) = run(
         "[serve]\nengine = \"stateless\"\nflow_cap = 0\n",

@@ -1,12 +1,11 @@
 //! `tarpit ban ADDR`: trap a host by hand.
 
-use super::{fail, parse_target, watch_settings, Cli, EXIT_CONFIG};
+use super::{parse_target, watch_settings, Cli, Error};
 use crate::config::parse_duration;
 use crate::firewall::{Ban, Firewall};
 use crate::watcher::{nft, state::ms, IgnoreList, State};
 use clap::Args;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Args, Clone)]
@@ -25,57 +24,37 @@ pub struct BanArgs {
     pub state_db: Option<PathBuf>,
 }
 
-pub fn run(cli: &Cli, a: &BanArgs) -> ExitCode {
-    let settings = match watch_settings(cli, a.state_db.clone()) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let target = match parse_target(&a.addr, settings.ipv6_prefix) {
-        Ok(t) => t,
-        Err(e) => return fail(EXIT_CONFIG, e),
-    };
+pub fn run(cli: &Cli, a: &BanArgs) -> Result<(), Error> {
+    let settings = watch_settings(cli, a.state_db.clone())?;
+    let target = parse_target(&a.addr, settings.ipv6_prefix)?;
     let own = crate::sys::local_addresses().unwrap_or_default();
     if IgnoreList::new(&own, &[]).covers_key(&target) {
-        return fail(
-            EXIT_CONFIG,
-            format!(
-                "refusing to ban {target}: it is loopback or one of this machine's own addresses"
-            ),
-        );
+        return Err(Error::Usage(format!(
+            "refusing to ban {target}: it is loopback or one of this machine's own addresses"
+        )));
     }
     let dur = a
         .duration
         .or_else(|| settings.jails.first().map(|j| j.rules.bantime))
         .unwrap_or(Duration::from_secs(7 * 86400));
     if dur.is_zero() {
-        return fail(EXIT_CONFIG, "--for must be more than zero");
+        return Err(Error::Usage("--for must be more than zero".into()));
     }
-    let mut state = match State::open(&settings.state_db) {
-        Ok(s) => s,
-        Err(e) => return fail(1, e),
-    };
+    let mut state = State::open(&settings.state_db)?;
     let now = ms(SystemTime::now());
-    let row = match state.ban(&target, &a.jail, dur, now) {
-        Ok(r) => r,
-        Err(e) => return fail(1, e),
-    };
+    let row = state.ban(&target, &a.jail, dur, now)?;
     let fw = Firewall::new(nft::nft_config(&settings));
     // restore = create the table if needed + add, in one transaction.
     let ban = Ban {
         target,
         timeout: row.remaining(now),
     };
-    if let Err(e) = fw.restore(&[ban]) {
-        return fail(
-            1,
-            format!("{target} is recorded as banned, but nftables failed: {e}; a running `tarpit watch` applies it when nft works"),
-        );
-    }
+    fw.restore(&[ban]).map_err(|e| Error::Failed(format!("{target} is recorded as banned, but nftables failed: {e}; a running `tarpit watch` applies it when nft works")))?;
     println!(
         "banned {target} for {} (jail {}, offence {})",
         humantime::format_duration(Duration::from_secs(row.remaining(now).as_secs())),
         row.jail,
         row.offences
     );
-    ExitCode::SUCCESS
+    Ok(())
 }

@@ -1,11 +1,10 @@
 //! `tarpit bans`: the active bans, from the state database.
 
-use super::{fail, watch_settings, Cli};
+use super::{watch_settings, Cli, Error};
 use crate::watcher::{state::ms, State};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Args, Clone)]
@@ -37,11 +36,8 @@ fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-pub fn run(cli: &Cli, a: &BansArgs) -> ExitCode {
-    let settings = match watch_settings(cli, a.state_db.clone()) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+pub fn run(cli: &Cli, a: &BansArgs) -> Result<(), Error> {
+    let settings = watch_settings(cli, a.state_db.clone())?;
     if !settings.state_db.exists() {
         // Nothing was ever banned; do not create the file as a side effect.
         if a.json {
@@ -52,17 +48,11 @@ pub fn run(cli: &Cli, a: &BansArgs) -> ExitCode {
                 settings.state_db.display()
             );
         }
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
-    let state = match State::open(&settings.state_db) {
-        Ok(s) => s,
-        Err(e) => return fail(1, e),
-    };
+    let state = State::open(&settings.state_db)?;
     let now = ms(SystemTime::now());
-    let bans = match state.active_bans(now) {
-        Ok(b) => b,
-        Err(e) => return fail(1, e),
-    };
+    let bans = state.active_bans(now)?;
     let mut rows: Vec<Row> = bans
         .iter()
         .map(|b| Row {
@@ -94,15 +84,12 @@ pub fn run(cli: &Cli, a: &BansArgs) -> ExitCode {
         }
     }
     if a.json {
-        match serde_json::to_string_pretty(&rows) {
-            Ok(s) => println!("{s}"),
-            Err(e) => return fail(1, e),
-        }
-        return ExitCode::SUCCESS;
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
     }
     if rows.is_empty() {
         println!("no active bans");
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
     println!(
         "{:<28} {:<9} {:<16} {:<21} {:<21} {:>14} {:>8}",
@@ -120,5 +107,5 @@ pub fn run(cli: &Cli, a: &BansArgs) -> ExitCode {
             r.offences
         );
     }
-    ExitCode::SUCCESS
+    Ok(())
 }

@@ -1,10 +1,9 @@
 //! `tarpit check-config`: validate the whole file without running anything.
 
-use super::{fail, serve, Cli, EXIT_CONFIG};
-use crate::config;
-use crate::watcher::settings;
+use super::{load_config, Cli, Error};
+use crate::config::{ConfigError, FileConfig, ServeConfig, ServeOverrides, Source};
+use crate::watcher::{settings, WatchSettings};
 use clap::Args;
-use std::process::ExitCode;
 
 #[derive(Debug, Args, Clone, Default)]
 pub struct CheckConfigArgs {}
@@ -12,32 +11,18 @@ pub struct CheckConfigArgs {}
 /// Validates a parsed file exactly as `serve` and `watch` would read it
 /// (`None`: no file, the built-in defaults); the watcher's settings on
 /// success. Touches nothing outside memory.
-pub fn validate(
-    loaded: Option<(&config::FileConfig, &config::Source)>,
-) -> Result<settings::WatchSettings, config::ConfigError> {
+pub fn validate(loaded: Option<(&FileConfig, &Source)>) -> Result<WatchSettings, ConfigError> {
     if let Some((cfg, src)) = loaded {
         if let Some(s) = &cfg.serve {
-            serve::resolve(&serve::ServeArgs::default(), Some((s, src)))?;
-            let flags = super::serve_stateless::EngineFlags::default();
-            super::serve_stateless::engine(&flags, Some((s, src)))?;
-            super::serve_stateless::resolve(&flags, Some((s, src)))?;
+            ServeConfig::resolve(&ServeOverrides::default(), Some((s, src)))?;
         }
     }
     settings::resolve(loaded.and_then(|(c, s)| c.watch.as_ref().map(|w| (w, s))))
 }
 
-pub fn run(cli: &Cli, _a: &CheckConfigArgs) -> ExitCode {
-    let loaded = match &cli.config {
-        Some(p) => match config::load(p) {
-            Ok(x) => Some(x),
-            Err(e) => return fail(EXIT_CONFIG, e),
-        },
-        None => None,
-    };
-    let w = match validate(loaded.as_ref().map(|(c, s)| (c, s))) {
-        Ok(w) => w,
-        Err(e) => return fail(EXIT_CONFIG, e),
-    };
+pub fn run(cli: &Cli) -> Result<(), Error> {
+    let loaded = load_config(cli.config.as_deref())?;
+    let w = validate(loaded.as_ref().map(|(c, s)| (c, s)))?;
     match &cli.config {
         Some(p) => println!("{}: OK", p.display()),
         None => println!("no --config given: built-in defaults"),
@@ -64,10 +49,8 @@ pub fn run(cli: &Cli, _a: &CheckConfigArgs) -> ExitCode {
             cs.types.join(","),
             humantime::format_duration(cs.update_frequency)
         );
-        match crate::watcher::crowdsec::check_credentials(cs) {
-            Ok(lines) => lines.iter().for_each(|l| println!("  {l}")),
-            Err(e) => return fail(EXIT_CONFIG, e),
-        }
+        let lines = crate::watcher::crowdsec::check_credentials(cs).map_err(Error::Usage)?;
+        lines.iter().for_each(|l| println!("  {l}"));
     }
     for j in &w.jails {
         println!(
@@ -97,5 +80,5 @@ pub fn run(cli: &Cli, _a: &CheckConfigArgs) -> ExitCode {
             println!("    warning: {w}");
         }
     }
-    ExitCode::SUCCESS
+    Ok(())
 }

@@ -3,11 +3,10 @@
 //! command line, so they cannot drift from it. The Debian package is built
 //! with files these commands write.
 
-use super::{fail, Cli};
+use super::{Cli, Error};
 use clap::{Args, CommandFactory};
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 #[derive(Debug, Args, Clone)]
 pub struct ManArgs {
@@ -46,7 +45,7 @@ Control socket of a running \fBtarpit serve\fR (\fBtarpit stats\fR, takeover).
 \fBnft\fR(8), \fBfail2ban-client\fR(1), \fBjail.conf\fR(5), \fBsystemd.socket\fR(5), \fBsystemd.exec\fR(5)
 "#;
 
-pub fn man(a: &ManArgs) -> ExitCode {
+pub fn man(a: &ManArgs) -> Result<(), Error> {
     let cmd = Cli::command();
     let result = match &a.dir {
         None => {
@@ -64,18 +63,14 @@ pub fn man(a: &ManArgs) -> ExitCode {
                 f.write_all(MAIN_PAGE_EXTRA.as_bytes())
             }),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(1, format!("cannot write the manual page: {e}")),
-    }
+    result.map_err(|e| Error::Failed(format!("cannot write the manual page: {e}")))
 }
 
-pub fn completions(a: &CompletionsArgs) -> ExitCode {
+pub fn completions(a: &CompletionsArgs) -> Result<(), Error> {
     let mut cmd = Cli::command();
     let mut out = Vec::new();
     clap_complete::generate(a.shell, &mut cmd, "tarpit", &mut out);
-    match std::io::stdout().write_all(&out) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(1, format!("cannot write completions: {e}")),
-    }
+    std::io::stdout()
+        .write_all(&out)
+        .map_err(|e| Error::Failed(format!("cannot write completions: {e}")))
 }

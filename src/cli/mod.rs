@@ -1,5 +1,7 @@
-//! The command line: parses arguments, loads the config file, and hands
-//! validated options to the module that does the work.
+//! The command line: clap definitions, one file per subcommand, each turning
+//! its flags into a typed configuration and handing it to the module that
+//! does the work. [`try_main`] returns one typed [`Error`]; [`main`] prints
+//! it and maps it to the exit code.
 
 mod ban;
 mod bans;
@@ -7,21 +9,21 @@ pub mod check_config;
 mod docs;
 mod report;
 mod serve;
-mod serve_stateless;
-mod serve_stats;
 mod stats;
-mod takeover;
 mod test_regex;
 mod unban;
 mod watch;
 
+use crate::config::{self, ConfigError, FileConfig, Source};
 use crate::logging::{self, LogFormat};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Exit code for configuration and usage mistakes (as clap uses).
 pub const EXIT_CONFIG: u8 = 2;
+/// Exit code for everything else that went wrong.
+pub const EXIT_FAILURE: u8 = 1;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -69,8 +71,54 @@ pub enum Command {
     Completions(docs::CompletionsArgs),
 }
 
+/// Why a command failed; [`Error::exit_code`] is the one mapping to codes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A mistake in the arguments that clap cannot see.
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Serve(#[from] crate::daemon::Error),
+    #[error(transparent)]
+    Watch(#[from] crate::daemon::WatchError),
+    #[error(transparent)]
+    State(#[from] crate::watcher::StateError),
+    #[error(transparent)]
+    Control(#[from] crate::control::ClientError),
+    #[error(transparent)]
+    History(#[from] crate::stats::history::HistoryError),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// Something failed; the text says what and where.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) | Error::Usage(_) => EXIT_CONFIG,
+            Error::Serve(e) if e.is_usage() => EXIT_CONFIG,
+            _ => EXIT_FAILURE,
+        }
+    }
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    match try_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tarpit: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Parses the arguments and runs the command.
+pub fn try_main() -> Result<(), Error> {
     let cli = Cli::parse();
     logging::init(cli.log_format, &cli.log_level);
     match cli.command {
@@ -81,27 +129,24 @@ pub fn main() -> ExitCode {
         Command::Ban(ref a) => ban::run(&cli, a),
         Command::Unban(ref a) => unban::run(&cli, a),
         Command::Bans(ref a) => bans::run(&cli, a),
-        Command::CheckConfig(ref a) => check_config::run(&cli, a),
+        Command::CheckConfig(_) => check_config::run(&cli),
         Command::TestRegex(ref a) => test_regex::run(&cli, a),
         Command::Man(ref a) => docs::man(a),
         Command::Completions(ref a) => docs::completions(a),
     }
 }
 
-/// Prints an error the way every subcommand does and returns its exit code.
-pub(crate) fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("tarpit: error: {msg}");
-    ExitCode::from(code)
+/// The `--config` file, parsed, when one is given.
+fn load_config(path: Option<&Path>) -> Result<Option<(FileConfig, Source)>, Error> {
+    Ok(path.map(config::load).transpose()?)
 }
 
-/// `[watch]` from `--config` (defaults without), with `--state-db` applied;
-/// a config mistake is printed and becomes exit code 2.
-pub(crate) fn watch_settings(
+/// `[watch]` from `--config` (defaults without), with `--state-db` applied.
+fn watch_settings(
     cli: &Cli,
     state_db: Option<PathBuf>,
-) -> Result<crate::watcher::WatchSettings, ExitCode> {
-    let mut s =
-        crate::watcher::settings::load(cli.config.as_deref()).map_err(|e| fail(EXIT_CONFIG, e))?;
+) -> Result<crate::watcher::WatchSettings, Error> {
+    let mut s = crate::watcher::settings::load(cli.config.as_deref())?;
     if let Some(p) = state_db {
         s.state_db = p;
     }
@@ -110,11 +155,11 @@ pub(crate) fn watch_settings(
 
 /// An address or IPv6 network as typed by an admin; a plain IPv6 address
 /// becomes its `v6_prefix` network, as the watcher would have banned it.
-pub(crate) fn parse_target(s: &str, v6_prefix: u8) -> Result<crate::watcher::Target, String> {
+fn parse_target(s: &str, v6_prefix: u8) -> Result<crate::watcher::Target, Error> {
     let t = s.trim();
     if let Ok(ip) = t.parse::<std::net::IpAddr>() {
         return Ok(crate::watcher::Target::from_ip(ip, v6_prefix));
     }
     t.parse::<crate::watcher::Target>()
-        .map_err(|e| e.to_string())
+        .map_err(|e| Error::Usage(e.to_string()))
 }

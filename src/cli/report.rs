@@ -1,14 +1,13 @@
 //! `tarpit report`: totals, top hosts, ports, end reasons, hold durations and
 //! a per-day series from the history database, as text, JSON or HTML.
 
-use super::{fail, Cli, EXIT_CONFIG};
-use crate::config::{self, parse_duration};
+use super::{load_config, Cli, Error};
+use crate::config::parse_duration;
 use crate::engine::record::to_unix;
 use crate::stats::history;
 use crate::stats::report;
 use clap::Args;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Args, Clone)]
@@ -28,42 +27,28 @@ pub struct ReportArgs {
     pub history: Option<PathBuf>,
 }
 
-pub fn run(cli: &Cli, a: &ReportArgs) -> ExitCode {
+pub fn run(cli: &Cli, a: &ReportArgs) -> Result<(), Error> {
     let path = match &a.history {
         Some(p) => p.clone(),
         None => {
-            let from_file = match &cli.config {
-                Some(p) => match config::load(p) {
-                    Ok((cfg, _)) => cfg.serve.and_then(|s| s.history).map(PathBuf::from),
-                    Err(e) => return fail(EXIT_CONFIG, e),
-                },
-                None => None,
-            };
-            from_file.unwrap_or_else(|| PathBuf::from(history::DEFAULT_PATH))
+            let file = load_config(cli.config.as_deref())?;
+            let from_file = file.and_then(|(cfg, _)| cfg.serve?.history);
+            PathBuf::from(from_file.as_deref().unwrap_or(history::DEFAULT_PATH))
         }
     };
-    let db = match history::open_for_reading(&path) {
-        Ok(c) => c,
-        Err(e) => return fail(1, e),
-    };
+    let db = history::open_for_reading(&path)?;
     let until = to_unix(SystemTime::now());
     let since = (until - a.since.as_secs_f64()).max(0.0);
-    let r = match report::compute(&db, since, until) {
-        Ok(r) => r,
-        Err(e) => return fail(1, format!("history database {}: {e}", path.display())),
-    };
+    let r = report::compute(&db, since, until)
+        .map_err(|e| Error::Failed(format!("history database {}: {e}", path.display())))?;
     if let Some(f) = &a.html {
-        if let Err(e) = std::fs::write(f, report::render_html(&r)) {
-            return fail(1, format!("cannot write {}: {e}", f.display()));
-        }
+        std::fs::write(f, report::render_html(&r))
+            .map_err(|e| Error::Failed(format!("cannot write {}: {e}", f.display())))?;
     }
     if a.json {
-        match serde_json::to_string_pretty(&r) {
-            Ok(s) => println!("{s}"),
-            Err(e) => return fail(1, e),
-        }
+        println!("{}", serde_json::to_string_pretty(&r)?);
     } else if a.html.is_none() {
         print!("{}", report::render_text(&r));
     }
-    ExitCode::SUCCESS
+    Ok(())
 }

@@ -1,15 +1,13 @@
 //! `tarpit stats`: the connections a running `tarpit serve` holds right now,
 //! asked over its control socket.
 
-use super::{fail, Cli, EXIT_CONFIG};
-use crate::config;
+use super::{load_config, Cli, Error};
 use crate::control::{self, ClientError, Request};
 use crate::engine::Snapshot;
 use crate::stats::live::{self, SNAPSHOT_CMD};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Debug, Args, Default, Clone)]
@@ -27,22 +25,20 @@ pub struct StatsArgs {
 }
 
 /// The control socket path: the flag, else the config file, else the default.
-pub fn control_path(cli: &Cli, flag: Option<&PathBuf>) -> Result<PathBuf, ExitCode> {
+fn control_path(cli: &Cli, flag: Option<&PathBuf>) -> Result<PathBuf, Error> {
     if let Some(p) = flag {
         return Ok(p.clone());
     }
-    if let Some(p) = &cli.config {
-        let (cfg, _) = config::load(p).map_err(|e| fail(EXIT_CONFIG, e))?;
-        if let Some(c) = cfg.serve.and_then(|s| s.control) {
-            return Ok(PathBuf::from(c));
-        }
-    }
-    Ok(PathBuf::from(control::DEFAULT_PATH))
+    let file = load_config(cli.config.as_deref())?;
+    let from_file = file.and_then(|(cfg, _)| cfg.serve?.control);
+    Ok(PathBuf::from(
+        from_file.as_deref().unwrap_or(control::DEFAULT_PATH),
+    ))
 }
 
 /// `[serve] geoip` of the config file, if any (errors there are serve's to report).
 fn geoip_files(cli: &Cli) -> Option<Vec<PathBuf>> {
-    let (cfg, _) = config::load(cli.config.as_deref()?).ok()?;
+    let (cfg, _) = crate::config::load(cli.config.as_deref()?).ok()?;
     let list = cfg.serve?.geoip?;
     let v: Vec<PathBuf> = list.iter().map(|p| PathBuf::from(p.get_ref())).collect();
     (!v.is_empty()).then_some(v)
@@ -56,16 +52,12 @@ fn fetch(path: &std::path::Path) -> Result<Snapshot, ClientError> {
     })
 }
 
-pub fn run(cli: &Cli, a: &StatsArgs) -> ExitCode {
-    let path = match control_path(cli, a.control.as_ref()) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
+pub fn run(cli: &Cli, a: &StatsArgs) -> Result<(), Error> {
+    let path = control_path(cli, a.control.as_ref())?;
     if path.as_os_str() == "off" {
-        return fail(
-            1,
-            "the control socket is turned off (`control = \"off\"`); nothing to ask",
-        );
+        return Err(Error::Failed(
+            "the control socket is turned off (`control = \"off\"`); nothing to ask".into(),
+        ));
     }
     // `[serve] geoip` from --config: a country column (looked up here, for
     // display only). A file that cannot be read is said once and skipped.
@@ -84,15 +76,9 @@ pub fn run(cli: &Cli, a: &StatsArgs) -> ExitCode {
         .saturating_sub(3)
         .max(5);
     loop {
-        let snap = match fetch(&path) {
-            Ok(s) => s,
-            Err(e) => return fail(1, e),
-        };
+        let snap = fetch(&path)?;
         let text = if a.json {
-            let mut v = match serde_json::to_value(&snap) {
-                Ok(v) => v,
-                Err(e) => return fail(1, e),
-            };
+            let mut v = serde_json::to_value(&snap)?;
             if geo.is_some() {
                 if let Some(cs) = v.get_mut("conns").and_then(|c| c.as_array_mut()) {
                     for (c, live) in cs.iter_mut().zip(&snap.conns) {
@@ -102,10 +88,7 @@ pub fn run(cli: &Cli, a: &StatsArgs) -> ExitCode {
                     }
                 }
             }
-            match serde_json::to_string_pretty(&v) {
-                Ok(s) => s + "\n",
-                Err(e) => return fail(1, e),
-            }
+            serde_json::to_string_pretty(&v)? + "\n"
         } else {
             let f: &dyn Fn(std::net::IpAddr) -> Option<String> = &country;
             live::render_table_geo(&snap, a.watch.then_some(rows), geo.is_some().then_some(f))
@@ -118,10 +101,10 @@ pub fn run(cli: &Cli, a: &StatsArgs) -> ExitCode {
             write!(out, "{text}")
         };
         if written.and_then(|_| out.flush()).is_err() {
-            return ExitCode::SUCCESS; // stdout closed (e.g. piped into head)
+            return Ok(()); // stdout closed (e.g. piped into head)
         }
         if !a.watch {
-            return ExitCode::SUCCESS;
+            return Ok(());
         }
         std::thread::sleep(Duration::from_secs(1));
     }

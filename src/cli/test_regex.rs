@@ -1,14 +1,13 @@
 //! `tarpit test-regex LOGFILE`: what a jail would make of a log, like
 //! fail2ban-regex. Reads the whole file; changes nothing.
 
-use super::{fail, Cli, EXIT_CONFIG};
+use super::{Cli, Error};
 use crate::watcher::filter::LineVerdict;
 use crate::watcher::follow::{Follower, Start};
 use crate::watcher::{settings, IgnoreList, Target};
 use clap::Args;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Args, Clone)]
@@ -20,30 +19,20 @@ pub struct TestRegexArgs {
     pub jail: Option<String>,
 }
 
-pub fn run(cli: &Cli, a: &TestRegexArgs) -> ExitCode {
-    let w = match settings::load(cli.config.as_deref()) {
-        Ok(w) => w,
-        Err(e) => return fail(EXIT_CONFIG, e),
-    };
+pub fn run(cli: &Cli, a: &TestRegexArgs) -> Result<(), Error> {
+    let w = settings::load(cli.config.as_deref())?;
     let jail = match &a.jail {
-        Some(n) => match w.jails.iter().find(|j| &j.name == n) {
-            Some(j) => j,
-            None => {
-                let names: Vec<&str> = w.jails.iter().map(|j| j.name.as_str()).collect();
-                return fail(
-                    EXIT_CONFIG,
-                    format!("no jail {n:?}; configured: {}", names.join(", ")),
-                );
-            }
-        },
-        None => match w.jails.first() {
-            Some(j) => j,
-            None => return fail(EXIT_CONFIG, "no jail configured"),
-        },
+        Some(n) => w.jails.iter().find(|j| &j.name == n).ok_or_else(|| {
+            let names: Vec<&str> = w.jails.iter().map(|j| j.name.as_str()).collect();
+            Error::Usage(format!("no jail {n:?}; configured: {}", names.join(", ")))
+        })?,
+        None => w
+            .jails
+            .first()
+            .ok_or_else(|| Error::Usage("no jail configured".into()))?,
     };
-    if let Err(e) = std::fs::File::open(&a.logfile) {
-        return fail(1, format!("{}: {e}", a.logfile.display()));
-    }
+    std::fs::File::open(&a.logfile)
+        .map_err(|e| Error::Failed(format!("{}: {e}", a.logfile.display())))?;
     let own = crate::sys::local_addresses().unwrap_or_default();
     let mut ignore = IgnoreList::new(&own, &w.ignoreip);
     ignore.add(&jail.ignoreip);
@@ -116,5 +105,5 @@ pub fn run(cli: &Cli, a: &TestRegexArgs) -> ExitCode {
         humantime::format_duration(jail.rules.findtime),
         humantime::format_duration(jail.rules.bantime)
     );
-    ExitCode::SUCCESS
+    Ok(())
 }

@@ -1,11 +1,10 @@
 //! `tarpit unban ADDR`: release a trapped host.
 
-use super::{fail, parse_target, watch_settings, Cli, EXIT_CONFIG};
+use super::{parse_target, watch_settings, Cli, Error};
 use crate::firewall::Firewall;
 use crate::watcher::{nft, state::ms, State};
 use clap::Args;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::SystemTime;
 
 #[derive(Debug, Args, Clone)]
@@ -18,19 +17,10 @@ pub struct UnbanArgs {
     pub state_db: Option<PathBuf>,
 }
 
-pub fn run(cli: &Cli, a: &UnbanArgs) -> ExitCode {
-    let settings = match watch_settings(cli, a.state_db.clone()) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let target = match parse_target(&a.addr, settings.ipv6_prefix) {
-        Ok(t) => t,
-        Err(e) => return fail(EXIT_CONFIG, e),
-    };
-    let mut state = match State::open(&settings.state_db) {
-        Ok(s) => s,
-        Err(e) => return fail(1, e),
-    };
+pub fn run(cli: &Cli, a: &UnbanArgs) -> Result<(), Error> {
+    let settings = watch_settings(cli, a.state_db.clone())?;
+    let target = parse_target(&a.addr, settings.ipv6_prefix)?;
+    let mut state = State::open(&settings.state_db)?;
     let now = ms(SystemTime::now());
     // A stored ban at another granularity that contains the address.
     let mut targets = vec![target];
@@ -45,10 +35,7 @@ pub fn run(cli: &Cli, a: &UnbanArgs) -> ExitCode {
     }
     let mut was = false;
     for t in &targets {
-        match state.unban(t, now) {
-            Ok(w) => was |= w,
-            Err(e) => return fail(1, e),
-        }
+        was |= state.unban(t, now)?;
     }
     // What CrowdSec still decides stays trapped: say so, and how to lift it.
     let held = crate::watcher::crowdsec::store::open(&settings.state_db)
@@ -88,24 +75,25 @@ pub fn run(cli: &Cli, a: &UnbanArgs) -> ExitCode {
     let fw = Firewall::new(nft::nft_config(&settings));
     // Re-adding what CrowdSec holds puts back its own remaining time (a
     // longer ban of ours no longer counts).
-    if let Err(e) = fw.unban(&release).and_then(|()| fw.ban(&still)) {
-        return fail(
-            1,
-            format!("{target} is released in the state database, but nftables failed: {e}"),
-        );
-    }
+    fw.unban(&release)
+        .and_then(|()| fw.ban(&still))
+        .map_err(|e| {
+            Error::Failed(format!(
+                "{target} is released in the state database, but nftables failed: {e}"
+            ))
+        })?;
     if !still.is_empty() {
         if was {
             println!("our own ban of {target} is lifted");
         }
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
     if was {
         println!("unbanned {target}");
     } else {
         println!("{target} was not banned (removed from the sets if it was there)");
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 /// True when the network text `net` contains the address text `addr`.

@@ -1,21 +1,26 @@
 //! The optional TOML file (`--config /etc/tarpit/tarpit.toml`).
 //!
 //! Each subcommand owns one table (`[serve]`, `[watch]`, ...). This module
-//! only parses and locates: it turns any mistake into a [`ConfigError`] that
+//! parses and locates: it turns any mistake into a [`ConfigError`] that
 //! names the file, the line and the key, so an admin can fix it without
 //! guessing. Values that need more than a type check (durations, addresses)
 //! are kept as [`toml::Spanned`] so their later validation can point at the
-//! line too.
+//! line too. [`serve`] also merges `tarpit serve`'s flags over its table into
+//! the one typed [`ServeConfig`] the daemon runs from.
 
 pub mod duration;
+pub mod serve;
 pub mod watch;
 
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use toml::Spanned;
 
 pub use duration::parse_duration;
+pub use serve::{
+    EngineConfig, EngineKind, Privileges, ServeConfig, ServeOverrides, ServeSection, SocketConfig,
+    StatsConfig,
+};
 pub use watch::{CrowdSecSection, DurationValue, JailSection, StrList, WatchSection};
 
 /// A configuration mistake, located.
@@ -95,51 +100,6 @@ pub struct FileConfig {
     pub serve: Option<ServeSection>,
     #[serde(default)]
     pub watch: Option<WatchSection>,
-}
-
-/// `[serve]`: every field optional; command-line flags override it.
-#[derive(Debug, Default, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct ServeSection {
-    pub listen: Option<Vec<Spanned<String>>>,
-    pub lifetime_min: Option<Spanned<String>>,
-    pub lifetime_max: Option<Spanned<String>>,
-    pub keepalive_min: Option<Spanned<String>>,
-    pub keepalive_max: Option<Spanned<String>>,
-    pub keepalive_count: Option<u32>,
-    /// After a peer's FIN: delay of the next keepalive probe.
-    pub fin_wait: Option<Spanned<String>>,
-    pub max_conns: Option<usize>,
-    pub per_ip: Option<usize>,
-    pub ipv6_prefix: Option<u8>,
-    pub backlog: Option<u32>,
-    pub user: Option<String>,
-    pub group: Option<String>,
-    /// Control socket path, or `"off"`.
-    pub control: Option<String>,
-    /// `/metrics` address (`127.0.0.1:9464`); absent = off.
-    pub metrics: Option<Spanned<String>>,
-    /// History database path, or `"off"`.
-    pub history: Option<String>,
-    /// Days of history kept.
-    pub history_days: Option<u32>,
-    /// MaxMind DB files (GeoLite2-Country/-City/-ASN, DB-IP lite): each
-    /// history row gets its peer's country, ASN and AS organisation.
-    pub geoip: Option<Vec<Spanned<String>>>,
-    /// With `geoip`: metrics by country (`country` label, ~250 values).
-    pub metrics_country: Option<bool>,
-    /// `"socket"` (default) or `"stateless"`.
-    pub engine: Option<Spanned<String>>,
-    /// Stateless engine: nfnetlink_log group.
-    pub nflog_group: Option<u16>,
-    /// Stateless engine: most flows kept for statistics.
-    pub flow_cap: Option<usize>,
-    /// Stateless engine: silence after which a flow is reported ended.
-    pub flow_idle: Option<Spanned<String>>,
-    /// Stateless engine: SYN-cookie key lifetime.
-    pub key_rotation: Option<Spanned<String>>,
-    /// Stateless engine: file keeping the SYN-cookie keys across restarts.
-    pub key_file: Option<Spanned<String>>,
 }
 
 /// Reads and parses `path`.

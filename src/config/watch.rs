@@ -1,7 +1,7 @@
 //! The raw `[watch]` table and its `[[watch.jail]]` entries, as written.
 //!
-//! Only types and shapes are checked here; `crate::watcher` validates the
-//! values (durations, regexes, addresses) and reports mistakes at the spans
+//! Only types and shapes are checked here; the watcher's settings validate the
+//! values (durations, regexes, addresses) and report mistakes at the spans
 //! kept below, so every error still names its line.
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};

@@ -1,5 +1,5 @@
 //! `tarpit serve --takeover`: the process glue around
-//! [`listener::handover`](crate::engine::socket::handover).
+//! [`handover`](crate::engine::socket::handover).
 //!
 //! The old process answers the control command `takeover` by handing its
 //! listeners and held connections to the socket named in the request. The
@@ -19,6 +19,24 @@ pub const CMD: &str = "takeover";
 
 /// How long the whole handover may take.
 const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A server answered but the handover failed: it keeps everything, and we
+/// must not start beside it.
+#[derive(Debug, thiserror::Error)]
+pub enum TakeoverError {
+    #[error("takeover socket {}: {source}", path.display())]
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("takeover failed: {asked} ({source})")]
+    Refused {
+        asked: ClientError,
+        source: std::io::Error,
+    },
+    #[error("takeover failed: {0}")]
+    Failed(std::io::Error),
+}
 
 /// The old process's handler: `{"cmd":"takeover","socket":PATH}`, a
 /// privileged command (root or our own user only). PATH must be the one a
@@ -57,7 +75,7 @@ pub fn handler(handle: Handle, control: PathBuf) -> Arc<dyn Handler> {
 /// The new process's side. `Ok(None)`: no running server answered, start
 /// fresh. `Err`: a server answered but the handover failed (it keeps
 /// everything; we must not start beside it).
-pub fn receive(control_path: &Path) -> Result<Option<Inherited>, String> {
+pub fn receive(control_path: &Path) -> Result<Option<Inherited>, TakeoverError> {
     // Nobody listening at all: nothing to take over.
     if let Err(e) = std::os::unix::net::UnixStream::connect(control_path) {
         if matches!(
@@ -69,8 +87,10 @@ pub fn receive(control_path: &Path) -> Result<Option<Inherited>, String> {
         }
     }
     let side = side_path(control_path);
-    let rx =
-        Receiver::bind(&side).map_err(|e| format!("takeover socket {}: {e}", side.display()))?;
+    let rx = Receiver::bind(&side).map_err(|source| TakeoverError::Bind {
+        path: side.clone(),
+        source,
+    })?;
     let mut req = Request::new(CMD);
     req.args
         .insert("socket".into(), Value::String(side.display().to_string()));
@@ -83,8 +103,8 @@ pub fn receive(control_path: &Path) -> Result<Option<Inherited>, String> {
         Ok(inh) => Ok(Some(inh)),
         Err(e) => match asker.join() {
             Ok(Err(ClientError::NotRunning { .. })) => Ok(None),
-            Ok(Err(c)) => Err(format!("takeover failed: {c} ({e})")),
-            Ok(Ok(_)) | Err(_) => Err(format!("takeover failed: {e}")),
+            Ok(Err(asked)) => Err(TakeoverError::Refused { asked, source: e }),
+            Ok(Ok(_)) | Err(_) => Err(TakeoverError::Failed(e)),
         },
     }
 }

@@ -1,0 +1,107 @@
+//! The processes around the engines and the watcher: what `tarpit serve`
+//! and `tarpit watch` do between a validated configuration and their exit.
+//!
+//! * [`serve`] — open-file limit, socket activation, takeover from a
+//!   running server ([`takeover`]) and re-exec on SIGUSR2, binding, the
+//!   statistics around the engine ([`stats`]), the privilege drop, the
+//!   runtime, signals and systemd notifications; [`socket`] and
+//!   [`stateless`] hold each engine's part;
+//! * [`watch`] — the watcher's lock, signals and metrics thread.
+//!
+//! Nothing here parses arguments or prints: errors are returned typed
+//! ([`Error`]), and the command line decides how they look and which exit
+//! code they get.
+
+pub mod socket;
+pub mod stateless;
+pub mod stats;
+pub mod takeover;
+pub mod watch;
+
+use crate::config::{EngineConfig, Privileges, ServeConfig};
+use std::net::SocketAddr;
+
+pub use stats::StatsError;
+pub use takeover::TakeoverError;
+pub use watch::{WatchError, WatchRun};
+
+/// Why `tarpit serve` could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configured address cannot be bound (in use, not local, ...).
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("--takeover needs the control socket (not --control off)")]
+    TakeoverWithoutControl,
+    /// An explicit stateless key file that cannot be used.
+    #[error(transparent)]
+    KeyFile(#[from] crate::engine::stateless::keyfile::KeyFileError),
+    #[error(transparent)]
+    Activation(#[from] crate::systemd::ActivationError),
+    #[error(transparent)]
+    Takeover(#[from] TakeoverError),
+    #[error("takeover: cannot confirm: {0}")]
+    Confirm(std::io::Error),
+    #[error(transparent)]
+    Stats(#[from] StatsError),
+    #[error("cannot drop privileges: {0}")]
+    Privileges(std::io::Error),
+    #[error("cannot start runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The engine failed to start or to run.
+    #[error(transparent)]
+    Engine(std::io::Error),
+}
+
+impl Error {
+    /// A mistake in what the user asked for (as opposed to a failure of the
+    /// system): the command line reports it like a configuration error.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            Error::Listen { .. } | Error::TakeoverWithoutControl | Error::KeyFile(_)
+        )
+    }
+}
+
+/// Runs `tarpit serve` until SIGTERM/SIGINT (or a handover).
+pub fn serve(cfg: ServeConfig) -> Result<(), Error> {
+    match cfg.engine {
+        EngineConfig::Socket(s) => socket::run(s, &cfg.stats, &cfg.privileges, cfg.takeover),
+        EngineConfig::Stateless(o) => stateless::run(o, &cfg.stats, &cfg.privileges),
+    }
+}
+
+/// Switches to the configured user/group (nothing configured: stays).
+fn drop_privileges(p: &Privileges) -> Result<(), Error> {
+    if !p.is_drop() {
+        return Ok(());
+    }
+    crate::sys::drop_privileges(p.user.as_deref(), p.group.as_deref()).map_err(Error::Privileges)
+}
+
+/// The engines' runtime: one thread, the engine's own.
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)
+}
+
+/// Resolves on SIGTERM or SIGINT (never, if they cannot be caught).
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
