@@ -6,17 +6,21 @@
 //!    a raw-socket flood of valid zero-window probes from the attacker
 //!    namespace for a few seconds; answered packets per CPU-second of the
 //!    tarpit process (nfnetlink_log in, AF_PACKET out).
-//! 3. Holding: `STATELESS_HOLD_N` (default 100,000, at most 100,000)
-//!    connections opened from the attacker namespace by 8 client processes
-//!    (12,500 each, under the 20,000-descriptor limit), each from its own
-//!    source address, each with 100 bytes stuck in its send queue; the
-//!    tarpit's RSS and the server namespace's TCP sockets are printed as the
-//!    count grows, once with the default flow table (1M flows) and once
-//!    with `--flow-cap 10000`.
+//! 3. Holding: `STATELESS_HOLD_N` (default 100,000, at most 1,000,000)
+//!    connections opened from the attacker namespace by ceil(N / 18,500)
+//!    client processes (under the 20,000-descriptor limit), 4 source
+//!    addresses each, each with 100 bytes stuck in its send queue: the
+//!    tarpit's RSS per connection as they grow, then its CPU and answers
+//!    per second over `STATELESS_HOLD_WINDOWS` (seconds, default 30,60,120),
+//!    server sockets, conntrack entries, `tarpit stats` and the history.
+//!    `hold-capped`: 100,000 at most with `--flow-cap 10000`.
+//! 0. `sizes` and `growth`: the flow table's struct sizes, and a default
+//!    core grown to 1,000,000 flows in process (RSS per flow, longest
+//!    answer). `STATELESS_BENCH=a,b,...` picks parts (default all).
 //!
 //! Needs root (namespaces, nft); prints a reason and exits otherwise. Every
 //! loop is bounded in count and time; client processes exit on their own
-//! after 300 s at the latest; namespaces are removed on exit.
+//! after 900 s at the latest; namespaces are removed on exit.
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{BufRead, BufReader, Read, Write};
