@@ -91,3 +91,7 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo bench --no-run
 cargo test --release --no-fail-fast
+
+# Every fuzz target for a bounded time from its committed seeds (FUZZ_SECS,
+# default 20 s each): a crash fails CI.
+bash tests/fuzz.sh

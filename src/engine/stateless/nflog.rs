@@ -179,7 +179,9 @@ pub fn messages(buf: &[u8]) -> impl Iterator<Item = Result<Message<'_>, ParseErr
             NLMSG_ERROR => match body.get(0..4) {
                 Some(e) => Ok(Message::Ack {
                     seq,
-                    errno: -i32::from_ne_bytes([e[0], e[1], e[2], e[3]]),
+                    // The kernel sends -errno; i32::MIN (from anything else
+                    // writing there) must not overflow the negation.
+                    errno: i32::from_ne_bytes([e[0], e[1], e[2], e[3]]).saturating_neg(),
                 }),
                 None => Err(ParseError::BadLength),
             },
@@ -393,5 +395,25 @@ mod tests {
         bad[NLMSG_HDR + NFGEN_HDR..NLMSG_HDR + NFGEN_HDR + 2]
             .copy_from_slice(&200u16.to_ne_bytes());
         assert_eq!(messages(&bad).next(), Some(Err(ParseError::BadLength)));
+    }
+
+    #[test]
+    fn an_error_code_of_i32_min_does_not_overflow() {
+        // Found by the nflog fuzz target: `-i32::MIN` panicked.
+        let mut m = Vec::new();
+        m.extend_from_slice(&20u32.to_ne_bytes());
+        m.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        m.extend_from_slice(&0u16.to_ne_bytes());
+        m.extend_from_slice(&9u32.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(&i32::MIN.to_ne_bytes());
+        let got: Vec<_> = messages(&m).collect();
+        assert_eq!(
+            got,
+            vec![Ok(Message::Ack {
+                seq: 9,
+                errno: i32::MAX
+            })]
+        );
     }
 }
