@@ -38,40 +38,12 @@ pub fn run(cli: &Cli, a: &UnbanArgs) -> Result<(), Error> {
         was |= state.unban(t, now)?;
     }
     // What CrowdSec still decides stays trapped: say so, and how to lift it.
-    let held = crate::watcher::crowdsec::store::open(&settings.state_db)
-        .ok()
-        .and_then(|c| crate::watcher::crowdsec::store::list(&c, now).ok())
-        .unwrap_or_default();
-    let mut still = Vec::new();
-    let mut release = Vec::new();
-    for t in &targets {
-        let ds: Vec<_> = held
-            .iter()
-            .filter(|d| {
-                d.trap == t.to_string() || (d.trap.contains('/') && net_contains(&d.trap, &a.addr))
-            })
-            .collect();
-        if ds.is_empty() {
-            release.push(*t);
-            continue;
-        }
-        let until = ds.iter().map(|d| d.expires_at).max().unwrap_or(now);
-        still.push(crate::firewall::Ban {
-            target: *t,
-            timeout: std::time::Duration::from_millis((until - now).max(1) as u64),
-        });
-        for d in ds {
-            println!(
-                "{t} is still trapped by CrowdSec decision {} ({}{}, {}, {} left); lift it in CrowdSec: cscli decisions delete --id {}",
-                d.id,
-                d.origin.escape_debug(),
-                if d.own { ", pushed by this host" } else { "" },
-                d.scenario.escape_debug(),
-                humantime::format_duration(std::time::Duration::from_secs(((d.expires_at - now).max(0) / 1000) as u64)),
-                d.id
-            );
-        }
+    let ip = a.addr.trim().parse::<std::net::IpAddr>().ok();
+    let split = crate::watcher::crowdsec::unban_split(&settings.state_db, &targets, ip, now);
+    for note in &split.notes {
+        println!("{note}");
     }
+    let (release, still) = (split.release, split.still);
     let fw = Firewall::new(nft::nft_config(&settings));
     // Re-adding what CrowdSec holds puts back its own remaining time (a
     // longer ban of ours no longer counts).
@@ -94,15 +66,4 @@ pub fn run(cli: &Cli, a: &UnbanArgs) -> Result<(), Error> {
         println!("{target} was not banned (removed from the sets if it was there)");
     }
     Ok(())
-}
-
-/// True when the network text `net` contains the address text `addr`.
-fn net_contains(net: &str, addr: &str) -> bool {
-    match (
-        net.parse::<crate::firewall::Net>(),
-        addr.trim().parse::<std::net::IpAddr>(),
-    ) {
-        (Ok(n), Ok(ip)) => n.contains(&crate::firewall::Net::host(ip)),
-        _ => false,
-    }
 }

@@ -109,3 +109,64 @@ pub fn check_credentials(cs: &Settings) -> Result<Vec<String>, String> {
         Err(refused.join("; "))
     }
 }
+
+/// What `tarpit unban` may release: the targets no CrowdSec decision holds
+/// (`release`), and those one still does (`still`, with the decision's own
+/// remaining time, so a longer ban of ours no longer counts), with a line
+/// per holding decision saying how to lift it in CrowdSec.
+#[derive(Debug, Default)]
+pub struct UnbanSplit {
+    pub release: Vec<crate::firewall::Target>,
+    pub still: Vec<crate::firewall::Ban>,
+    pub notes: Vec<String>,
+}
+
+/// Splits `targets` by the decisions stored in the state database at `db`
+/// (none readable: everything is released). `ip` is the address the
+/// operator typed, matched against stored ranges.
+pub fn unban_split(
+    db: &Path,
+    targets: &[crate::firewall::Target],
+    ip: Option<std::net::IpAddr>,
+    now: i64,
+) -> UnbanSplit {
+    use crate::firewall::Net;
+    use std::time::Duration;
+    let held = store::open(db)
+        .ok()
+        .and_then(|c| store::list(&c, now).ok())
+        .unwrap_or_default();
+    let in_range = |trap: &str| match (trap.parse::<Net>(), ip) {
+        (Ok(n), Some(ip)) => trap.contains('/') && n.contains(&Net::host(ip)),
+        _ => false,
+    };
+    let mut out = UnbanSplit::default();
+    for t in targets {
+        let ds: Vec<_> = held
+            .iter()
+            .filter(|d| d.trap == t.to_string() || in_range(&d.trap))
+            .collect();
+        if ds.is_empty() {
+            out.release.push(*t);
+            continue;
+        }
+        let until = ds.iter().map(|d| d.expires_at).max().unwrap_or(now);
+        out.still.push(crate::firewall::Ban {
+            target: *t,
+            timeout: Duration::from_millis((until - now).max(1) as u64),
+        });
+        for d in ds {
+            let left = Duration::from_secs(((d.expires_at - now).max(0) / 1000) as u64);
+            out.notes.push(format!(
+                "{t} is still trapped by CrowdSec decision {} ({}{}, {}, {} left); lift it in CrowdSec: cscli decisions delete --id {}",
+                d.id,
+                d.origin.escape_debug(),
+                if d.own { ", pushed by this host" } else { "" },
+                d.scenario.escape_debug(),
+                humantime::format_duration(left),
+                d.id
+            ));
+        }
+    }
+    out
+}
