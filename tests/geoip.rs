@@ -464,7 +464,7 @@ fn serve_with_geoip_config_stats_history_report_and_metrics() {
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["top_countries"][0]["country"], "DE", "{r}");
     assert_eq!(r["top_asns"][0]["asn"], 64500, "{r}");
-    assert_eq!(r["time_basis"], "held");
+    assert_eq!(r["time_basis"], "engaged");
     assert!(
         serve
             .json()

@@ -48,7 +48,7 @@ pub struct Report {
     /// One entry per UTC day of the window, oldest first, zeros included.
     pub per_day: Vec<DayRow>,
     /// With GeoIP (`[serve] geoip`): top [`TOP_N`] countries and ASNs by
-    /// time held (`time_basis`); empty without it.
+    /// engaged time (`time_basis`); empty without it.
     pub top_countries: Vec<CountryRow>,
     pub top_asns: Vec<AsnRow>,
     /// What the country and ASN tables rank by: `"engaged"` (seconds the
