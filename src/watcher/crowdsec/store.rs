@@ -246,17 +246,7 @@ pub fn all_hosts(c: &Connection, now_ms: i64) -> rusqlite::Result<Vec<(Target, i
             SELECT trap AS t, expires_at AS e FROM cs_decisions WHERE is_net = 0 AND expires_at > ?1)
          GROUP BY t",
     )?;
-    let rows = st.query_map([now_ms], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-    })?;
-    let mut out = Vec::new();
-    for r in rows {
-        let (t, e) = r?;
-        if let Ok(t) = t.parse::<Target>() {
-            out.push((t, e));
-        }
-    }
-    Ok(out)
+    parsed_expiries(&mut st, now_ms)
 }
 
 /// Every host a CrowdSec decision traps, with the latest expiry.
@@ -264,17 +254,7 @@ pub fn active_hosts(c: &Connection, now_ms: i64) -> rusqlite::Result<Vec<(Target
     let mut st = c.prepare_cached(
         "SELECT trap, MAX(expires_at) FROM cs_decisions WHERE is_net = 0 AND expires_at > ?1 GROUP BY trap",
     )?;
-    let rows = st.query_map([now_ms], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-    })?;
-    let mut out = Vec::new();
-    for r in rows {
-        let (t, e) = r?;
-        if let Ok(t) = t.parse::<Target>() {
-            out.push((t, e));
-        }
-    }
-    Ok(out)
+    parsed_expiries(&mut st, now_ms)
 }
 
 /// Every network a CrowdSec decision traps, with the latest expiry.
@@ -282,14 +262,23 @@ pub fn active_nets(c: &Connection, now_ms: i64) -> rusqlite::Result<Vec<(Net, i6
     let mut st = c.prepare_cached(
         "SELECT trap, MAX(expires_at) FROM cs_decisions WHERE is_net = 1 AND expires_at > ?1 GROUP BY trap",
     )?;
+    parsed_expiries(&mut st, now_ms)
+}
+
+/// Runs a `(text, expiry)` query bound to `now_ms` and keeps the rows whose
+/// text parses as `T` (a row we cannot read is skipped, never trapped).
+fn parsed_expiries<T: std::str::FromStr>(
+    st: &mut rusqlite::CachedStatement<'_>,
+    now_ms: i64,
+) -> rusqlite::Result<Vec<(T, i64)>> {
     let rows = st.query_map([now_ms], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
     })?;
     let mut out = Vec::new();
     for r in rows {
         let (t, e) = r?;
-        if let Ok(n) = t.parse::<Net>() {
-            out.push((n, e));
+        if let Ok(t) = t.parse::<T>() {
+            out.push((t, e));
         }
     }
     Ok(out)
