@@ -22,7 +22,10 @@ pub fn run(
         tracing::warn!(error = %e, "cannot read RLIMIT_NOFILE; assuming 1024");
         1024
     });
-    let max_conns = engine::effective_max_conns(&opts, nofile);
+    let mem_total = sys::mem_total_bytes()
+        .map_err(|e| tracing::warn!(error = %e, "cannot read the memory size; connection budget from descriptors only"))
+        .ok();
+    let max_conns = engine::effective_max_conns(&opts, nofile, mem_total);
 
     // Listeners systemd bound for us (tarpit.socket) win over the addresses
     // in the flags or the file.

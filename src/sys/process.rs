@@ -68,6 +68,24 @@ pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> io::Result<()
     Ok(())
 }
 
+/// The machine's memory (`MemTotal` of /proc/meminfo), in bytes: what the
+/// default connection budget is a share of.
+pub fn mem_total_bytes() -> io::Result<u64> {
+    parse_mem_total(&std::fs::read_to_string("/proc/meminfo")?)
+        .ok_or_else(|| io::Error::other("no MemTotal line in /proc/meminfo"))
+}
+
+fn parse_mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut words = line["MemTotal:".len()..].split_whitespace();
+    let n: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") => n.checked_mul(1024),
+        None => Some(n),
+        Some(_) => None,
+    }
+}
+
 /// Resident set size of this process in bytes, from /proc/self/statm.
 pub fn rss_bytes() -> io::Result<u64> {
     let s = std::fs::read_to_string("/proc/self/statm")?;
@@ -78,4 +96,18 @@ pub fn rss_bytes() -> io::Result<u64> {
         .ok_or_else(|| io::Error::other("unexpected /proc/self/statm"))?;
     let page = rustix::param::page_size();
     Ok(pages * page.max(4096) as u64)
+}
+
+#[cfg(test)]
+mod meminfo_tests {
+    use super::parse_mem_total;
+
+    #[test]
+    fn mem_total_is_read_in_bytes() {
+        let m = "MemTotal:       24576000 kB\nMemFree:        1 kB\n";
+        assert_eq!(parse_mem_total(m), Some(24_576_000 * 1024));
+        assert_eq!(parse_mem_total("MemFree: 3 kB\n"), None);
+        assert_eq!(parse_mem_total("MemTotal: many kB\n"), None);
+        assert!(super::mem_total_bytes().unwrap() > 0);
+    }
 }

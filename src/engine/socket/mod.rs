@@ -42,7 +42,8 @@ pub struct ServeOptions {
     /// comes just after the attacker kernel dropped its FIN-WAIT-2 socket
     /// (60 s on Linux) and frees ours about then.
     pub fin_wait: Duration,
-    /// Global cap; `None` = RLIMIT_NOFILE minus [`fd_reserve`].
+    /// Global cap; `None` = the smaller of RLIMIT_NOFILE minus
+    /// [`fd_reserve`] and [`memory_budget`].
     pub max_conns: Option<usize>,
     /// Per-peer cap (IPv4 address or IPv6 prefix); 0 = unlimited.
     pub per_ip: usize,
@@ -121,11 +122,32 @@ pub fn bind_all(opts: &ServeOptions) -> Result<Vec<BoundListener>, (SocketAddr, 
         .collect()
 }
 
-/// The global cap actually in force: the configured one, or what the
-/// descriptor limit allows.
-pub fn effective_max_conns(opts: &ServeOptions, nofile: u64) -> usize {
-    opts.max_conns
-        .unwrap_or_else(|| nofile.saturating_sub(fd_reserve(nofile)).max(1) as usize)
+/// What one held connection may cost the kernel, bytes: the socket, its
+/// `tcp_sock`, inode, file and epoll entry (~3 KiB) plus the few skbs a bot's
+/// banner and keepalive answers leave queued (we never read them).
+pub const CONN_KERNEL_BYTES: u64 = 8 * 1024;
+
+/// Held connections may take this share (1/N) of the machine's memory by
+/// default: the rest stays for the system the tarpit protects.
+pub const MEMORY_SHARE: u64 = 4;
+
+/// The default cap from memory: a quarter of `MemTotal` at
+/// [`CONN_KERNEL_BYTES`] each (1 GiB → 32,768; 16 GiB → 524,288), at least
+/// 1,024. Without it the cap is the descriptor limit, ~1M under the unit,
+/// which a flood of one IPv6 /48 fills with ~8 GB of kernel memory.
+pub fn memory_budget(mem_total: u64) -> u64 {
+    (mem_total / MEMORY_SHARE / CONN_KERNEL_BYTES).max(1024)
+}
+
+/// The global cap actually in force: the configured one, or the smaller of
+/// what the descriptor limit and the memory allow (`mem_total` unknown:
+/// descriptors only).
+pub fn effective_max_conns(opts: &ServeOptions, nofile: u64, mem_total: Option<u64>) -> usize {
+    opts.max_conns.unwrap_or_else(|| {
+        let fds = nofile.saturating_sub(fd_reserve(nofile)).max(1);
+        let mem = mem_total.map_or(u64::MAX, memory_budget);
+        fds.min(mem) as usize
+    })
 }
 
 /// Bound listeners plus everything needed to run the engine.
@@ -194,5 +216,32 @@ impl Server {
         let totals = engine.run(inbox.commands, inbox.shutdown).await;
         drop(handle);
         totals
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn default_budget_is_bounded_by_memory_as_well_as_descriptors() {
+        let d = ServeOptions::default();
+        // The unit's 1M descriptors on a 1 GiB machine: memory decides.
+        assert_eq!(effective_max_conns(&d, 1 << 20, Some(GIB)), 32_768);
+        assert_eq!(effective_max_conns(&d, 1 << 20, Some(16 * GIB)), 524_288);
+        // Few descriptors on a big machine: descriptors decide.
+        assert_eq!(effective_max_conns(&d, 1024, Some(64 * GIB)), 1024 - 64);
+        // Unknown memory: descriptors only; a tiny machine keeps a floor.
+        assert_eq!(effective_max_conns(&d, 4096, None), 4096 - 64);
+        assert_eq!(memory_budget(64 << 20), 2048);
+        assert_eq!(memory_budget(16 << 20), 1024);
+        // An explicit cap is the operator's.
+        let o = ServeOptions {
+            max_conns: Some(2_000_000),
+            ..d
+        };
+        assert_eq!(effective_max_conns(&o, 1 << 20, Some(GIB)), 2_000_000);
     }
 }
