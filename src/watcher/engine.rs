@@ -23,7 +23,7 @@ use super::follow::{Follower, Start};
 use super::host::{IgnoreList, Target};
 use super::metrics::WatchMetrics;
 use super::settings::{Jail, WatchSettings};
-use super::state::{ms, BanRow, HitOutcome, State, StateError};
+use super::state::{ms, BanRow, HitOutcome, State, StateError, BAN_MEMORY};
 use super::timestamp;
 use crate::ratelimit::RateLimit;
 use std::collections::HashMap;
@@ -228,6 +228,10 @@ impl<E: Enforcer> Watcher<E> {
                 if let Err(e) = self.state.prune_hits(&j.name, j.rules.horizon(now_ms)) {
                     self.errors.error("db", &format!("{e}"));
                 }
+            }
+            let forget = now_ms.saturating_sub(BAN_MEMORY.as_millis() as i64);
+            if let Err(e) = self.state.prune_bans(forget) {
+                self.errors.error("db", &format!("{e}"));
             }
         }
         if !self.fw_ok && now >= self.retry_at {

@@ -288,7 +288,23 @@ impl State {
             )
             .map_err(|e| self.err(e))
     }
+
+    /// Forgets bans that ended before `ended_before_ms` (housekeeping), so a
+    /// flood of one-off hosts does not grow the file for ever. Their
+    /// offence counts go with them: a host back after that starts afresh.
+    pub fn prune_bans(&self, ended_before_ms: i64) -> Result<usize, StateError> {
+        self.conn
+            .execute(
+                "DELETE FROM bans WHERE expires_at < ?1",
+                params![ended_before_ms],
+            )
+            .map_err(|e| self.err(e))
+    }
 }
+
+/// How long an ended ban is remembered (for its offence count, which
+/// lengthens the next ban under `bantime_factor`, and `tarpit bans`).
+pub const BAN_MEMORY: Duration = Duration::from_secs(30 * 86400);
 
 fn row_to_ban(r: &rusqlite::Row) -> rusqlite::Result<Option<BanRow>> {
     let host: String = r.get(0)?;
@@ -626,6 +642,29 @@ mod tests {
         assert_eq!(s.prune_hits("j", rules().horizon(40 * H)).unwrap(), 1);
         assert!(s.hits("j", &a).unwrap().is_empty());
         assert_eq!(s.hits("j", &b).unwrap(), vec![30 * H]);
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn prune_forgets_bans_ended_long_ago_and_keeps_the_rest() {
+        let (mut s, dir) = tmpdb("prunebans");
+        let (a, b, c) = (host("192.0.2.4"), host("192.0.2.5"), host("2001:db8::/64"));
+        let hour = Duration::from_secs(3600);
+        let mut tx = s.begin().unwrap();
+        tx.ban(&a, "j", hour, 0).unwrap(); // ended at 1 H
+        tx.ban(&b, "j", hour, 10 * H).unwrap(); // ended at 11 H
+        tx.ban(&c, "j", 100 * hour, 0).unwrap(); // runs until 100 H
+        tx.commit().unwrap();
+        assert_eq!(s.prune_bans(5 * H).unwrap(), 1);
+        assert_eq!(s.ban_of(&a).unwrap(), None);
+        assert_eq!(s.ban_of(&b).unwrap().unwrap().offences, 1);
+        assert_eq!(s.active_bans(50 * H).unwrap().len(), 1);
+        assert_eq!(s.prune_bans(50 * H).unwrap(), 1);
+        assert!(
+            s.ban_of(&c).unwrap().is_some(),
+            "a running ban is never pruned"
+        );
         drop(s);
         let _ = std::fs::remove_dir_all(dir);
     }
