@@ -652,6 +652,113 @@ fn config_user_and_group_are_honoured() {
     }
 }
 
+/// Issue 12 item 9: the privilege drop comes before any thread starts
+/// (before, the history writer thread was started as root and the drop came
+/// later). Under strace, the daemon's first setuid comes before its first
+/// new thread; every thread of the running daemon is nobody; and the
+/// history, opened as root, is still written by the unprivileged writer.
+#[test]
+fn privileges_are_dropped_before_any_thread_starts() {
+    if !support::is_root() || !support::netns::which("strace") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root, with strace"
+        );
+        eprintln!("SKIP privileges_are_dropped_before_any_thread_starts: needs root and strace");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tarpit-drop-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("t.toml");
+    std::fs::write(&cfg, "[serve]\nuser = \"nobody\"\ngroup = \"nogroup\"\n").unwrap();
+    let trace = dir.join("trace");
+    let db = dir.join("history.db");
+    let mut c = Command::new("strace");
+    c.args([
+        "-f",
+        "-qq",
+        "-e",
+        "trace=clone,clone3,setuid,setresuid",
+        "-o",
+    ])
+    .arg(&trace)
+    .arg(bin())
+    .args(["--log-format", "json", "--config"])
+    .arg(&cfg)
+    .args(["serve", "--listen", "127.0.0.1:0", "--control"])
+    .arg(dir.join("control.sock"))
+    .arg("--history")
+    .arg(&db);
+    let mut p = Proc::spawn(c);
+    let children = format!("/proc/{0}/task/{0}/children", p.pid());
+    let pid: u32 = std::fs::read_to_string(children)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Killing strace (Proc's drop) would leave the daemon running.
+    struct Kill(Option<u32>);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            if let Some(pid) = self.0 {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+    }
+    let mut daemon = Kill(Some(pid));
+    let mut threads = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(
+            uid.split_whitespace().skip(1).all(|u| u == "65534"),
+            "{uid}"
+        );
+        threads += 1;
+    }
+    assert!(threads >= 2, "the history writer thread runs");
+    let mut s = TcpStream::connect(p.addr()).unwrap();
+    s.write_all(b"SSH-2.0-x\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    reset(s);
+    p.wait_records(1, 10.0);
+    // SIGTERM to the daemon itself; strace ends with it.
+    let st = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let child = &mut p.child;
+    wait_for(10.0, "exit after SIGTERM", || {
+        child.try_wait().ok().flatten()
+    });
+    daemon.0 = None;
+    p.drain();
+    assert!(
+        p.json().iter().any(|v| v["message"] == "stopped"),
+        "{}",
+        p.log()
+    );
+    let rows: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM connections", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1, "{}", p.log());
+    // strace -f lines: "PID syscall(args) = result".
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let first = |what: &dyn Fn(&str) -> bool| text.lines().position(what);
+    let setuid = first(&|l| l.contains("setuid(65534") || l.contains("setresuid(65534"))
+        .unwrap_or_else(|| panic!("no setuid in the trace:\n{text}"));
+    let thread = first(&|l| l.contains("CLONE_THREAD"))
+        .unwrap_or_else(|| panic!("no thread in the trace:\n{text}"));
+    assert!(
+        setuid < thread,
+        "a thread started before the privilege drop:\n{text}"
+    );
+}
+
 #[test]
 fn half_open_connections_do_not_disturb_trapping() {
     if !privileged("half_open_connections_do_not_disturb_trapping") {

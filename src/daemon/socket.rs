@@ -33,9 +33,9 @@ pub fn run(
     let (bound, inherited_conns, took_over) = if takeover {
         let ctl = stats_cfg.control.as_deref();
         match takeover::receive(ctl.ok_or(Error::TakeoverWithoutControl)?)? {
-            Some(inh) => (
+            Some((inh, asked)) => (
                 inh.listeners,
-                take_over(inh.conns, inh.old_pid, inh.confirm)?,
+                take_over(inh.conns, inh.old_pid, inh.confirm, asked)?,
                 true,
             ),
             None => (
@@ -57,7 +57,9 @@ pub fn run(
     }
     let labels: Vec<String> = bound.iter().map(|b| b.label.clone()).collect();
     let stats = stats::prepare(stats_cfg, &labels)?;
+    // Root is no longer needed; no thread has started yet.
     super::drop_privileges(privileges)?;
+    stats.start_threads()?;
 
     let can_hand_over = stats_cfg.control.is_some();
     super::runtime()?.block_on(async move {
@@ -98,8 +100,10 @@ fn take_over(
     conns: Vec<InheritedConn>,
     old_pid: u32,
     confirm: engine::handover::Confirmer,
+    asked: takeover::Asked,
 ) -> Result<Vec<InheritedConn>, Error> {
     confirm.confirm().map_err(Error::Confirm)?;
+    asked.finish();
     tracing::info!(
         conns = conns.len(),
         old_pid,

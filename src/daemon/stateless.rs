@@ -22,8 +22,10 @@ pub fn run(
     let stats = stats::prepare(stats_cfg, &[label])?;
     super::runtime()?.block_on(async move {
         let server = StatelessServer::bind(&opts, stats.observers()).map_err(Error::Engine)?;
-        // Both sockets are open: root is no longer needed.
+        // Both sockets are open: root is no longer needed (the runtime has
+        // one thread, this one; the history writer starts after the drop).
         super::drop_privileges(privileges)?;
+        stats.start_threads()?;
         let handle = server.handle();
         let stats = stats.start_with(stateless::snapshot_handler(handle.clone()), None);
         tracing::info!(

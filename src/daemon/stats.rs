@@ -130,7 +130,7 @@ fn open_history(
     }
     let mut ho = HistoryOptions::new(p.to_path_buf(), o.history_days);
     ho.country_metrics = o.country_metrics;
-    Ok(History::start_with_geo(ho, hm, geo)?)
+    Ok(History::open(ho, hm, geo)?)
 }
 
 /// The statistics tasks running beside the engine.
@@ -141,6 +141,16 @@ pub struct Running {
 }
 
 impl Prepared {
+    /// Starts the history writer thread. Call after the privilege drop:
+    /// it is the daemon's first thread besides the main one, and no thread
+    /// may run with the rights the process gives up.
+    pub fn start_threads(&self) -> Result<(), StatsError> {
+        if let Some(h) = &self.history {
+            h.start_writer()?;
+        }
+        Ok(())
+    }
+
     /// Observers to hand to the engine.
     pub fn observers(&self) -> Vec<Arc<dyn Observer>> {
         let mut v: Vec<Arc<dyn Observer>> = vec![self.serve_metrics.clone()];

@@ -75,7 +75,7 @@ pub fn handler(handle: Handle, control: PathBuf) -> Arc<dyn Handler> {
 /// The new process's side. `Ok(None)`: no running server answered, start
 /// fresh. `Err`: a server answered but the handover failed (it keeps
 /// everything; we must not start beside it).
-pub fn receive(control_path: &Path) -> Result<Option<Inherited>, TakeoverError> {
+pub fn receive(control_path: &Path) -> Result<Option<(Inherited, Asked)>, TakeoverError> {
     // Nobody listening at all: nothing to take over.
     if let Err(e) = std::os::unix::net::UnixStream::connect(control_path) {
         if matches!(
@@ -100,12 +100,27 @@ pub fn receive(control_path: &Path) -> Result<Option<Inherited>, TakeoverError> 
     // still pending (it answers after our confirmation), so do not wait for
     // the answer unless the handover itself failed.
     match rx.receive(TIMEOUT) {
-        Ok(inh) => Ok(Some(inh)),
+        Ok(inh) => Ok(Some((inh, Asked(asker)))),
         Err(e) => match asker.join() {
             Ok(Err(ClientError::NotRunning { .. })) => Ok(None),
             Ok(Err(asked)) => Err(TakeoverError::Refused { asked, source: e }),
             Ok(Ok(_)) | Err(_) => Err(TakeoverError::Failed(e)),
         },
+    }
+}
+
+/// The thread waiting for the old process's answer to the takeover
+/// request, which comes once the handover is confirmed.
+pub struct Asked(std::thread::JoinHandle<Result<Value, ClientError>>);
+
+impl Asked {
+    /// Waits (bounded by the request's own timeout) for the thread to end,
+    /// so that it is gone before the privilege drop, which must find the
+    /// process single-threaded. Call after confirming.
+    pub fn finish(self) {
+        if let Ok(Err(e)) = self.0.join() {
+            tracing::debug!(error = %e, "takeover request: no answer after the handover");
+        }
     }
 }
 

@@ -26,16 +26,28 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
 /// Looks up a user and (optionally) a group by name and switches the process
 /// to them: supplementary groups cleared, gid first, then uid.
 ///
-/// No `unsafe` here: nix looks the names up with the reentrant
-/// getpwnam_r/getgrnam_r into a buffer of its own (so a thread that is
-/// already running, such as the history writer, cannot overwrite the
-/// record), and its setgroups/setgid/setuid are glibc's, which apply the
-/// change to *every* thread of the process (POSIX semantics, glibc's setxid
-/// broadcast), not only the caller. What a drop cannot take back is what was
-/// opened before it: descriptors opened as root (listeners, the history
-/// database) stay usable afterwards, and a thread started earlier ran with
-/// root's rights until now.
+/// Only while the process has a single thread: a thread started earlier
+/// would have run with root's rights until now (and one of ours must never
+/// have), so more than one thread is an error here, not a warning — the
+/// callers drop before starting any (`daemon::socket`, `daemon::stateless`).
+/// A thread just joined may linger in `/proc` for a moment, so the count
+/// gets a short grace. No `unsafe` here: nix looks the names up with the
+/// reentrant getpwnam_r/getgrnam_r, and its setgroups/setgid/setuid are
+/// glibc's. What a drop cannot take back is what was opened before it:
+/// descriptors opened as root (listeners, the history database) stay usable
+/// afterwards, which is the point of opening them first.
 pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> io::Result<()> {
+    let mut threads = thread_count();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while threads.is_some_and(|n| n > 1) && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        threads = thread_count();
+    }
+    if let Some(n) = threads.filter(|&n| n > 1) {
+        return Err(io::Error::other(format!(
+            "{n} threads are already running; the privilege drop must come before any thread starts"
+        )));
+    }
     use nix::unistd::{setgid, setgroups, setuid, Group, User};
     let mut uid = None;
     let mut gid = None;
@@ -84,6 +96,11 @@ fn parse_mem_total(meminfo: &str) -> Option<u64> {
         None => Some(n),
         Some(_) => None,
     }
+}
+
+/// Threads of this process (`None` without /proc).
+pub fn thread_count() -> Option<usize> {
+    Some(std::fs::read_dir("/proc/self/task").ok()?.count())
 }
 
 /// Resident set size of this process in bytes, from /proc/self/statm.

@@ -63,29 +63,39 @@ pub struct History {
     transactions: Arc<AtomicU64>,
     last_drop_log: AtomicU64,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The writer and its queue until [`History::start_writer`].
+    unstarted: Mutex<Option<Unstarted>>,
     path: PathBuf,
 }
 
+struct Unstarted {
+    writer: Writer,
+    rx: mpsc::Receiver<Msg>,
+    keep: Vec<std::os::fd::RawFd>,
+}
+
 impl History {
-    /// Opens the database (errors here are errors at start), prunes once, and
-    /// starts the writer thread.
-    ///
-    /// The writer thread first moves onto a private fd table
-    /// ([`crate::sys::fdtable`]): sharing one with the engine made every fd
-    /// syscall of the engine slower, which cost more CPU than all the
-    /// SQLite work. It keeps only the database's own descriptors.
+    /// Opens the database and starts the writer thread: [`open`](Self::open)
+    /// then [`start_writer`](Self::start_writer), for callers that drop no
+    /// privileges in between.
     pub fn start(opts: HistoryOptions, metrics: HistoryMetrics) -> Result<Arc<Self>, HistoryError> {
         let geo = if opts.geoip.is_empty() {
             None
         } else {
             Some(GeoIp::open(&opts.geoip)?)
         };
-        Self::start_with_geo(opts, metrics, geo)
+        let h = Self::open(opts, metrics, geo)?;
+        h.start_writer()?;
+        Ok(h)
     }
 
-    /// Like [`start`](Self::start) with the GeoIP files already opened
-    /// (`opts.geoip` is then ignored).
-    pub fn start_with_geo(
+    /// Opens the database (errors here are errors at start) and prunes
+    /// once, on the calling thread, starting no thread: `tarpit serve` opens
+    /// it as root, drops privileges, and only then calls
+    /// [`start_writer`](Self::start_writer), so that no thread ever runs
+    /// with rights the process is giving up. Rows recorded before then wait
+    /// in the queue. `geo` replaces `opts.geoip` (already opened).
+    pub fn open(
         opts: HistoryOptions,
         metrics: HistoryMetrics,
         geo: Option<GeoIp>,
@@ -107,23 +117,43 @@ impl History {
             suppressed: 0,
         };
         w.prune();
+        Ok(Arc::new(History {
+            tx,
+            metrics,
+            transactions,
+            last_drop_log: AtomicU64::new(0),
+            thread: Mutex::new(None),
+            unstarted: Mutex::new(Some(Unstarted { writer: w, rx, keep })),
+            path: opts.path,
+        }))
+    }
+
+    /// Starts the writer thread of an [`open`](Self::open)ed history (a
+    /// second call does nothing).
+    ///
+    /// The writer thread first moves onto a private fd table
+    /// ([`crate::sys::fdtable`]): sharing one with the engine made every fd
+    /// syscall of the engine slower, which cost more CPU than all the
+    /// SQLite work. It keeps only the database's own descriptors.
+    pub fn start_writer(&self) -> Result<(), HistoryError> {
+        let Some(Unstarted { writer, rx, keep }) =
+            self.unstarted.lock().ok().and_then(|mut u| u.take())
+        else {
+            return Ok(());
+        };
         let thread = std::thread::Builder::new()
             .name("tarpit-history".into())
             .spawn(move || {
                 if let Err(e) = crate::sys::fdtable::private_fd_table(&keep) {
                     tracing::warn!(error = %e, "history writer shares the engine's fd table");
                 }
-                w.run(rx)
+                writer.run(rx)
             })
-            .map_err(|e| db_err(&opts.path, "cannot start writer thread", e))?;
-        Ok(Arc::new(History {
-            tx,
-            metrics,
-            transactions,
-            last_drop_log: AtomicU64::new(0),
-            thread: Mutex::new(Some(thread)),
-            path: opts.path,
-        }))
+            .map_err(|e| db_err(&self.path, "cannot start writer thread", e))?;
+        if let Ok(mut t) = self.thread.lock() {
+            *t = Some(thread);
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -163,6 +193,11 @@ impl History {
     /// Commits what is queued and stops the writer thread. Blocks (bounded
     /// by `limit`): call it after the engine has stopped.
     pub fn close(&self, limit: Duration) {
+        // Never started (the engine failed early): commit what it queued.
+        if let Err(e) = self.start_writer() {
+            tracing::error!(error = %e, "history: rows queued before the start are lost");
+            return;
+        }
         if self.ask(Msg::Stop, limit) {
             if let Ok(mut t) = self.thread.lock() {
                 if let Some(t) = t.take() {
