@@ -7,6 +7,11 @@
 //! held count, userspace bytes per held connection ((RSS held − RSS idle)/N),
 //! idle CPU over 10 s of holding, and the accept rate.
 //!
+//! `HOLD_MODE=bait` holds them under an ssh bait (`HOLD_DRIP`, default the
+//! policy's 10 s) and measures 20 s instead of 10: CPU-seconds per second
+//! of the drip (one small segment per connection per interval; the clients
+//! never read) and the bytes per connection with the wheel's links.
+//!
 //! Bounded: at most `HOLD_N` (capped at 19,000) connections, and every
 //! process exits on its own after 180 s at the latest.
 
@@ -38,9 +43,15 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000)
         .min(19_000);
-    let extra: Vec<String> = std::env::var("HOLD_SERVE_ARGS")
+    let mut extra: Vec<String> = std::env::var("HOLD_SERVE_ARGS")
         .map(|s| s.split_whitespace().map(String::from).collect())
         .unwrap_or_default();
+    let bait = std::env::var("HOLD_MODE").is_ok_and(|m| m == "bait");
+    let drip = std::env::var("HOLD_DRIP").unwrap_or_else(|_| "10s".into());
+    if bait {
+        extra.extend(["--policy".into(), format!("default:bait=ssh,drip={drip}")]);
+    }
+    let window = Duration::from_secs(if bait { 20 } else { 10 });
     let mut c = Command::new(support::bin());
     c.args([
         "--log-format",
@@ -109,23 +120,35 @@ fn main() {
     let rss_held = rss(pid);
     let cpu0 = cpu_ns(pid);
     let w0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(10));
+    std::thread::sleep(window);
     let cpu1 = cpu_ns(pid);
     let wall = w0.elapsed().as_secs_f64();
     let held_after = fd_count(pid).saturating_sub(fds_idle);
 
     let per_conn = (rss_held.saturating_sub(rss_idle)) as f64 / held.max(1) as f64;
     let cpu_pct = (cpu1 - cpu0) as f64 / 1e9 / wall * 100.0;
-    println!("hold benchmark: N={n} ({procs} client processes)");
+    let mode = if bait {
+        format!("ssh bait, drip {drip}")
+    } else {
+        "silent".into()
+    };
+    println!("hold benchmark: N={n} ({procs} client processes), {mode}");
     println!("  connected by clients      {connected}");
-    println!("  held by tarpit            {held} (still {held_after} after 10 s idle)");
+    println!(
+        "  held by tarpit            {held} (still {held_after} after {} s)",
+        window.as_secs()
+    );
     println!(
         "  RSS idle / held           {} KiB / {} KiB",
         rss_idle / 1024,
         rss_held / 1024
     );
     println!("  userspace bytes per conn  {per_conn:.1}");
-    println!("  idle CPU (10 s, one core) {cpu_pct:.4} %");
+    println!(
+        "  CPU while holding ({} s)   {cpu_pct:.4} % of one core = {:.5} CPU-s/s",
+        window.as_secs(),
+        cpu_pct / 100.0
+    );
     println!(
         "  accept rate               {:.0} conn/s ({held} in {accept_secs:.2} s, clients' connect time included)",
         held as f64 / accept_secs

@@ -197,6 +197,7 @@ fn rec(peer: &str, held: f64) -> ConnRecord {
         end: EndReason::Lifetime,
         head: String::new(),
         estimated: false,
+        policy: String::new(),
     }
 }
 

@@ -41,6 +41,9 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # GeoLite2 file that PyPI's maxminddb-geolite2 ships (in a venv, below).
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# tests/policies.rs: paramiko (Debian's, run by /usr/bin/python3) is the real
+# client whose per-read banner timeout the ssh bait must keep resetting.
+/usr/bin/python3 -c 'import paramiko' >/dev/null 2>&1 || need+=(python3-paramiko)
 # stats tests: the HTML report must render in headless Chromium; unshare and
 # mount (util-linux, mount) give the history tests a small or read-only tmpfs.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

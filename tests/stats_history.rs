@@ -28,6 +28,7 @@ fn rec(peer: &str, start: SystemTime, held: f64) -> ConnRecord {
         end: EndReason::Lifetime,
         head: "abc".into(),
         estimated: false,
+        policy: String::new(),
     }
 }
 
@@ -198,6 +199,7 @@ fn the_estimated_flag_is_a_column() {
     h.record(&rec("127.0.6.1:1", now, 1.0));
     h.record(&ConnRecord {
         estimated: true,
+        policy: String::new(),
         ..rec("127.0.6.2:2", now, 1.0)
     });
     assert!(h.flush(Duration::from_secs(30)));

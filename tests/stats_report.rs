@@ -98,6 +98,7 @@ fn build_db(dir: &Path) -> PathBuf {
                 end,
                 head: String::new(),
                 estimated: false,
+                policy: String::new(),
             }
         })
         .collect();

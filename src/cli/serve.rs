@@ -2,7 +2,9 @@
 //! them over `[serve]`, [`daemon`](crate::daemon) runs the result.
 
 use super::{load_config, Cli, Error};
+use crate::config::serve::parse_policy_flag;
 use crate::config::{parse_duration, EngineKind, ServeConfig, ServeOverrides};
+use crate::engine::policy::Policy;
 use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,6 +46,12 @@ pub struct ServeArgs {
     /// listen() backlog.
     #[arg(long, value_name = "N")]
     pub backlog: Option<u32>,
+    /// What connections to a port meet (repeatable; over `[serve.policy]`):
+    /// PORT:SPEC or default:SPEC, SPEC being bait=ssh|http, drip=DURATION,
+    /// window=zero, syn_delay=DURATION, comma-separated; `default:silent` is
+    /// the built-in default. PORT is the original destination port.
+    #[arg(long, value_parser = parse_policy_flag, value_name = "PORT:SPEC")]
+    pub policy: Vec<(Option<u16>, Policy)>,
     /// Take over the listeners and held connections of the `tarpit serve`
     /// answering on the control socket (none answering: start fresh).
     #[arg(long)]
@@ -130,6 +138,7 @@ impl ServeArgs {
             flow_idle: a.flow_idle,
             key_rotation: a.key_rotation,
             key_file: a.key_file,
+            policies: a.policy,
         }
     }
 }

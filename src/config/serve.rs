@@ -9,9 +9,11 @@
 //! not a setting silently ignored.
 
 use super::{parse_duration, ConfigError, Source};
+use crate::engine::policy::{self, Bait, Policies, Policy};
 use crate::engine::socket::ServeOptions;
 use crate::engine::stateless::StatelessOptions;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -64,6 +66,22 @@ pub struct ServeSection {
     pub key_rotation: Option<Spanned<String>>,
     /// Stateless engine: file keeping the SYN-cookie keys across restarts.
     pub key_file: Option<Spanned<String>>,
+    /// `[serve.policy]`: `"22" = { bait = "ssh" }`, `default = { ... }`,
+    /// keyed by the original destination port.
+    pub policy: Option<BTreeMap<String, Spanned<PolicySection>>>,
+}
+
+/// One `[serve.policy]` entry as written.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// `"ssh"` or `"http"`.
+    pub bait: Option<Spanned<String>>,
+    /// Interval between two bait segments.
+    pub drip: Option<Spanned<String>>,
+    /// `"zero"` (or `"normal"`).
+    pub window: Option<Spanned<String>>,
+    pub syn_delay: Option<Spanned<String>>,
 }
 
 /// Which engine holds the connections.
@@ -113,6 +131,9 @@ pub struct ServeOverrides {
     pub flow_idle: Option<Duration>,
     pub key_rotation: Option<Duration>,
     pub key_file: Option<PathBuf>,
+    /// `--policy PORT:SPEC` / `default:SPEC`, in order (a later one for the
+    /// same port wins; each replaces the file's entry for its port).
+    pub policies: Vec<(Option<u16>, Policy)>,
 }
 
 /// Everything `tarpit serve` runs from.
@@ -253,6 +274,13 @@ fn check_engine_keys(kind: EngineKind, o: &ServeOverrides, file: File) -> Result
             ("per_ip", s.per_ip.as_ref().map(Spanned::span)),
             ("ipv6_prefix", s.ipv6_prefix.as_ref().map(Spanned::span)),
             ("backlog", s.backlog.as_ref().map(Spanned::span)),
+            (
+                "policy",
+                s.policy
+                    .as_ref()
+                    .and_then(|m| m.values().next())
+                    .map(Spanned::span),
+            ),
         ];
         let stateless_keys = [
             ("nflog_group", s.nflog_group.as_ref().map(Spanned::span)),
@@ -281,6 +309,7 @@ fn check_engine_keys(kind: EngineKind, o: &ServeOverrides, file: File) -> Result
         ("--per-ip", o.per_ip.is_some()),
         ("--ipv6-prefix", o.ipv6_prefix.is_some()),
         ("--backlog", o.backlog.is_some()),
+        ("--policy", !o.policies.is_empty()),
     ];
     let stateless_flags = [
         ("--nflog-group", o.nflog_group.is_some()),
@@ -364,6 +393,7 @@ fn socket(a: &ServeOverrides, file: File) -> Result<SocketConfig, ConfigError> {
         o.ipv6_prefix = v(&f.ipv6_prefix).unwrap_or(o.ipv6_prefix);
         o.backlog = v(&f.backlog).unwrap_or(o.backlog);
     }
+    o.policies = policies(a, file)?;
     if !a.listen.is_empty() {
         o.listen = a.listen.clone();
     }
@@ -424,6 +454,165 @@ fn socket(a: &ServeOverrides, file: File) -> Result<SocketConfig, ConfigError> {
         options: o,
         defaults_used,
     })
+}
+
+/// The file's `[serve.policy]`, then the `--policy` flags over it.
+fn policies(a: &ServeOverrides, file: File) -> Result<Policies, ConfigError> {
+    let mut ps = Policies::default();
+    if let Some((f, src)) = file {
+        for (key, entry) in f.policy.iter().flatten() {
+            let at = |k: &str| format!("serve.policy.{key}{k}");
+            let port = if key == "default" {
+                None
+            } else {
+                match key.parse::<u16>() {
+                    Ok(p) if p > 0 => Some(p),
+                    _ => {
+                        return Err(src.error_at(
+                            entry.span(),
+                            &at(""),
+                            format!("{key:?} is not a port (1-65535) or \"default\""),
+                        ))
+                    }
+                }
+            };
+            let e = entry.get_ref();
+            let p = policy_from(
+                text(&e.bait),
+                duration(&e.drip, &at(".drip"), src)?,
+                text(&e.window),
+                duration(&e.syn_delay, &at(".syn_delay"), src)?,
+            )
+            .map_err(|(k, m)| {
+                let span = match k {
+                    "bait" => e.bait.as_ref().map(Spanned::span),
+                    "drip" => e.drip.as_ref().map(Spanned::span),
+                    "window" => e.window.as_ref().map(Spanned::span),
+                    _ => e.syn_delay.as_ref().map(Spanned::span),
+                };
+                src.error_at(span.unwrap_or(entry.span()), &at(&format!(".{k}")), m)
+            })?;
+            match port {
+                None => ps.default = p,
+                Some(n) => ps.set_port(n, p),
+            }
+        }
+    }
+    for (port, p) in &a.policies {
+        match port {
+            None => ps.default = *p,
+            Some(n) => ps.set_port(*n, *p),
+        }
+    }
+    if ps.ports.len() > Policies::MAX_PORTS {
+        return Err(unlocated(
+            file,
+            "serve.policy",
+            format!("at most {} ports may have a policy", Policies::MAX_PORTS),
+        ));
+    }
+    Ok(ps)
+}
+
+fn text(x: &Option<Spanned<String>>) -> Option<&str> {
+    x.as_ref().map(|s| s.get_ref().as_str())
+}
+
+/// One policy from its parts; the error names the part (`bait`, `drip`,
+/// `window`, `syn_delay`).
+fn policy_from(
+    bait: Option<&str>,
+    drip: Option<Duration>,
+    window: Option<&str>,
+    syn_delay: Option<Duration>,
+) -> Result<Policy, (&'static str, String)> {
+    let bait = match bait {
+        None | Some("none") => None,
+        Some(b) => Some(Bait::parse(b).ok_or((
+            "bait",
+            format!("unknown bait {b:?}; use \"ssh\", \"http\" or \"none\""),
+        ))?),
+    };
+    let drip = match (bait, drip) {
+        (None, Some(_)) => return Err(("drip", "drip needs a bait".into())),
+        (None, None) => Duration::ZERO,
+        (Some(b), d) => d.unwrap_or(b.default_drip()),
+    };
+    if bait.is_some() && !(policy::DRIP_MIN..=policy::DRIP_MAX).contains(&drip) {
+        return Err((
+            "drip",
+            format!(
+                "must be within {:?}..{:?}",
+                policy::DRIP_MIN,
+                policy::DRIP_MAX
+            ),
+        ));
+    }
+    let window_zero = match window {
+        None | Some("normal") => false,
+        Some("zero") => true,
+        Some(w) => {
+            return Err((
+                "window",
+                format!("unknown window {w:?}; use \"zero\" or \"normal\""),
+            ))
+        }
+    };
+    if let Some(d) = syn_delay {
+        if d < Duration::from_secs(1) || d > policy::SYN_DELAY_MAX {
+            return Err((
+                "syn_delay",
+                format!("must be within 1s..{:?}", policy::SYN_DELAY_MAX),
+            ));
+        }
+    }
+    Ok(Policy {
+        bait,
+        drip,
+        window_zero,
+        syn_delay,
+    })
+}
+
+/// Parses a `--policy` value: `PORT:SPEC` or `default:SPEC`, where SPEC is
+/// `key=value` pairs separated by commas (`22:bait=ssh,drip=10s`,
+/// `80:window=zero,syn_delay=30s`, `default:silent`).
+pub fn parse_policy_flag(s: &str) -> Result<(Option<u16>, Policy), String> {
+    let (port, spec) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: use PORT:SPEC or default:SPEC, e.g. 22:bait=ssh"))?;
+    let port = match port.trim() {
+        "default" => None,
+        p => Some(
+            p.parse::<u16>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("{p:?} is not a port (1-65535) or \"default\""))?,
+        ),
+    };
+    let (mut bait, mut drip, mut window, mut syn_delay) = (None, None, None, None);
+    for kv in spec.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+        if kv == "silent" {
+            continue;
+        }
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("{kv:?}: use key=value (bait, drip, window, syn_delay)"))?;
+        match k.trim() {
+            "bait" => bait = Some(v.trim().to_string()),
+            "drip" => drip = Some(parse_duration(v)?),
+            "window" => window = Some(v.trim().to_string()),
+            "syn_delay" => syn_delay = Some(parse_duration(v)?),
+            other => {
+                return Err(format!(
+                    "unknown policy key {other:?}; use bait, drip, window, syn_delay"
+                ))
+            }
+        }
+    }
+    let p = policy_from(bait.as_deref(), drip, window.as_deref(), syn_delay)
+        .map_err(|(k, m)| format!("{k}: {m}"))?;
+    Ok((port, p))
 }
 
 fn stateless(f: &ServeOverrides, file: File) -> Result<StatelessOptions, ConfigError> {
@@ -705,6 +894,108 @@ mod tests {
         let o = resolve(text, &f).unwrap().stats;
         assert_eq!(o.history_days, 3);
         assert_eq!(o.metrics, Some("127.0.0.1:1".parse().unwrap()));
+    }
+
+    #[test]
+    fn policies_from_the_file_and_flags() {
+        let text = "[serve.policy]\n\"22\" = { bait = \"ssh\", syn_delay = \"60s\" }\n\"80\" = { bait = \"http\", drip = \"2s\", window = \"zero\" }\ndefault = { window = \"zero\" }\n";
+        let s = socket_of(resolve(text, &ServeOverrides::default()).unwrap());
+        let ps = &s.options.policies;
+        assert!(ps.default.window_zero && ps.default.bait.is_none());
+        let ssh = *ps.get(ps.index_of(22));
+        assert_eq!(ssh.bait, Some(Bait::Ssh));
+        assert_eq!(ssh.drip, Bait::Ssh.default_drip());
+        assert_eq!(ssh.syn_delay, Some(Duration::from_secs(60)));
+        let http = *ps.get(ps.index_of(80));
+        assert_eq!(
+            (http.bait, http.drip),
+            (Some(Bait::Http), Duration::from_secs(2))
+        );
+        assert!(http.window_zero);
+        // A flag replaces the file's entry for its port.
+        let flag = ServeOverrides {
+            policies: vec![parse_policy_flag("22:bait=http,drip=1s").unwrap()],
+            ..Default::default()
+        };
+        let s = socket_of(resolve(text, &flag).unwrap());
+        let p = *s.options.policies.get(s.options.policies.index_of(22));
+        assert_eq!(
+            (p.bait, p.drip, p.syn_delay),
+            (Some(Bait::Http), Duration::from_secs(1), None)
+        );
+        // Nothing configured: silent everywhere.
+        let c = socket_of(ServeConfig::resolve(&ServeOverrides::default(), None).unwrap());
+        assert!(c.options.policies.all().all(Policy::is_silent));
+    }
+
+    #[test]
+    fn policy_mistakes_name_file_line_and_key() {
+        let d = ServeOverrides::default();
+        for (text, line, key) in [
+            (
+                "[serve.policy]\n\n\"22\" = { bait = \"telnet\" }\n",
+                3,
+                "serve.policy.22.bait",
+            ),
+            (
+                "[serve.policy]\n\"x\" = { bait = \"ssh\" }\n",
+                2,
+                "serve.policy.x",
+            ),
+            (
+                "[serve.policy]\n\"22\" = { drip = \"5s\" }\n",
+                2,
+                "serve.policy.22.drip",
+            ),
+            (
+                "[serve.policy]\n\"22\" = { bait = \"ssh\", drip = \"1h\" }\n",
+                2,
+                "serve.policy.22.drip",
+            ),
+            (
+                "[serve.policy]\n\"22\" = { window = \"tiny\" }\n",
+                2,
+                "serve.policy.22.window",
+            ),
+            (
+                "[serve.policy]\ndefault = { syn_delay = \"soon\" }\n",
+                2,
+                "serve.policy.default.syn_delay",
+            ),
+            (
+                "[serve.policy]\ndefault = { syn_delay = \"2h\" }\n",
+                2,
+                "serve.policy.default.syn_delay",
+            ),
+        ] {
+            let e = resolve(text, &d).unwrap_err();
+            assert_eq!(
+                (e.line, e.key.as_deref()),
+                (Some(line), Some(key)),
+                "{text}: {e}"
+            );
+        }
+        let e = resolve(
+            "[serve.policy]\n\"22\" = { bait = \"ssh\", colour = \"red\" }\n",
+            &d,
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("colour"), "{e}");
+        for bad in [
+            "22",
+            "0:bait=ssh",
+            "22:bait=ftp",
+            "22:drip=1s",
+            "22:speed=1",
+            "x:bait=ssh",
+        ] {
+            assert!(parse_policy_flag(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_policy_flag("default:silent").unwrap(),
+            (None, Policy::SILENT)
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! [`Clock`] and are driven through the same [`Handle`], whose snapshots
 //! the one [`snapshot_handler`] serves on the control socket.
 
+pub mod policy;
 pub mod record;
 pub mod socket;
 pub mod stateless;
@@ -202,7 +203,7 @@ pub struct FlowFacts {
 /// Fields in order: `listener`, `peer`, `local`, `original_dst`, `start`
 /// (RFC 3339, ms), `held_secs`, `engaged_secs`, `engaged_upper_bound`, `bytes_received`, `peer_tried_close`,
 /// `fin_after_secs` (only when the peer tried to close), `answered` and
-/// `estimated` (stateless engine only), `end`, `head` (socket engine only:
+/// `estimated` (stateless engine only), `policy`, `end`, `head` (socket engine only:
 /// the stateless engine never sees payload it could show).
 pub fn emit_record(r: &ConnRecord, flow: Option<FlowFacts>) {
     // A `None` field is left out of the event altogether.
@@ -222,6 +223,7 @@ pub fn emit_record(r: &ConnRecord, flow: Option<FlowFacts>) {
         fin_after_secs = r.fin_after_secs,
         answered = flow.map(|f| f.answered),
         estimated = flow.map(|f| f.estimated),
+        policy = %r.policy,
         end = %r.end,
         head = head,
         "connection released"
@@ -374,6 +376,7 @@ mod tests {
             end: EndReason::PeerReset,
             head: "SSH-2.0\\r\\n".into(),
             estimated: false,
+            policy: String::new(),
         }
     }
 
@@ -395,6 +398,7 @@ mod tests {
                 "engaged_upper_bound",
                 "bytes_received",
                 "peer_tried_close",
+                "policy",
                 "end",
                 "head"
             ]
@@ -437,6 +441,7 @@ mod tests {
                 "fin_after_secs",
                 "answered",
                 "estimated",
+                "policy",
                 "end"
             ]
         );

@@ -97,6 +97,11 @@ pub struct ConnRecord {
     /// bounds. Always false for the socket engine.
     #[serde(default)]
     pub estimated: bool,
+    /// The policy that held it (`silent`, `bait=ssh,drip=10s`, ... see
+    /// `crate::engine::policy::Policy`'s `Display`); empty in records from
+    /// before policies.
+    #[serde(default)]
+    pub policy: String,
 }
 
 impl ConnRecord {

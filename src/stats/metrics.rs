@@ -505,6 +505,7 @@ mod tests {
             end: EndReason::PeerReset,
             head: String::new(),
             estimated: false,
+            policy: String::new(),
         });
         let mut s = String::new();
         prometheus_client::encoding::text::encode(&mut s, &reg).unwrap();

@@ -200,6 +200,26 @@ pub fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     Ok(rc as usize)
 }
 
+/// Sends `buf` without blocking and without SIGPIPE (`MSG_DONTWAIT |
+/// MSG_NOSIGNAL`); returns the bytes the kernel took. Used only by bait
+/// policies, one small segment at a time.
+pub fn send_nonblocking(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a readable slice of `buf.len()` bytes; the kernel only
+    // reads it.
+    let rc = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
+}
+
 /// `SO_ERROR`: the pending socket error (ECONNRESET, ETIMEDOUT, ...), cleared.
 pub fn take_error(fd: RawFd) -> io::Result<i32> {
     let mut v: libc::c_int = 0;

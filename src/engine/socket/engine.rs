@@ -9,9 +9,15 @@
 //!   when a peer tries to close, resets, or its keepalives fail;
 //! * a coarse tick that releases connections whose lifetime is over.
 //!
-//! We never read or write a held socket: the kernel answers window probes and
-//! keepalives on its own, so holding costs no CPU at all.
+//! We never read a held socket, and under the default (silent) policy never
+//! write one either: the kernel answers window probes and keepalives on its
+//! own, so holding costs no CPU at all. A bait policy adds a fourth source,
+//! a 100 ms tick that takes the due connections off the drip wheel (see
+//! `table`) and writes each one small segment — only when everything it was
+//! sent before has been acknowledged (`SIOCOUTQ` is 0), so a peer whose
+//! window is closed is sent nothing more.
 
+use super::bait;
 use super::table::{Held, Table};
 use super::{handover, Command, ServeOptions};
 use crate::engine::record::{
@@ -57,6 +63,8 @@ pub(super) struct Engine {
     next_due: u32,
     /// Set once a takeover has been confirmed.
     handed_over: bool,
+    /// Each policy's `Display`, by index, for records.
+    policy_names: Vec<String>,
 }
 
 impl Engine {
@@ -68,7 +76,9 @@ impl Engine {
     ) -> io::Result<Self> {
         let epoll = sys::register_async(sys::Epoll::new()?)?;
         let table = Table::new(opts.ipv6_prefix, max_conns, opts.per_ip > 0);
+        let policy_names = opts.policies.all().map(|p| p.to_string()).collect();
         Ok(Engine {
+            policy_names,
             opts,
             listeners,
             table,
@@ -100,6 +110,11 @@ impl Engine {
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut expired = Vec::new();
         let mut events = vec![(0u64, 0u32); 256];
+        // The drip tick runs only when some policy baits.
+        let baiting = self.opts.policies.any_bait();
+        let mut drip = tokio::time::interval(TICK);
+        drip.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut due = Vec::new();
         loop {
             let paused = self.accept_paused_until;
             tokio::select! {
@@ -141,6 +156,14 @@ impl Engine {
                         for &slot in &expired {
                             self.release(slot, EndReason::Lifetime);
                         }
+                    }
+                }
+                _ = drip.tick(), if baiting => {
+                    let now = self.now_ticks();
+                    due.clear();
+                    self.table.drip_due(now, &mut due);
+                    for &slot in &due {
+                        self.drip(slot, now);
                     }
                 }
                 _ = async { tokio::time::sleep_until(paused.unwrap_or_else(tokio::time::Instant::now)).await }, if paused.is_some() => {
@@ -200,6 +223,7 @@ impl Engine {
                         fin_after: h.fin_seen().then(|| secs(u32::from(h.fin_after))),
                         keepalive_idle: ka.0,
                         keepalive_intvl: ka.1,
+                        bait_pos: (h.drip_line, h.drip_off),
                     },
                 )
             })
@@ -262,6 +286,10 @@ impl Engine {
             if let Some(fin) = f.fin_after {
                 h.mark_fin(start.saturating_add((fin * 10.0) as u32));
             }
+            // The policy follows this process's configuration; bait goes on
+            // where the old process stopped.
+            h.policy = self.opts.policies.index_of(f.original_dst.port());
+            (h.drip_line, h.drip_off) = f.bait_pos;
             while self.table.len() >= self.max_conns {
                 match self.table.oldest() {
                     Some(old) => self.release(old, EndReason::EvictedGlobal),
@@ -272,6 +300,9 @@ impl Engine {
             self.next_due = self.next_due.min(h.deadline);
             if let Err(e) = self.epoll.get_ref().add(fd, u64::from(slot)) {
                 tracing::warn!(error = %e, peer = %f.peer, "cannot watch inherited connection");
+            }
+            if self.opts.policies.get(h.policy).bait.is_some() {
+                self.table.drip_at(slot, now.saturating_add(1));
             }
         }
         tracing::info!(conns = self.table.len(), "continuing inherited connections");
@@ -365,7 +396,7 @@ impl Engine {
         let local_i = self.table.addrs.intern(local.ip());
         let orig_i = self.table.addrs.intern(orig.ip());
         let fd = sock.into_raw_fd();
-        let h = Held::new(
+        let mut h = Held::new(
             fd,
             peer.ip(),
             peer.port(),
@@ -376,6 +407,7 @@ impl Engine {
             now,
             now.saturating_add(life_ticks),
         );
+        h.policy = self.opts.policies.index_of(orig.port());
         let slot = self.table.insert(h);
         self.next_due = self.next_due.min(h.deadline);
         if let Err(e) = self.epoll.get_ref().add(fd, u64::from(slot)) {
@@ -385,12 +417,50 @@ impl Engine {
             }
             return;
         }
+        if self.opts.policies.get(h.policy).bait.is_some() {
+            // The first segment goes out on the next tick.
+            self.table.drip_at(slot, now.saturating_add(1));
+        }
         self.totals.trapped += 1;
         let label = &self.listeners[li].label;
         for o in &self.observers {
             o.trapped(label);
         }
         tracing::debug!(%peer, %orig, listener = %label, lifetime_secs = life.as_secs(), "trapped");
+    }
+
+    /// Writes a bait connection's next segment, unless what it was sent
+    /// before is still unacknowledged (its window is closed, or it is gone):
+    /// then nothing, and it is tried again one interval later. Either way it
+    /// goes back on the wheel. A failed send (the peer reset) leaves it off:
+    /// the epoll event releases it.
+    fn drip(&mut self, slot: u32, now: u32) {
+        let Some(h) = self.table.get_mut(slot) else {
+            return;
+        };
+        let p = *self.opts.policies.get(h.policy);
+        let Some(b) = p.bait else {
+            return;
+        };
+        let next = now.saturating_add(ticks(p.drip).max(1));
+        if sys::outq(h.fd).unwrap_or(1) == 0 {
+            let seed = bait::seed(h.fd, h.peer_port, h.start);
+            let pos = bait::Pos {
+                line: h.drip_line,
+                off: h.drip_off,
+            };
+            let mut buf = [0u8; bait::MAX_SEGMENT];
+            let n = bait::segment(b, seed, pos, &mut buf);
+            match sys::send_nonblocking(h.fd, &buf[..n]) {
+                Ok(sent) => {
+                    let pos = bait::advance(b, seed, pos, sent);
+                    (h.drip_line, h.drip_off) = (pos.line, pos.off);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+        self.table.drip_at(slot, next);
     }
 
     /// A peer tried to close (FIN), reset, or stopped answering keepalives.
@@ -493,6 +563,11 @@ impl Engine {
             end,
             head: escape_bytes(head),
             estimated: false,
+            policy: self
+                .policy_names
+                .get(usize::from(h.policy))
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 

@@ -45,6 +45,10 @@ pub struct Facts {
     pub fin_after: Option<f64>,
     pub keepalive_idle: u32,
     pub keepalive_intvl: u32,
+    /// Bait progress (line, bytes of it sent), so a bait goes on where it
+    /// stopped; absent from older processes.
+    #[serde(default)]
+    pub bait_pos: (u8, u8),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -400,6 +404,7 @@ mod decoder_tests {
             fin_after: None,
             keepalive_idle: 60,
             keepalive_intvl: 10,
+            bait_pos: (0, 0),
         }
     }
 

@@ -5,6 +5,7 @@
 //! snapshot) and [`Observer`] (be told about every trapped and ended
 //! connection — the statistics side plugs in here).
 
+mod bait;
 mod bind;
 mod engine;
 pub mod handover;
@@ -50,6 +51,8 @@ pub struct ServeOptions {
     /// IPv6 peers are grouped by this prefix length for `per_ip` (16–64).
     pub ipv6_prefix: u8,
     pub backlog: u32,
+    /// What each original destination port meets (default: silent).
+    pub policies: crate::engine::policy::Policies,
 }
 
 impl Default for ServeOptions {
@@ -67,6 +70,7 @@ impl Default for ServeOptions {
             per_ip: 32,
             ipv6_prefix: 64,
             backlog: 4096,
+            policies: Default::default(),
         }
     }
 }

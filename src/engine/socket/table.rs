@@ -19,6 +19,12 @@
 //!
 //! Lifetimes are checked by a coarse periodic scan (see `engine`): at 15,000
 //! slots one scan reads under 1 MiB, far cheaper than a timer per connection.
+//!
+//! Connections under a bait policy are also on the *drip wheel*: a ring of
+//! [`WHEEL`] buckets, one per 100 ms tick, each the head of a doubly linked
+//! list threaded through the slots. A tick takes its bucket whole; writing
+//! and rescheduling are O(1) per connection, and no timer or task exists per
+//! connection. Links and bait progress cost 11 bytes of the 64-byte slot.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -29,6 +35,12 @@ pub const NIL: u32 = u32::MAX;
 
 /// Flag: the peer sent FIN (tried to close).
 pub const F_FIN: u8 = 1;
+
+/// Buckets of the drip wheel (ticks of 100 ms: 409.6 s, more than the
+/// longest drip interval, [`crate::engine::policy::DRIP_MAX`]).
+pub const WHEEL: u32 = 4096;
+/// In `drip_prev`: this slot heads bucket `drip_prev & !HEAD`.
+const HEAD: u32 = 1 << 31;
 
 /// One held connection. Times are in ticks of 100 ms since the engine's epoch
 /// (u32 ticks last 13 years of uptime).
@@ -52,9 +64,18 @@ pub struct Held {
     /// Ticks after `start` at which the peer sent FIN (valid when
     /// `flags & F_FIN`; saturates after 109 minutes).
     pub fin_after: u16,
+    /// Index of its policy (`crate::engine::policy::Policies::get`).
+    pub policy: u8,
+    /// Bait progress: line number and bytes of it sent (see `bait::Pos`).
+    pub drip_line: u8,
+    pub drip_off: u8,
     ip_next: u32,
     age_prev: u32,
     age_next: u32,
+    /// Drip wheel links: `NIL` when not on the wheel, `HEAD | bucket` for
+    /// the first of a bucket.
+    drip_prev: u32,
+    drip_next: u32,
 }
 
 impl Held {
@@ -87,9 +108,14 @@ impl Held {
             start,
             deadline,
             fin_after: 0,
+            policy: 0,
+            drip_line: 0,
+            drip_off: 0,
             ip_next: NIL,
             age_prev: NIL,
             age_next: NIL,
+            drip_prev: NIL,
+            drip_next: NIL,
         }
     }
 
@@ -180,6 +206,10 @@ pub struct Table {
     track_peers: bool,
     v6_prefix: u8,
     pub addrs: Interner,
+    /// Drip wheel heads; empty until the first [`Table::drip_at`].
+    wheel: Vec<u32>,
+    /// The last tick whose bucket [`Table::drip_due`] took.
+    wheel_done: u32,
 }
 
 impl Table {
@@ -196,7 +226,87 @@ impl Table {
             track_peers,
             v6_prefix,
             addrs: Interner::default(),
+            wheel: Vec::new(),
+            wheel_done: 0,
         }
+    }
+
+    /// Puts `slot` on the drip wheel, due at tick `due` (clamped to the
+    /// wheel's span after the last tick taken). A slot already on it moves.
+    pub fn drip_at(&mut self, slot: u32, due: u32) {
+        if self.get(slot).is_none() {
+            return;
+        }
+        if self.wheel.is_empty() {
+            self.wheel = vec![NIL; WHEEL as usize];
+            self.wheel_done = due.saturating_sub(1);
+        }
+        self.drip_unlink(slot);
+        let due = due.clamp(
+            self.wheel_done.saturating_add(1),
+            self.wheel_done.saturating_add(WHEEL - 1),
+        );
+        let b = (due % WHEEL) as usize;
+        let old = self.wheel[b];
+        if old != NIL {
+            self.slots[old as usize].drip_prev = slot;
+        }
+        let s = &mut self.slots[slot as usize];
+        s.drip_prev = HEAD | b as u32;
+        s.drip_next = old;
+        self.wheel[b] = slot;
+    }
+
+    /// Takes every slot due at or before tick `now` off the wheel, appending
+    /// them to `out` (the caller writes and reschedules them).
+    pub fn drip_due(&mut self, now: u32, out: &mut Vec<u32>) {
+        if self.wheel.is_empty() || now <= self.wheel_done {
+            return;
+        }
+        // After a stall longer than the wheel, one lap takes everything.
+        let from = self.wheel_done.max(now.saturating_sub(WHEEL)) + 1;
+        for t in from..=now {
+            let b = (t % WHEEL) as usize;
+            let mut cur = std::mem::replace(&mut self.wheel[b], NIL);
+            while cur != NIL {
+                let s = &mut self.slots[cur as usize];
+                let next = s.drip_next;
+                s.drip_prev = NIL;
+                s.drip_next = NIL;
+                out.push(cur);
+                cur = next;
+            }
+        }
+        self.wheel_done = now;
+    }
+
+    /// Slots on the drip wheel (for tests and the benchmark).
+    pub fn drip_len(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|h| !h.is_free() && h.drip_prev != NIL)
+            .count()
+    }
+
+    fn drip_unlink(&mut self, slot: u32) {
+        let (prev, next) = {
+            let s = &self.slots[slot as usize];
+            (s.drip_prev, s.drip_next)
+        };
+        if prev == NIL {
+            return;
+        }
+        if prev & HEAD != 0 {
+            self.wheel[(prev & !HEAD) as usize] = next;
+        } else {
+            self.slots[prev as usize].drip_next = next;
+        }
+        if next != NIL {
+            self.slots[next as usize].drip_prev = prev;
+        }
+        let s = &mut self.slots[slot as usize];
+        s.drip_prev = NIL;
+        s.drip_next = NIL;
     }
 
     pub fn len(&self) -> usize {
@@ -245,6 +355,8 @@ impl Table {
             self.slots.push(h);
             (self.slots.len() - 1) as u32
         };
+        h.drip_prev = NIL;
+        h.drip_next = NIL;
         // Age list: append at the tail.
         h.age_prev = self.age_tail;
         h.age_next = NIL;
@@ -283,7 +395,9 @@ impl Table {
 
     /// Unlinks and frees `slot`, returning what it held.
     pub fn remove(&mut self, slot: u32) -> Option<Held> {
-        let h = *self.get(slot)?;
+        self.get(slot)?;
+        self.drip_unlink(slot);
+        let h = self.slots[slot as usize];
         // Age list.
         if h.age_prev != NIL {
             self.slots[h.age_prev as usize].age_next = h.age_next;
@@ -372,6 +486,7 @@ impl Table {
     pub fn footprint(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Held>()
             + self.groups.capacity() * (std::mem::size_of::<(u64, Group)>() + 1)
+            + self.wheel.capacity() * std::mem::size_of::<u32>()
     }
 }
 
@@ -397,7 +512,7 @@ mod tests {
     #[test]
     fn slot_is_compact() {
         assert!(
-            std::mem::size_of::<Held>() <= 60,
+            std::mem::size_of::<Held>() <= 64,
             "{}",
             std::mem::size_of::<Held>()
         );
@@ -499,6 +614,42 @@ mod tests {
         let mut out = vec![];
         assert_eq!(t.expired(120, &mut out), 150);
         assert_eq!(out, vec![a]);
+    }
+
+    #[test]
+    fn drip_wheel_hands_out_due_slots_once_and_forgets_removed_ones() {
+        let mut t = Table::new(64, 16, false);
+        let a = t.insert(held(1, "10.0.0.1", 0));
+        let b = t.insert(held(2, "10.0.0.2", 0));
+        let c = t.insert(held(3, "10.0.0.3", 0));
+        t.drip_at(a, 5);
+        t.drip_at(b, 5);
+        t.drip_at(c, 7);
+        assert_eq!(t.drip_len(), 3);
+        let mut out = vec![];
+        t.drip_due(4, &mut out);
+        assert!(out.is_empty());
+        t.remove(b).unwrap(); // a released slot leaves the wheel
+        t.drip_due(6, &mut out);
+        assert_eq!(out, vec![a]);
+        out.clear();
+        // Rescheduled past the wheel's span: clamped, never lost.
+        t.drip_at(a, 6 + WHEEL * 3);
+        let d = t.insert(held(4, "10.0.0.4", 0)); // reuses b's slot
+        assert_eq!(d, b);
+        t.drip_due(8, &mut out);
+        assert_eq!(out, vec![c]);
+        out.clear();
+        // Moving a slot already on the wheel.
+        t.drip_at(c, 20);
+        t.drip_at(c, 10);
+        t.drip_due(15, &mut out);
+        assert_eq!(out, vec![c]);
+        out.clear();
+        // A long stall: one lap takes all, each once.
+        t.drip_due(15 + WHEEL * 5, &mut out);
+        assert_eq!(out, vec![a]);
+        assert_eq!(t.drip_len(), 0);
     }
 
     #[test]

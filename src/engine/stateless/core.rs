@@ -362,6 +362,7 @@ impl Core {
             end: reason,
             head: String::new(),
             estimated: f.estimated,
+            policy: "silent".into(),
         }
     }
 

@@ -1,0 +1,212 @@
+//! Per-port policies: what a trapped connection meets, chosen by the port
+//! the peer aimed at — its original destination (`SO_ORIGINAL_DST` after an
+//! nftables redirect), which for a direct listener is the listener's own
+//! port. The default is the silent trap: a tiny window, never a byte sent.
+//!
+//! A policy combines three independent treatments (issue 10 §3):
+//!
+//! * **bait** — the socket engine drips protocol-correct bytes that never
+//!   complete (SSH pre-banner lines, or an HTTP status line and then header
+//!   lines) so clients whose timeout is per read keep waiting;
+//! * **window zero** — our SYN/ACK and every later segment advertise a zero
+//!   window (an nftables output rule, written by `crate::firewall`), so the
+//!   peer cannot send a byte and its data never occupies our memory;
+//! * **syn_delay** — the handshake completes only on the client's SYN
+//!   retransmission at least that long after its first SYN, so a client with
+//!   separate connect and read timeouts loses both.
+//!
+//! This module only says *what*; the engines and the firewall module do it.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Protocol-correct bytes dripped to the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bait {
+    /// RFC 4253 §4.2 lines before an identification string that never comes.
+    Ssh,
+    /// `HTTP/1.1 200 OK`, then header lines, never the blank line.
+    Http,
+}
+
+impl Bait {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bait::Ssh => "ssh",
+            Bait::Http => "http",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Bait> {
+        match s {
+            "ssh" => Some(Bait::Ssh),
+            "http" => Some(Bait::Http),
+            _ => None,
+        }
+    }
+
+    /// The interval chosen from measurement (README, "Policies"): SSH 10 s
+    /// is under paramiko's 15 s per read before the first line ends (it
+    /// restarts its clock on every `recv` that returns bytes); HTTP 4 s is
+    /// under the common 5 s and 10 s per-read timeouts of scanners and
+    /// `requests`.
+    pub fn default_drip(self) -> Duration {
+        match self {
+            Bait::Ssh => Duration::from_secs(10),
+            Bait::Http => Duration::from_secs(4),
+        }
+    }
+}
+
+/// Shortest and longest drip interval (the drip wheel spans 409.6 s).
+pub const DRIP_MIN: Duration = Duration::from_millis(100);
+pub const DRIP_MAX: Duration = Duration::from_secs(300);
+/// Longest syn_delay: a Linux client gives up after ~127 s of SYN
+/// retransmissions (tcp_syn_retries = 6); longer would only act as DROP.
+pub const SYN_DELAY_MAX: Duration = Duration::from_secs(600);
+
+/// What one port's connections meet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Policy {
+    pub bait: Option<Bait>,
+    /// Interval between two bait segments of one connection.
+    pub drip: Duration,
+    /// Advertise a zero window from the SYN/ACK on.
+    pub window_zero: bool,
+    /// Complete the handshake only on a SYN at least this long after the
+    /// client's first.
+    pub syn_delay: Option<Duration>,
+}
+
+impl Policy {
+    /// The silent trap (the default).
+    pub const SILENT: Policy = Policy {
+        bait: None,
+        drip: Duration::ZERO,
+        window_zero: false,
+        syn_delay: None,
+    };
+
+    pub fn is_silent(&self) -> bool {
+        self.bait.is_none() && !self.window_zero && self.syn_delay.is_none()
+    }
+}
+
+impl fmt::Display for Policy {
+    /// `silent`, or e.g. `bait=ssh,drip=10s,window=zero,syn_delay=60s`: the
+    /// `policy` field of records.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_silent() {
+            return f.write_str("silent");
+        }
+        let mut parts = Vec::new();
+        if let Some(b) = self.bait {
+            parts.push(format!("bait={}", b.as_str()));
+            parts.push(format!("drip={}", human(self.drip)));
+        }
+        if self.window_zero {
+            parts.push("window=zero".to_string());
+        }
+        if let Some(d) = self.syn_delay {
+            parts.push(format!("syn_delay={}", human(d)));
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
+fn human(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// Every policy of a server: the default and the per-port ones.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Policies {
+    pub default: Policy,
+    /// By original destination port; sorted, one entry per port, at most
+    /// 254 (a slot stores the index in a byte).
+    pub ports: Vec<(u16, Policy)>,
+}
+
+impl Policies {
+    /// Most per-port entries.
+    pub const MAX_PORTS: usize = 254;
+
+    /// The index stored per connection: 0 = default, i + 1 = `ports[i]`.
+    pub fn index_of(&self, port: u16) -> u8 {
+        match self.ports.binary_search_by_key(&port, |(p, _)| *p) {
+            Ok(i) => (i + 1).min(255) as u8,
+            Err(_) => 0,
+        }
+    }
+
+    pub fn get(&self, index: u8) -> &Policy {
+        match usize::from(index).checked_sub(1) {
+            Some(i) => self.ports.get(i).map_or(&self.default, |(_, p)| p),
+            None => &self.default,
+        }
+    }
+
+    /// All policies in index order.
+    pub fn all(&self) -> impl Iterator<Item = &Policy> {
+        std::iter::once(&self.default).chain(self.ports.iter().map(|(_, p)| p))
+    }
+
+    pub fn any_bait(&self) -> bool {
+        self.all().any(|p| p.bait.is_some())
+    }
+
+    /// Whether any policy needs nftables rules (window zero, syn_delay).
+    pub fn needs_firewall(&self) -> bool {
+        self.all().any(|p| p.window_zero || p.syn_delay.is_some())
+    }
+
+    /// Inserts or replaces the policy of `port`, keeping the list sorted.
+    pub fn set_port(&mut self, port: u16, p: Policy) {
+        match self.ports.binary_search_by_key(&port, |(q, _)| *q) {
+            Ok(i) => self.ports[i].1 = p,
+            Err(i) => self.ports.insert(i, (port, p)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_falls_back_to_default() {
+        let mut ps = Policies::default();
+        let ssh = Policy {
+            bait: Some(Bait::Ssh),
+            drip: Duration::from_secs(10),
+            ..Policy::SILENT
+        };
+        ps.set_port(80, Policy::SILENT);
+        ps.set_port(22, ssh);
+        assert_eq!(ps.ports.iter().map(|x| x.0).collect::<Vec<_>>(), [22, 80]);
+        assert_eq!(ps.index_of(22), 1);
+        assert_eq!(ps.index_of(23), 0);
+        assert_eq!(*ps.get(ps.index_of(22)), ssh);
+        assert_eq!(*ps.get(200), Policy::SILENT);
+        assert!(ps.any_bait() && !ps.needs_firewall());
+    }
+
+    #[test]
+    fn describes_itself() {
+        assert_eq!(Policy::SILENT.to_string(), "silent");
+        let p = Policy {
+            bait: Some(Bait::Http),
+            drip: Duration::from_millis(1500),
+            window_zero: true,
+            syn_delay: Some(Duration::from_secs(60)),
+        };
+        assert_eq!(
+            p.to_string(),
+            "bait=http,drip=1500ms,window=zero,syn_delay=60s"
+        );
+    }
+}

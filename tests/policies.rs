@@ -1,0 +1,257 @@
+//! Per-port policies on real sockets: bait (ssh, http) drips one small
+//! segment per interval and nothing while the peer's window is closed;
+//! real clients whose timeout is per read stay stuck; records name the
+//! policy.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::netns::{privileged, Netns};
+use support::serve::Proc;
+use support::wait_for;
+
+/// Every read for `dur`: (seconds since start, bytes).
+fn arrivals(s: &mut TcpStream, dur: Duration) -> Vec<(f64, Vec<u8>)> {
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        let left = dur.saturating_sub(t0.elapsed());
+        if left.is_zero() {
+            return out;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => panic!("EOF after {:?}", t0.elapsed()),
+            Ok(n) => out.push((t0.elapsed().as_secs_f64(), buf[..n].to_vec())),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// Gaps between arrivals are about one interval: never two segments in
+/// one interval, never a missed one.
+fn assert_one_per_interval(a: &[(f64, Vec<u8>)], interval: f64) {
+    for w in a.windows(2) {
+        let gap = w[1].0 - w[0].0;
+        assert!(
+            gap > interval * 0.6 && gap < interval * 1.6,
+            "gap {gap:.2}s for a {interval}s drip: {a:?}"
+        );
+    }
+}
+
+#[test]
+fn ssh_bait_drips_pre_banner_lines_one_small_segment_per_interval() {
+    let mut p = Proc::serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--policy",
+        "default:bait=ssh,drip=500ms",
+    ]);
+    let mut c = TcpStream::connect(p.addr()).unwrap();
+    c.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
+    let a = arrivals(&mut c, Duration::from_millis(3200));
+    // The first segment at once, then one per 500 ms.
+    assert!(a.first().is_some_and(|x| x.0 < 0.4), "{a:?}");
+    assert!((6..=8).contains(&a.len()), "{} arrivals: {a:?}", a.len());
+    assert_one_per_interval(&a, 0.5);
+    assert!(a.iter().all(|(_, b)| (1..=4).contains(&b.len())), "{a:?}");
+    let text: Vec<u8> = a.iter().flat_map(|x| x.1.clone()).collect();
+    assert!(!text.starts_with(b"SSH-") && text[0].is_ascii_lowercase());
+    assert!(text
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b' '));
+    drop(c);
+    p.term(10.0);
+    let r = p.records();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0]["policy"], "bait=ssh,drip=500ms");
+    // Bait never reads: what the client sent is still there to peek at.
+    assert_eq!(r[0]["head"], "SSH-2.0-OpenSSH_9.2\\r\\n");
+}
+
+#[test]
+fn http_bait_is_a_status_line_then_header_lines_that_never_end() {
+    let p = Proc::serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--policy",
+        "default:bait=http,drip=300ms",
+    ]);
+    let mut c = TcpStream::connect(p.addr()).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let a = arrivals(&mut c, Duration::from_millis(2500));
+    assert_eq!(a[0].1, b"HTTP/1.1 200 OK\r\n", "{a:?}");
+    assert!((7..=10).contains(&a.len()), "{} arrivals: {a:?}", a.len());
+    assert_one_per_interval(&a, 0.3);
+    let text: Vec<u8> = a[1..].iter().flat_map(|x| x.1.clone()).collect();
+    let text = String::from_utf8(text).unwrap();
+    // A header name: "X-" and lowercase letters.
+    assert!(text.starts_with("X-"), "{text:?}");
+    let name_end = text.find(':').unwrap_or(text.len());
+    assert!(
+        text[2..name_end].bytes().all(|b| b.is_ascii_lowercase()),
+        "{text:?}"
+    );
+    assert!(!text.contains("\r\n\r\n"));
+}
+
+/// python3 running `code`; returns how long it ran (killed at `cap`) and
+/// what it printed.
+fn python_for(code: &str, cap: Duration) -> (Duration, String) {
+    let t0 = Instant::now();
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", code])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let st = wait_for(cap.as_secs_f64() + 5.0, "python", || {
+        if t0.elapsed() >= cap {
+            let _ = child.kill();
+        }
+        child.try_wait().ok().flatten()
+    });
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let _ = st;
+    (t0.elapsed(), out)
+}
+
+/// Real clients whose timeouts are per read: paramiko (2 s banner timeout
+/// here; 15 s by default) and Python's http.client (2 s timeout) give up
+/// after that against silence, and are still waiting after 8 s of a 1 s
+/// drip.
+#[test]
+fn per_read_timeouts_keep_resetting() {
+    let silent = Proc::serve(&["--listen", "127.0.0.1:0"]);
+    let bait = Proc::serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.2:0",
+        "--policy",
+        "default:bait=ssh,drip=1s",
+    ]);
+    let paramiko = |port: u16, host: &str| {
+        format!(
+            "import paramiko,socket\nt=paramiko.Transport(socket.create_connection(('{host}',{port})))\nt.banner_timeout=2\ntry:\n  t.start_client(timeout=60)\nexcept Exception as e:\n  print('gave up:', e)\n"
+        )
+    };
+    let http = Proc::serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--policy",
+        "default:bait=http,drip=1s",
+    ]);
+    let get = |port: u16| {
+        format!(
+            "import http.client\nc=http.client.HTTPConnection('127.0.0.1',{port},timeout=2)\ntry:\n  c.request('GET','/')\n  r=c.getresponse()\n  print('response', r.status)\nexcept Exception as e:\n  print('gave up:', type(e).__name__)\n"
+        )
+    };
+    // All four at once: the test takes the 8 s cap once.
+    let runs: Vec<_> = [
+        (paramiko(silent.addr().port(), "127.0.0.1"), false),
+        (paramiko(bait.addr().port(), "127.0.0.1"), true),
+        (get(silent.addr().port()), false),
+        (get(http.addr().port()), true),
+    ]
+    .into_iter()
+    .map(|(code, held)| {
+        (
+            held,
+            std::thread::spawn(move || python_for(&code, Duration::from_secs(8))),
+        )
+    })
+    .collect();
+    for (held, t) in runs {
+        let (t, out) = t.join().unwrap();
+        if held {
+            assert!(t >= Duration::from_secs(8) && out.is_empty(), "{t:?} {out}");
+        } else {
+            assert!(
+                t < Duration::from_secs(6) && out.contains("gave up"),
+                "{t:?} {out}"
+            );
+        }
+    }
+}
+
+/// While the client's window is closed (an nftables rule in the client's
+/// namespace zeroes the window it advertises), the server queues one
+/// segment and writes nothing more; once it opens, the drip goes on, one
+/// segment per interval.
+#[test]
+fn bait_writes_nothing_more_while_the_window_is_closed() {
+    if !privileged("bait_writes_nothing_more_while_the_window_is_closed") {
+        return;
+    }
+    let ns = Netns::new("baitwin");
+    let port = 2299;
+    let mut cmd = ns.command(support::bin());
+    cmd.args([
+        "--log-format",
+        "json",
+        "serve",
+        "--control",
+        "off",
+        "--history",
+        "off",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--policy",
+        "default:bait=ssh,drip=300ms",
+    ]);
+    let _p = Proc::spawn(cmd);
+    ns.run(&format!(
+        "nft add table inet t && nft add chain inet t out '{{ type filter hook output priority 0; }}' && nft add rule inet t out tcp dport {port} tcp window set 0"
+    ));
+    let send_q = || -> u32 {
+        let out = ns.run(&format!("ss -tnH state established '( sport = :{port} )'"));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|q| q.parse().ok())
+            .unwrap_or(u32::MAX)
+    };
+    let mut c = ns.in_thread(move || TcpStream::connect(("127.0.0.1", port)).unwrap());
+    std::thread::sleep(Duration::from_secs(3));
+    // Ten intervals: one segment (1-4 bytes) waits, nothing was added.
+    let q = send_q();
+    assert!((1..=4).contains(&q), "send queue {q}");
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut b = [0u8; 64];
+    assert!(
+        c.read(&mut b).is_err(),
+        "nothing can arrive through a zero window"
+    );
+    ns.run("nft delete table inet t");
+    // The client's next segment tells the server its real window.
+    c.write_all(b"x").unwrap();
+    let a = arrivals(&mut c, Duration::from_millis(2000));
+    let first = a.first().map(|x| x.1.len()).unwrap_or(0);
+    assert!(
+        first >= q as usize,
+        "the queued segment arrives first: {a:?}"
+    );
+    assert!((5..=8).contains(&a.len()), "{a:?}");
+    assert_one_per_interval(&a[1..], 0.3);
+}
