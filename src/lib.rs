@@ -25,6 +25,7 @@
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod abuse;
 pub mod calendar;
 pub mod cli;
 pub mod config;

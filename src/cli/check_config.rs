@@ -16,6 +16,7 @@ pub fn validate(loaded: Option<(&FileConfig, &Source)>) -> Result<WatchSettings,
         if let Some(s) = &cfg.serve {
             ServeConfig::resolve(&ServeOverrides::default(), Some((s, src)))?;
         }
+        crate::abuse::settings::resolve(cfg, src)?;
     }
     settings::resolve(loaded.and_then(|(c, s)| c.watch.as_ref().map(|w| (w, s))))
 }
@@ -26,6 +27,66 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
     match &cli.config {
         Some(p) => println!("{}: OK", p.display()),
         None => println!("no --config given: built-in defaults"),
+    }
+    if let Some((cfg, src)) = &loaded {
+        let serve = ServeConfig::resolve(
+            &ServeOverrides::default(),
+            cfg.serve.as_ref().map(|s| (s, src)),
+        )?;
+        if !serve.stats.geoip.is_empty() {
+            let files: Vec<String> = serve
+                .stats
+                .geoip
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            println!(
+                "serve: geoip opens {}{}",
+                files.join(", "),
+                if serve.stats.country_metrics {
+                    " (metrics by country on)"
+                } else {
+                    ""
+                }
+            );
+        }
+        if let Some(r) = crate::abuse::settings::resolve(cfg, src)? {
+            let outbox = crate::abuse::serve_outbox(&r, serve.stats.history.as_deref());
+            println!(
+                "report: serve reports hosts engaged >= {} (outbox {}); watch reports its bans (outbox: its state database)",
+                humantime::format_duration(r.engaged_threshold),
+                outbox.map_or("none: set [report] outbox".into(), |p| p.display().to_string())
+            );
+            for d in &r.dests {
+                println!(
+                    "  {}: POST {} ({}{}{}), timeout {}{}",
+                    d.id,
+                    d.url_text,
+                    match (d.ban, d.trapped) {
+                        (true, true) => "bans and trapped hosts",
+                        (true, false) => "bans",
+                        _ => "trapped hosts",
+                    },
+                    d.quota
+                        .map_or(String::new(), |q| format!(", at most {q} a day")),
+                    if d.repeat_ms > 0 {
+                        format!(
+                            ", a host at most every {}",
+                            humantime::format_duration(std::time::Duration::from_millis(
+                                d.repeat_ms as u64
+                            ))
+                        )
+                    } else {
+                        String::new()
+                    },
+                    humantime::format_duration(d.timeout),
+                    d.retries
+                        .map_or(", retried until delivered".into(), |n| format!(
+                            ", {n} retries"
+                        ))
+                );
+            }
+        }
     }
     println!(
         "watch: state {}, nft table inet {} sets {}/{}, {}, IPv6 per /{}",

@@ -148,6 +148,9 @@ pub fn run(cli: &Cli, a: &ServeArgs) -> Result<(), Error> {
     let section = loaded
         .as_ref()
         .and_then(|(c, s)| c.serve.as_ref().map(|sv| (sv, s)));
-    let cfg = ServeConfig::resolve(&a.overrides(), section)?;
+    let mut cfg = ServeConfig::resolve(&a.overrides(), section)?;
+    if let Some((c, s)) = &loaded {
+        cfg.stats.report = crate::abuse::settings::resolve(c, s)?;
+    }
     Ok(crate::daemon::serve(cfg)?)
 }

@@ -27,6 +27,7 @@ pub fn run(cli: &Cli, a: &WatchArgs) -> Result<(), Error> {
         dry_run: a.dry_run,
         in_memory: a.dry_run && a.state_db.is_none(),
         metrics: a.metrics,
+        report: crate::abuse::settings::load(cli.config.as_deref())?,
     };
     Ok(watch::run(settings, &how)?)
 }

@@ -9,6 +9,7 @@
 //! the one typed [`ServeConfig`] the daemon runs from.
 
 pub mod duration;
+pub mod report;
 pub mod serve;
 pub mod watch;
 
@@ -17,6 +18,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use duration::parse_duration;
+pub use report::{AbuseIpdbSection, ReportSection, WebhookSection};
 pub use serve::{
     EngineConfig, EngineKind, Privileges, ServeConfig, ServeOverrides, ServeSection, SocketConfig,
     StatsConfig,
@@ -100,6 +102,12 @@ pub struct FileConfig {
     pub serve: Option<ServeSection>,
     #[serde(default)]
     pub watch: Option<WatchSection>,
+    /// `[report]` / `[report.abuseipdb]`: abusers reported (serve and watch).
+    #[serde(default)]
+    pub report: Option<ReportSection>,
+    /// `[[webhook]]`: a JSON POST per ban and per trapped host.
+    #[serde(default)]
+    pub webhook: Vec<toml::Spanned<WebhookSection>>,
 }
 
 /// Reads and parses `path`.

@@ -200,6 +200,9 @@ pub struct StatsConfig {
     pub geoip: Vec<PathBuf>,
     /// `[serve] metrics_country`.
     pub country_metrics: bool,
+    /// `[report]` / `[[webhook]]` (set from the whole file by the command
+    /// line; `None`: nothing is reported).
+    pub report: Option<crate::abuse::Settings>,
 }
 
 type File<'a> = Option<(&'a ServeSection, &'a Source)>;
@@ -717,6 +720,7 @@ fn stats(f: &ServeOverrides, file: File) -> Result<StatsConfig, ConfigError> {
         history: (history.as_os_str() != OFF).then_some(history),
         history_default,
         history_days,
+        report: None,
     })
 }
 

@@ -37,6 +37,8 @@ pub enum StatsError {
     History(#[from] HistoryError),
     #[error(transparent)]
     GeoIp(#[from] crate::geoip::GeoIpError),
+    #[error("report: {0}")]
+    Report(String),
 }
 
 /// Everything bound or opened before privileges are dropped, so a mistake is
@@ -47,6 +49,7 @@ pub struct Prepared {
     registry: Registry,
     serve_metrics: Arc<ServeMetrics>,
     history: Option<Arc<History>>,
+    reports: Option<Arc<crate::abuse::ServeReports>>,
 }
 
 /// Binds the control socket and the metrics port, opens the history.
@@ -104,12 +107,29 @@ pub fn prepare(o: &StatsConfig, listeners: &[String]) -> Result<Prepared, StatsE
         },
         None => None,
     };
+    // Reports: the outbox opened now, before privileges are dropped.
+    let reports = match &o.report {
+        None => None,
+        Some(r) => {
+            let db = crate::abuse::serve_outbox(r, o.history.as_deref()).ok_or_else(|| {
+                StatsError::Report(
+                    "the history is off: set [report] outbox to a database file for the reports"
+                        .into(),
+                )
+            })?;
+            let rep =
+                crate::abuse::ServeReports::start(r.clone(), &db).map_err(StatsError::Report)?;
+            rep.metrics.register(&mut registry);
+            Some(rep)
+        }
+    };
     Ok(Prepared {
         control,
         metrics,
         registry,
         serve_metrics,
         history,
+        reports,
     })
 }
 
@@ -138,6 +158,7 @@ pub struct Running {
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     history: Option<Arc<History>>,
+    reports: Option<Arc<crate::abuse::ServeReports>>,
 }
 
 impl Prepared {
@@ -156,6 +177,9 @@ impl Prepared {
         let mut v: Vec<Arc<dyn Observer>> = vec![self.serve_metrics.clone()];
         if let Some(h) = &self.history {
             v.push(h.clone());
+        }
+        if let Some(r) = &self.reports {
+            v.push(r.clone());
         }
         v
     }
@@ -215,6 +239,7 @@ impl Prepared {
             stop,
             tasks,
             history: self.history,
+            reports: self.reports,
         }
     }
 }
@@ -226,6 +251,9 @@ impl Running {
     pub async fn finish(self) {
         if let Some(h) = self.history {
             let _ = tokio::task::spawn_blocking(move || h.close(Duration::from_secs(30))).await;
+        }
+        if let Some(r) = self.reports {
+            let _ = tokio::task::spawn_blocking(move || r.close(Duration::from_secs(5))).await;
         }
         let _ = self.stop.send(true);
         for t in self.tasks {

@@ -22,6 +22,9 @@ pub struct WatchRun {
     pub in_memory: bool,
     /// Serve Prometheus metrics here.
     pub metrics: Option<SocketAddr>,
+    /// `[report]` / `[[webhook]]`: bans reported (read at start; a reload
+    /// keeps them).
+    pub report: Option<crate::abuse::Settings>,
 }
 
 /// Why `tarpit watch` could not start.
@@ -38,6 +41,8 @@ pub enum WatchError {
     },
     #[error("crowdsec: {0}")]
     CrowdSec(String),
+    #[error("report: {0}")]
+    Report(String),
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
         addr: SocketAddr,
@@ -85,6 +90,26 @@ pub fn run(settings: WatchSettings, how: &WatchRun) -> Result<(), WatchError> {
             ),
         }
     }
+    // Reports: the outbox is the state database, filled by triggers on
+    // its bans; without [report] the triggers go.
+    let db = crate::watcher::crowdsec::worker::db_path(&state);
+    let mut report = None;
+    match (&how.report, &db) {
+        (Some(r), Some(db)) => {
+            let (m, t) = crate::abuse::start_watch(r.clone(), db, stop.clone())
+                .map_err(WatchError::Report)?;
+            report = Some((m, t));
+        }
+        (Some(_), None) => tracing::warn!(
+            "report: off in a dry run without --state-db (the outbox lives in the state database)"
+        ),
+        (None, Some(db)) => {
+            if let Err(e) = crate::abuse::outbox::disable_ban_triggers(db) {
+                tracing::warn!(error = %e, "report: cannot remove the ban triggers");
+            }
+        }
+        (None, None) => {}
+    }
     let mut w = Watcher::new(settings, state, fw, &own).refresh_own_addresses();
     let (mut cs_metrics, mut cs_thread) = (None, None);
     if let Some((bridge, m, t)) = crowdsec {
@@ -94,8 +119,14 @@ pub fn run(settings: WatchSettings, how: &WatchRun) -> Result<(), WatchError> {
     }
     let metrics_thread = match how.metrics {
         Some(addr) => Some(
-            serve_metrics(addr, w.metrics(), cs_metrics, stop.clone())
-                .map_err(|source| WatchError::Metrics { addr, source })?,
+            serve_metrics(
+                addr,
+                w.metrics(),
+                cs_metrics,
+                report.as_ref().map(|r| r.0.clone()),
+                stop.clone(),
+            )
+            .map_err(|source| WatchError::Metrics { addr, source })?,
         ),
         None => None,
     };
@@ -117,6 +148,7 @@ pub fn run(settings: WatchSettings, how: &WatchRun) -> Result<(), WatchError> {
     // its full timeout, and everything it writes is in committed
     // transactions already.
     drop(cs_thread);
+    drop(report);
     Ok(())
 }
 
@@ -204,6 +236,7 @@ fn serve_metrics(
     addr: SocketAddr,
     metrics: Arc<crate::watcher::metrics::WatchMetrics>,
     crowdsec: Option<Arc<crate::watcher::crowdsec::CrowdSecMetrics>>,
+    report: Option<Arc<crate::abuse::ReportMetrics>>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let server = crate::stats::metrics::MetricsServer::bind(addr)?;
@@ -212,6 +245,9 @@ fn serve_metrics(
     metrics.register(&mut reg);
     if let Some(c) = crowdsec {
         c.register(&mut reg);
+    }
+    if let Some(r) = report {
+        r.register(&mut reg);
     }
     let reg = Arc::new(reg);
     let rt = tokio::runtime::Builder::new_current_thread()
