@@ -87,29 +87,44 @@ pub struct ServeReports {
     tx: SyncSender<worker::Msg>,
     threshold: f64,
     dropped: AtomicU64,
+    /// Until [`start_thread`](Self::start_thread).
+    worker: std::sync::Mutex<Option<worker::Worker>>,
     pub metrics: Arc<ReportMetrics>,
 }
 
 impl ServeReports {
-    /// Opens the outbox at `db` (before privileges are dropped) and starts
-    /// the report thread.
-    pub fn start(settings: Settings, db: &Path) -> Result<Arc<ServeReports>, String> {
+    /// Opens the outbox at `db` (as root, before privileges are dropped);
+    /// events queue in memory until [`start_thread`](Self::start_thread).
+    pub fn open(settings: Settings, db: &Path) -> Result<Arc<ServeReports>, String> {
         let conn = outbox::open(db).map_err(|e| format!("report outbox {}: {e}", db.display()))?;
         log_start(&settings, db);
         let metrics = Arc::new(ReportMetrics::default());
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let threshold = settings.engaged_threshold.as_secs_f64();
         let w = worker::Worker::new(settings, conn, metrics.clone(), Some(rx));
-        std::thread::Builder::new()
-            .name("report".into())
-            .spawn(move || w.run(Arc::new(AtomicBool::new(false))))
-            .map_err(|e| format!("cannot start the report thread: {e}"))?;
         Ok(Arc::new(ServeReports {
             tx,
             threshold,
             dropped: AtomicU64::new(0),
+            worker: std::sync::Mutex::new(Some(w)),
             metrics,
         }))
+    }
+
+    /// Starts the report thread (after the privilege drop: no thread may
+    /// run with the rights the process gives up).
+    pub fn start_thread(&self) -> Result<(), String> {
+        let w = self
+            .worker
+            .lock()
+            .map_err(|_| "report: poisoned".to_string())?
+            .take();
+        let Some(w) = w else { return Ok(()) };
+        std::thread::Builder::new()
+            .name("report".into())
+            .spawn(move || w.run(Arc::new(AtomicBool::new(false))))
+            .map_err(|e| format!("cannot start the report thread: {e}"))?;
+        Ok(())
     }
 
     /// Stores what is queued and stops the thread (waits at most `wait`:

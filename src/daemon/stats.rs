@@ -118,7 +118,7 @@ pub fn prepare(o: &StatsConfig, listeners: &[String]) -> Result<Prepared, StatsE
                 )
             })?;
             let rep =
-                crate::abuse::ServeReports::start(r.clone(), &db).map_err(StatsError::Report)?;
+                crate::abuse::ServeReports::open(r.clone(), &db).map_err(StatsError::Report)?;
             rep.metrics.register(&mut registry);
             Some(rep)
         }
@@ -162,12 +162,15 @@ pub struct Running {
 }
 
 impl Prepared {
-    /// Starts the history writer thread. Call after the privilege drop:
+    /// Starts the history writer and report threads. Call after the privilege drop:
     /// it is the daemon's first thread besides the main one, and no thread
     /// may run with the rights the process gives up.
     pub fn start_threads(&self) -> Result<(), StatsError> {
         if let Some(h) = &self.history {
             h.start_writer()?;
+        }
+        if let Some(r) = &self.reports {
+            r.start_thread().map_err(StatsError::Report)?;
         }
         Ok(())
     }

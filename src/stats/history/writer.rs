@@ -123,7 +123,11 @@ impl History {
             transactions,
             last_drop_log: AtomicU64::new(0),
             thread: Mutex::new(None),
-            unstarted: Mutex::new(Some(Unstarted { writer: w, rx, keep })),
+            unstarted: Mutex::new(Some(Unstarted {
+                writer: w,
+                rx,
+                keep,
+            })),
             path: opts.path,
         }))
     }
