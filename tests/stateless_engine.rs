@@ -685,3 +685,186 @@ fn a_key_file_keeps_connections_answered_across_restarts() {
     assert!(raw.answer(Duration::from_millis(500)).is_none());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The tarpit's packet counters, from its control socket's snapshot.
+fn counters(sock: &std::path::Path) -> serde_json::Value {
+    let mut req = tarpit::control::Request::new("snapshot");
+    req.args.insert("limit".into(), 0.into());
+    let v = tarpit::control::request(sock, &req, Duration::from_secs(10)).expect("snapshot");
+    v["counters"].clone()
+}
+
+#[test]
+fn a_syn_flood_does_not_stop_held_connections_being_answered() {
+    if !privileged("a_syn_flood_does_not_stop_held_connections_being_answered") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tp-slf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("control.sock");
+    // .2: hand-made held connections that probe; .3: the flood; .4: real
+    // clients with data stuck in their send queues.
+    let mut lab = Lab::new(
+        "slf",
+        &LabConfig {
+            trapped_hosts: vec![2, 3, 4],
+            extra_args: vec!["--control".into(), sock.display().to_string()],
+            ..Default::default()
+        },
+    );
+    let (held_src, flood_src, client_src): (IpAddr, IpAddr, IpAddr) = (
+        lab.v4(2).parse().unwrap(),
+        lab.v4(3).parse().unwrap(),
+        lab.v4(4).parse().unwrap(),
+    );
+    let dst: IpAddr = lab.v4(1).parse().unwrap();
+    let server = SocketAddr::new(dst, 22);
+    let conns = connect_many(&lab, client_src, server, 50, 100);
+    let raw = Raw::open(&lab, held_src, dst);
+    let held: Vec<(u16, u32, u32)> = (0..20u16)
+        .map(|k| {
+            let isn = 5000 + u32::from(k) * 1000;
+            (46000 + k, isn, raw.handshake(46000 + k, isn))
+        })
+        .collect();
+    for &(port, isn, our) in &held {
+        raw.send(port, TCP_ACK, isn + 1, our, b"", |_| {});
+    }
+    while raw.answer(Duration::from_millis(200)).is_some() {}
+    // The flood's SYN/ACKs die in the attacker's prerouting (no RSTs back,
+    // no load on the attacker's stack beyond the wire).
+    lab.attacker.run(&format!(
+        "nft 'add table inet flood; add chain inet flood pre {{ type filter hook prerouting priority raw; }}; add rule inet flood pre ip daddr {flood_src} tcp sport 22 drop'"
+    ));
+
+    // The flood: SYNs from 30,000 ports of .3, as fast as one raw socket
+    // sends them, for 6 s at most (and 20 M packets at most).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        let path = format!("/run/netns/{}", lab.attacker.name);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).expect("netns");
+            tarpit::sys::enter_netns(&ns).expect("setns");
+            let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::TCP)).expect("raw");
+            s.set_header_included_v4(true).expect("IP_HDRINCL");
+            let to = SockAddr::from(SocketAddr::new(dst, 0));
+            let syns: Vec<Vec<u8>> = (0..30_000u32)
+                .map(|k| {
+                    let mut b = vec![0u8; 128];
+                    let n = Segment {
+                        src: flood_src,
+                        dst,
+                        tcp: tcp::Repr {
+                            src_port: 20000 + k as u16,
+                            dst_port: 22,
+                            seq_number: k.wrapping_mul(2_654_435_761),
+                            ack_number: 0,
+                            flags: TCP_SYN,
+                            window_len: 64240,
+                            max_seg_size: Some(1460),
+                            payload: b"",
+                        },
+                        payload_len: 0,
+                    }
+                    .emit(&mut b)
+                    .unwrap();
+                    b.truncate(n);
+                    b
+                })
+                .collect();
+            let t = Instant::now();
+            let mut sent = 0u64;
+            'flood: while t.elapsed() < Duration::from_secs(6) && sent < 20_000_000 {
+                for p in &syns {
+                    if s.send_to(p, &to).is_ok() {
+                        sent += 1;
+                    }
+                    if sent % 1024 == 0 && stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break 'flood;
+                    }
+                }
+            }
+            (sent, t.elapsed())
+        })
+    };
+
+    // Meanwhile every held connection probes every 100 ms. Phase 0: the
+    // flood alone (2 s); the tarpit is then stopped for 1.5 s (SIGSTOP, as
+    // a stall would: the kernel overruns its log socket); phase 1: the
+    // flood goes on and the tarpit catches up (2 s).
+    let probe_for = |d: Duration| -> std::collections::HashSet<u16> {
+        let mut answered = std::collections::HashSet::new();
+        let t = Instant::now();
+        while t.elapsed() < d {
+            for &(port, isn, our) in &held {
+                raw.send(port, TCP_ACK, isn, our, b"", |_| {});
+            }
+            let t2 = Instant::now();
+            while t2.elapsed() < Duration::from_millis(100) {
+                if let Some(a) = raw.answer(Duration::from_millis(20)) {
+                    if a.flags == TCP_ACK && a.window == 0 {
+                        answered.insert(a.to_port);
+                    }
+                }
+            }
+        }
+        answered
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let before = probe_for(Duration::from_secs(2));
+    lab.signal("STOP");
+    std::thread::sleep(Duration::from_millis(1500));
+    lab.signal("CONT");
+    let after = probe_for(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, took) = flood.join().expect("flood thread");
+    eprintln!(
+        "flood: {sent} SYNs in {:.1}s ({:.0}/s)",
+        took.as_secs_f64(),
+        sent as f64 / took.as_secs_f64()
+    );
+    assert!(sent > 50_000, "the flood ran: {sent} SYNs");
+    let ports: std::collections::HashSet<u16> = held.iter().map(|h| h.0).collect();
+    assert_eq!(
+        before, ports,
+        "every held connection answered during the flood"
+    );
+    assert_eq!(
+        after, ports,
+        "and still answered after the stall, flood going on"
+    );
+
+    let c = counters(&sock);
+    eprintln!("counters: {c}");
+    assert!(
+        c["syn_acks"].as_u64().unwrap_or(0) > sent / 4,
+        "the flood was answered: {c}"
+    );
+    assert!(
+        c["overruns"].as_u64().unwrap_or(0) >= 1,
+        "the stall is counted: {c}"
+    );
+    // Said, but not once per lost batch: at most once a second.
+    let lines = lab.count_log("log socket overrun");
+    assert!(
+        (1..=4).contains(&lines),
+        "{lines} overrun lines:\n{}",
+        lab.log_text()
+    );
+
+    // The real clients never noticed: established, data still queued.
+    let lines = ss_lines(&lab.attacker, &format!("{}:22", lab.v4(1)));
+    let estab: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(&format!("{client_src}:")))
+        .collect();
+    assert_eq!(estab.len(), 50, "{lines:?}");
+    for l in estab {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!((f[0], f[2]), ("ESTAB", "100"), "{l}");
+    }
+    drop(conns);
+    lab.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -27,6 +27,20 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// block (they run on the engine's thread).
 pub trait Observer: Send + Sync {
     fn trapped(&self, _listener: &str) {}
+    /// A connection trapped earlier (before a restart, a takeover, or an
+    /// eviction from the stateless flow table) is held again: it will end
+    /// like any other, but it is not a new trap. Keeps the `held` gauge equal
+    /// to what is held.
+    fn resumed(&self, _listener: &str) {}
+    /// The engine is about to end every connection it holds (shutdown):
+    /// what follows is a burst of [`ended`](Self::ended) calls that may wait
+    /// (bounded) for room instead of being dropped.
+    fn ending_all(&self) {}
+    /// `n` trapped packets (or, for `nflog_overrun`, kernel overruns: each
+    /// lost one batch or more) went unanswered because the engine or the
+    /// device could not keep up (stateless engine: `nflog_overrun`,
+    /// `send_error`).
+    fn dropped(&self, _kind: &str, _n: u64) {}
     fn peer_close_attempt(&self, _listener: &str) {}
     fn ended(&self, _record: &ConnRecord) {}
     fn accept_error(&self, _kind: &str) {}

@@ -181,6 +181,7 @@ pub struct ServeMetrics {
     bytes_unread: Counter,
     close_attempts: Family<ListenerLabel, Counter>,
     accept_errors: Family<KindLabel, Counter>,
+    dropped: Family<KindLabel, Counter>,
     /// Handles of the configured listeners' series, fetched once: the hot
     /// path then neither allocates a label nor takes the family's lock.
     known: std::collections::HashMap<String, ListenerSeries>,
@@ -212,6 +213,7 @@ impl ServeMetrics {
             bytes_unread: Counter::default(),
             close_attempts: Family::default(),
             accept_errors: Family::default(),
+            dropped: Family::default(),
             known: Default::default(),
         };
         let mut known = std::collections::HashMap::new();
@@ -303,6 +305,11 @@ impl ServeMetrics {
             "accept() failures, by kind",
             m.accept_errors.clone(),
         );
+        reg.register(
+            "packets_dropped",
+            "Trapped packets left unanswered because the stateless engine fell behind, by kind: nflog_overrun (times the kernel's log socket overflowed, each losing a batch or more), send_error (replies the device refused)",
+            m.dropped.clone(),
+        );
         Arc::new(m)
     }
 }
@@ -319,6 +326,18 @@ impl Observer for ServeMetrics {
         };
         self.trapped.get_or_create(&l).inc();
         self.held.get_or_create(&l).inc();
+    }
+
+    fn resumed(&self, listener: &str) {
+        if let Some(k) = self.known.get(listener) {
+            k.held.inc();
+            return;
+        }
+        self.held
+            .get_or_create(&ListenerLabel {
+                listener: listener.to_string(),
+            })
+            .inc();
     }
 
     fn peer_close_attempt(&self, listener: &str) {
@@ -362,6 +381,12 @@ impl Observer for ServeMetrics {
             self.attacker_bound_secs.inc_by(r.engaged_secs.max(0.0));
         }
         self.bytes_unread.inc_by(r.bytes_received);
+    }
+
+    fn dropped(&self, kind: &str, n: u64) {
+        self.dropped
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .inc_by(n);
     }
 
     fn accept_error(&self, kind: &str) {
@@ -525,6 +550,23 @@ mod tests {
         assert!(s.contains("tarpit_unread_bytes_total 7"));
         assert!(s.contains("tarpit_hold_duration_seconds_bucket{le=\"120.0\"} 1"));
         assert!(!s.contains("127.0.0.9"));
+        // A connection held again (restart, eviction) ends like the others:
+        // the gauge follows what is held.
+        m.resumed("127.0.0.1:2222");
+        m.dropped("nflog_overrun", 1);
+        m.dropped("send_error", 3);
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, &reg).unwrap();
+        assert!(
+            s.contains("tarpit_held_connections{listener=\"127.0.0.1:2222\"} 2"),
+            "{s}"
+        );
+        assert!(s.contains("tarpit_connections_trapped_total{listener=\"127.0.0.1:2222\"} 2"));
+        assert!(
+            s.contains("tarpit_packets_dropped_total{kind=\"send_error\"} 3"),
+            "{s}"
+        );
+        assert!(s.contains("tarpit_packets_dropped_total{kind=\"nflog_overrun\"} 1"));
         // A listener not known at start (e.g. inherited) gets its series too.
         m.trapped("[::1]:2222");
         let mut s = String::new();

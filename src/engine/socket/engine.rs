@@ -191,6 +191,9 @@ impl Engine {
         }
         // Release everything, oldest first.
         let all: Vec<u32> = self.table.iter_oldest_first().map(|(s, _)| s).collect();
+        for o in &self.observers {
+            o.ending_all();
+        }
         for slot in all {
             self.release(slot, EndReason::Shutdown);
         }
@@ -303,6 +306,11 @@ impl Engine {
             }
             if self.opts.policies.get(h.policy).bait.is_some() {
                 self.table.drip_at(slot, now.saturating_add(1));
+            }
+            // Held here from now on; it ends here too (the gauge counts it).
+            let label = &self.listeners[li].label;
+            for o in &self.observers {
+                o.resumed(label);
             }
         }
         tracing::info!(conns = self.table.len(), "continuing inherited connections");

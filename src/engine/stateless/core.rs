@@ -163,15 +163,24 @@ impl Core {
     }
 
     pub fn count_send_error(&mut self) {
-        self.counters.send_errors += 1;
+        self.count_send_errors(1);
     }
 
+    /// Replies the device refused (counted here and in the metrics).
     pub fn count_send_errors(&mut self, n: u64) {
         self.counters.send_errors += n;
+        for o in &self.observers {
+            o.dropped("send_error", n);
+        }
     }
 
+    /// The kernel dropped log messages because we fell behind (counted here
+    /// and in the metrics).
     pub fn count_overrun(&mut self) {
         self.counters.overruns += 1;
+        for o in &self.observers {
+            o.dropped("nflog_overrun", 1);
+        }
     }
 
     pub fn count_bad_message(&mut self) {
@@ -254,6 +263,12 @@ impl Core {
             for ob in &self.observers {
                 ob.trapped(&self.label);
             }
+        } else if o.new {
+            // Held again (after a restart, an eviction or an expiry): it
+            // will end like the others, so the held gauge counts it.
+            for ob in &self.observers {
+                ob.resumed(&self.label);
+            }
         }
         if o.first_fin {
             self.totals.close_attempts += 1;
@@ -312,9 +327,22 @@ impl Core {
 
     /// Ends every flow (the engine is stopping).
     pub fn shutdown(&mut self, now: u32) {
-        for f in self.flows.drain() {
-            self.end(f, now, EndReason::Shutdown);
+        for o in &self.observers {
+            o.ending_all();
         }
+        // In batches, oldest first: a million flows never become one
+        // million-element list at once.
+        let mut gone = std::mem::take(&mut self.ended);
+        loop {
+            self.flows.expire(u32::MAX, EXPIRE_BATCH, &mut gone);
+            if gone.is_empty() {
+                break;
+            }
+            for f in gone.drain(..) {
+                self.end(f, now, EndReason::Shutdown);
+            }
+        }
+        self.ended = gone;
     }
 
     fn end(&mut self, f: FlowInfo, end: u32, reason: EndReason) {
@@ -469,10 +497,17 @@ mod tests {
     const EPOCH: SystemTime = SystemTime::UNIX_EPOCH;
 
     #[derive(Default)]
-    struct Rec(Mutex<Vec<ConnRecord>>, Mutex<u32>);
+    /// Ended records, traps, resumptions, shutdown notices.
+    struct Rec(Mutex<Vec<ConnRecord>>, Mutex<u32>, Mutex<u32>, Mutex<u32>);
     impl Observer for Rec {
         fn trapped(&self, _l: &str) {
             *self.1.lock().unwrap() += 1;
+        }
+        fn resumed(&self, _l: &str) {
+            *self.2.lock().unwrap() += 1;
+        }
+        fn ending_all(&self) {
+            *self.3.lock().unwrap() += 1;
         }
         fn ended(&self, r: &ConnRecord) {
             self.0.lock().unwrap().push(r.clone());
@@ -641,6 +676,22 @@ mod tests {
             "{:?}",
             snap.conns
         );
+        // Held again, not trapped again: the held gauge goes up, the trap
+        // count does not. Evicting port 2 for it ended one more record.
+        assert_eq!(*obs.1.lock().unwrap(), 3);
+        assert_eq!(*obs.2.lock().unwrap(), 1);
+        let ended = obs.0.lock().unwrap().len() as u32;
+        assert_eq!(ended, 2);
+        assert_eq!(
+            *obs.1.lock().unwrap() + *obs.2.lock().unwrap() - ended,
+            snap.totals.held_now as u32,
+            "trapped + resumed - ended = held"
+        );
+        // Shutdown says so first, then ends all (in batches).
+        c.shutdown(6);
+        assert_eq!(*obs.3.lock().unwrap(), 1);
+        assert_eq!(obs.0.lock().unwrap().len(), 4);
+        assert_eq!(c.snapshot(6, 10).totals.held_now, 0);
     }
 
     #[test]

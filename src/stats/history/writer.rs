@@ -62,6 +62,10 @@ pub struct History {
     /// Transactions committed (for tests and the benchmark).
     transactions: Arc<AtomicU64>,
     last_drop_log: AtomicU64,
+    /// While the engine ends everything at shutdown ([`Observer::ending_all`]):
+    /// until when (ms since the Unix epoch) a full queue is waited for
+    /// instead of dropping the row. 0: never wait.
+    wait_until_ms: AtomicU64,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The writer and its queue until [`History::start_writer`].
     unstarted: Mutex<Option<Unstarted>>,
@@ -122,6 +126,7 @@ impl History {
             metrics,
             transactions,
             last_drop_log: AtomicU64::new(0),
+            wait_until_ms: AtomicU64::new(0),
             thread: Mutex::new(None),
             unstarted: Mutex::new(Some(Unstarted {
                 writer: w,
@@ -164,24 +169,39 @@ impl History {
         &self.path
     }
 
-    /// Queues one record without ever waiting.
+    /// Queues one record without waiting (except while the engine ends
+    /// everything at shutdown: then a full queue is waited for, up to
+    /// [`SHUTDOWN_WAIT`] in all). A row that cannot be queued is counted
+    /// (`tarpit_history_rows_dropped_total`) and logged, at most every 10 s.
     pub fn record(&self, r: &ConnRecord) {
-        match self.tx.try_send(Msg::Row(Box::new(r.clone()))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.metrics.rows_dropped.inc();
-                let now = to_unix(SystemTime::now()) as u64;
-                let last = self.last_drop_log.load(Ordering::Relaxed);
-                if now >= last + 10 {
-                    self.last_drop_log.store(now, Ordering::Relaxed);
-                    tracing::warn!(
-                        path = %self.path.display(),
-                        dropped_total = self.metrics.rows_dropped.get(),
-                        "history writer behind; dropping connection records"
-                    );
+        let mut msg = Msg::Row(Box::new(r.clone()));
+        let until = self.wait_until_ms.load(Ordering::Relaxed);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => return,
+                Err(TrySendError::Full(m)) if until > 0 && unix_ms() < until => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(1));
                 }
+                Err(_) => break,
             }
         }
+        self.metrics.rows_dropped.inc();
+        let now = to_unix(SystemTime::now()) as u64;
+        let last = self.last_drop_log.load(Ordering::Relaxed);
+        if now >= last + 10 {
+            self.last_drop_log.store(now, Ordering::Relaxed);
+            tracing::warn!(
+                path = %self.path.display(),
+                dropped_total = self.metrics.rows_dropped.get(),
+                "history writer behind; dropping connection records"
+            );
+        }
+    }
+
+    /// Rows that could not be queued, since start.
+    pub fn rows_dropped(&self) -> u64 {
+        self.metrics.rows_dropped.get()
     }
 
     /// Waits (at most `limit`) until everything queued so far is committed.
@@ -197,6 +217,14 @@ impl History {
     /// Commits what is queued and stops the writer thread. Blocks (bounded
     /// by `limit`): call it after the engine has stopped.
     pub fn close(&self, limit: Duration) {
+        let dropped = self.rows_dropped();
+        if dropped > 0 {
+            tracing::warn!(
+                path = %self.path.display(),
+                dropped_total = dropped,
+                "history: connection records dropped since start (the writer fell behind)"
+            );
+        }
         // Never started (the engine failed early): commit what it queued.
         if let Err(e) = self.start_writer() {
             tracing::error!(error = %e, "history: rows queued before the start are lost");
@@ -246,6 +274,22 @@ impl Observer for History {
     fn ended(&self, r: &ConnRecord) {
         self.record(r);
     }
+
+    fn ending_all(&self) {
+        let until = unix_ms().saturating_add(SHUTDOWN_WAIT.as_millis() as u64);
+        self.wait_until_ms.store(until, Ordering::Relaxed);
+    }
+}
+
+/// How long the shutdown records may wait in all for room in the queue (the
+/// writer commits tens of thousands of rows a second; a million held flows
+/// take a few seconds more to stop, not a million lost rows).
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(20);
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// How often a collecting writer drains its queue.
