@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod crowdsec;
+pub mod efficacy;
 pub mod lab;
 pub mod netns;
 pub mod proc;

@@ -1,0 +1,163 @@
+//! The figures `cargo bench --bench efficacy` prints, computed from the
+//! tarpit's JSON records and the bench's own clock: per tool (one source
+//! address each), how long the tarpit says it was engaged, and whether that
+//! matches how long the tool really was stuck. Pure code, tested in
+//! `tests/efficacy_figures.rs`.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::net::{IpAddr, SocketAddr};
+
+/// One ended connection, from a `tarpit::record` JSON line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conn {
+    pub src: IpAddr,
+    /// Accepted at (Unix seconds).
+    pub start: f64,
+    pub engaged: f64,
+    pub held: f64,
+    /// `engaged_upper_bound`: no FIN or RST said when the program quit.
+    pub bound: bool,
+    pub fin: bool,
+    pub end: String,
+}
+
+impl Conn {
+    /// Reads a record line's fields; `None` when it is not a record or a
+    /// field is missing or malformed.
+    pub fn from_record(v: &Value) -> Option<Conn> {
+        if v["target"] != "tarpit::record" {
+            return None;
+        }
+        let peer: SocketAddr = v["peer"].as_str()?.parse().ok()?;
+        let start = humantime::parse_rfc3339(v["start"].as_str()?).ok()?;
+        let start = start
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs_f64();
+        Some(Conn {
+            src: peer.ip(),
+            start,
+            engaged: v["engaged_secs"].as_f64()?,
+            held: v["held_secs"].as_f64()?,
+            bound: v["engaged_upper_bound"].as_bool().unwrap_or(false),
+            fin: v["peer_tried_close"].as_bool().unwrap_or(false),
+            end: v["end"].as_str()?.to_string(),
+        })
+    }
+}
+
+/// What the tarpit counted for one tool's connections.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures {
+    pub conns: usize,
+    /// First accept to the last engaged end (start + engaged) over the
+    /// tool's connections: the wall-clock time the tarpit says the tool was
+    /// stuck, comparable with the bench's own stopwatch.
+    pub span: f64,
+    /// Sum of engaged over the connections ("attacker time wasted").
+    pub sum: f64,
+    pub held: f64,
+    /// Some connection's engaged is only an upper bound.
+    pub bound: bool,
+    /// Connections we ended at shutdown with no FIN: engaged counts to the
+    /// end of the round (the tool's data was stuck and it was not yet found
+    /// gone).
+    pub unfinished: usize,
+}
+
+pub fn figures(conns: &[Conn], src: IpAddr) -> Figures {
+    let mine: Vec<&Conn> = conns.iter().filter(|c| c.src == src).collect();
+    let Some(first) = mine.iter().map(|c| c.start).reduce(f64::min) else {
+        return Figures::default();
+    };
+    let last = mine
+        .iter()
+        .map(|c| c.start + c.engaged)
+        .fold(first, f64::max);
+    Figures {
+        conns: mine.len(),
+        span: last - first,
+        sum: mine.iter().map(|c| c.engaged).sum(),
+        held: mine.iter().map(|c| c.held).sum(),
+        bound: mine.iter().any(|c| c.bound),
+        unfinished: mine
+            .iter()
+            .filter(|c| c.end == "shutdown" && !c.fin)
+            .count(),
+    }
+}
+
+/// The criterion: the tarpit's engaged figure is within 10 % or
+/// 2 s (whichever is larger) of the real stuck time.
+pub fn matches(stuck: f64, engaged: f64) -> bool {
+    (stuck - engaged).abs() <= (0.1 * stuck).max(2.0)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Longer,
+    Same,
+    Shorter,
+}
+
+impl Verdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Longer => "longer",
+            Verdict::Same => "same",
+            Verdict::Shorter => "SHORTER",
+        }
+    }
+}
+
+/// `a` against `b`, equal within `tol` seconds (clients that time out at
+/// the same moment differ by scheduling noise only).
+pub fn compare(a: f64, b: f64, tol: f64) -> Verdict {
+    if a > b + tol {
+        Verdict::Longer
+    } else if a < b - tol {
+        Verdict::Shorter
+    } else {
+        Verdict::Same
+    }
+}
+
+/// The entry holding the tool longest (the first of equals).
+pub fn best<'a>(it: impl IntoIterator<Item = (&'a str, f64)>) -> Option<(&'a str, f64)> {
+    it.into_iter()
+        .fold(None, |acc: Option<(&str, f64)>, (n, s)| match acc {
+            Some((_, b)) if b >= s => acc,
+            _ => Some((n, s)),
+        })
+}
+
+/// The last non-empty line of a client's output, escaped and cut to `max`
+/// characters (tools print what the server sent them: attacker-controlled
+/// bytes when the server is endlessh).
+pub fn last_line(out: &[u8], max: usize) -> String {
+    let line = out
+        .split(|&b| b == b'\n' || b == b'\r')
+        .rfind(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
+        .unwrap_or(&[]);
+    let s = tarpit::engine::record::escape_bytes(line.trim_ascii());
+    if s.chars().count() > max {
+        s.chars().take(max.saturating_sub(1)).collect::<String>() + "…"
+    } else {
+        s
+    }
+}
+
+/// The time (Unix seconds) a python client printed on its
+/// `efficacy-connect <time>` line, once its imports were done.
+pub fn connect_marker(out: &[u8]) -> Option<f64> {
+    out.split(|&b| b == b'\n').find_map(|l| {
+        std::str::from_utf8(l)
+            .ok()?
+            .trim()
+            .strip_prefix("efficacy-connect ")?
+            .parse()
+            .ok()
+    })
+}
