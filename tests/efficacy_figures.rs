@@ -70,6 +70,19 @@ fn figures_span_from_first_accept_to_last_engaged_end_per_source() {
     assert_eq!(conns.len(), 4, "{conns:?}");
     let f = figures(&conns, "10.77.250.101".parse().unwrap());
     assert_eq!(f.conns, 3);
+    assert_eq!(f.first, 1_796_130_000.0, "2026-12-01T13:00:00Z");
+    let near = |got: Option<(f64, f64)>, want: (f64, f64)| {
+        let (a, b) = got.expect("connected");
+        assert!(
+            (a - want.0).abs() < 1e-3 && (b - want.1).abs() < 1e-3,
+            "{got:?}"
+        );
+    };
+    // Started 1.5 s before its first accept, stuck 30 s in all.
+    near(since_accept(30.0, f.first - 1.5, &f), (1.5, 28.5));
+    // Record times are rounded: never before the start, never past the end.
+    near(since_accept(30.0, f.first + 0.05, &f), (0.0, 30.0));
+    near(since_accept(1.0, f.first - 5.0, &f), (1.0, 0.0));
     assert!((f.span - 25.5).abs() < 1e-9, "{f:?}");
     assert!((f.sum - 18.5).abs() < 1e-9, "{f:?}");
     assert!((f.held - 165.0).abs() < 1e-9, "{f:?}");
@@ -77,6 +90,7 @@ fn figures_span_from_first_accept_to_last_engaged_end_per_source() {
     assert!(!f.bound);
     let none = figures(&conns, "10.77.250.103".parse().unwrap());
     assert_eq!(none, Figures::default());
+    assert_eq!(since_accept(30.0, 0.0, &none), None);
 }
 
 #[test]

@@ -52,6 +52,8 @@ impl Conn {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Figures {
     pub conns: usize,
+    /// The first accept (Unix seconds; 0 without connections).
+    pub first: f64,
     /// First accept to the last engaged end (start + engaged) over the
     /// tool's connections: the wall-clock time the tarpit says the tool was
     /// stuck, comparable with the bench's own stopwatch.
@@ -78,6 +80,7 @@ pub fn figures(conns: &[Conn], src: IpAddr) -> Figures {
         .fold(first, f64::max);
     Figures {
         conns: mine.len(),
+        first,
         span: last - first,
         sum: mine.iter().map(|c| c.engaged).sum(),
         held: mine.iter().map(|c| c.held).sum(),
@@ -87,6 +90,18 @@ pub fn figures(conns: &[Conn], src: IpAddr) -> Figures {
             .filter(|c| c.end == "shutdown" && !c.fin)
             .count(),
     }
+}
+
+/// How long the tool was stuck after its first connection was accepted,
+/// and how long before that (`pre`: its own start-up, DNS, an nmap SYN
+/// scan, a SYN delay): `(pre, since_accept)` for a tool that started at
+/// `origin` (Unix seconds) and was stuck `stuck` seconds; `None` when the
+/// tarpit accepted none of its connections.
+pub fn since_accept(stuck: f64, origin: f64, f: &Figures) -> Option<(f64, f64)> {
+    (f.conns > 0).then(|| {
+        let pre = (f.first - origin).clamp(0.0, stuck);
+        (pre, stuck - pre)
+    })
 }
 
 /// The criterion: the tarpit's engaged figure is within 10 % or
