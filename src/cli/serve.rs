@@ -34,7 +34,8 @@ pub struct ServeArgs {
     /// just past the attacker kernel's FIN-WAIT-2 timeout (Linux: 60s).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub fin_wait: Option<Duration>,
-    /// Most connections held at once (default: open-file limit minus a reserve).
+    /// Most connections held at once (default: open-file limit minus a
+    /// reserve, and at most a quarter of RAM at 8 KiB each).
     #[arg(long, value_name = "N")]
     pub max_conns: Option<usize>,
     /// Most connections held per IPv4 address or IPv6 prefix (0 = unlimited).
@@ -43,6 +44,10 @@ pub struct ServeArgs {
     /// IPv6 prefix length peers are grouped by for --per-ip (16-64).
     #[arg(long, value_name = "BITS")]
     pub ipv6_prefix: Option<u8>,
+    /// Most connections held per IPv6 /48 (a site), whatever its /64s
+    /// (0 = unlimited; default 512).
+    #[arg(long = "per-ipv6-48", value_name = "N")]
+    pub per_ipv6_48: Option<usize>,
     /// listen() backlog.
     #[arg(long, value_name = "N")]
     pub backlog: Option<u32>,
@@ -121,6 +126,7 @@ impl ServeArgs {
             max_conns: a.max_conns,
             per_ip: a.per_ip,
             ipv6_prefix: a.ipv6_prefix,
+            per_ipv6_48: a.per_ipv6_48,
             backlog: a.backlog,
             takeover: a.takeover,
             user: a.user,

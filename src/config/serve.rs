@@ -36,6 +36,8 @@ pub struct ServeSection {
     pub max_conns: Option<Spanned<usize>>,
     pub per_ip: Option<Spanned<usize>>,
     pub ipv6_prefix: Option<Spanned<u8>>,
+    /// Most connections held per IPv6 /48, whatever its /64s.
+    pub per_ipv6_48: Option<Spanned<usize>>,
     pub backlog: Option<Spanned<u32>>,
     /// Switch to this user once everything is bound.
     pub user: Option<String>,
@@ -117,6 +119,7 @@ pub struct ServeOverrides {
     pub max_conns: Option<usize>,
     pub per_ip: Option<usize>,
     pub ipv6_prefix: Option<u8>,
+    pub per_ipv6_48: Option<usize>,
     pub backlog: Option<u32>,
     pub takeover: bool,
     pub user: Option<String>,
@@ -276,6 +279,7 @@ fn check_engine_keys(kind: EngineKind, o: &ServeOverrides, file: File) -> Result
             ("max_conns", s.max_conns.as_ref().map(Spanned::span)),
             ("per_ip", s.per_ip.as_ref().map(Spanned::span)),
             ("ipv6_prefix", s.ipv6_prefix.as_ref().map(Spanned::span)),
+            ("per_ipv6_48", s.per_ipv6_48.as_ref().map(Spanned::span)),
             ("backlog", s.backlog.as_ref().map(Spanned::span)),
             (
                 "policy",
@@ -311,6 +315,7 @@ fn check_engine_keys(kind: EngineKind, o: &ServeOverrides, file: File) -> Result
         ("--max-conns", o.max_conns.is_some()),
         ("--per-ip", o.per_ip.is_some()),
         ("--ipv6-prefix", o.ipv6_prefix.is_some()),
+        ("--per-ipv6-48", o.per_ipv6_48.is_some()),
         ("--backlog", o.backlog.is_some()),
         ("--policy", !o.policies.is_empty()),
     ];
@@ -394,6 +399,7 @@ fn socket(a: &ServeOverrides, file: File) -> Result<SocketConfig, ConfigError> {
         o.max_conns = v(&f.max_conns).or(o.max_conns);
         o.per_ip = v(&f.per_ip).unwrap_or(o.per_ip);
         o.ipv6_prefix = v(&f.ipv6_prefix).unwrap_or(o.ipv6_prefix);
+        o.per_ipv6_48 = v(&f.per_ipv6_48).unwrap_or(o.per_ipv6_48);
         o.backlog = v(&f.backlog).unwrap_or(o.backlog);
     }
     o.policies = policies(a, file)?;
@@ -409,6 +415,7 @@ fn socket(a: &ServeOverrides, file: File) -> Result<SocketConfig, ConfigError> {
     o.max_conns = a.max_conns.or(o.max_conns);
     o.per_ip = a.per_ip.unwrap_or(o.per_ip);
     o.ipv6_prefix = a.ipv6_prefix.unwrap_or(o.ipv6_prefix);
+    o.per_ipv6_48 = a.per_ipv6_48.unwrap_or(o.per_ipv6_48);
     o.backlog = a.backlog.unwrap_or(o.backlog);
 
     let bad = |key: &str, msg: String| Err(unlocated(file, key, msg));

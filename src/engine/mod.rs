@@ -77,6 +77,10 @@ pub struct Totals {
     pub estimated: bool,
     pub by_reason: BTreeMap<String, u64>,
     pub accept_errors: BTreeMap<String, u64>,
+    /// New connections refused because their IPv6 /48 held its cap and
+    /// their own prefix nothing to evict (never trapped, no record).
+    #[serde(default)]
+    pub refused_per_net: u64,
 }
 
 impl Totals {

@@ -24,17 +24,21 @@ pub enum EndReason {
     EvictedGlobal,
     /// The `--per-ip` cap was hit for this peer and this was its oldest.
     EvictedPerIp,
+    /// The `--per-ipv6-48` cap was hit for this peer's /48 and this was
+    /// the oldest of the peer's own prefix.
+    EvictedPerNet,
     /// The tarpit shut down.
     Shutdown,
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 6] = [
+    pub const ALL: [EndReason; 7] = [
         EndReason::Lifetime,
         EndReason::PeerReset,
         EndReason::PeerTimeout,
         EndReason::EvictedGlobal,
         EndReason::EvictedPerIp,
+        EndReason::EvictedPerNet,
         EndReason::Shutdown,
     ];
 
@@ -45,6 +49,7 @@ impl EndReason {
             EndReason::PeerTimeout => "peer_timeout",
             EndReason::EvictedGlobal => "evicted_global",
             EndReason::EvictedPerIp => "evicted_per_ip",
+            EndReason::EvictedPerNet => "evicted_per_net",
             EndReason::Shutdown => "shutdown",
         }
     }
@@ -302,7 +307,13 @@ mod tests {
             (0.0, true)
         );
         // We ended it: all of it.
-        for r in [Lifetime, EvictedGlobal, EvictedPerIp, Shutdown] {
+        for r in [
+            Lifetime,
+            EvictedGlobal,
+            EvictedPerIp,
+            EvictedPerNet,
+            Shutdown,
+        ] {
             assert_eq!(engaged(&facts(r, None, Some(100.0), true)), (200.0, false));
         }
     }

@@ -57,6 +57,8 @@ pub(super) struct Engine {
     max_conns: usize,
     totals: Totals,
     accept_errors: RateLimit,
+    /// Connections refused because their /48 was full (log line rate).
+    net_refusals: RateLimit,
     accept_paused_until: Option<tokio::time::Instant>,
     next_listener: usize,
     /// Earliest lifetime deadline of any held connection (ticks).
@@ -75,7 +77,10 @@ impl Engine {
         max_conns: usize,
     ) -> io::Result<Self> {
         let epoll = sys::register_async(sys::Epoll::new()?)?;
-        let table = Table::new(opts.ipv6_prefix, max_conns, opts.per_ip > 0);
+        let mut table = Table::new(opts.ipv6_prefix, max_conns, opts.per_ip > 0);
+        if opts.per_ipv6_48 > 0 {
+            table = table.count_nets();
+        }
         let policy_names = opts.policies.all().map(|p| p.to_string()).collect();
         Ok(Engine {
             policy_names,
@@ -88,6 +93,7 @@ impl Engine {
             max_conns,
             totals: Totals::default(),
             accept_errors: RateLimit::default(),
+            net_refusals: RateLimit::new(Duration::from_secs(10)),
             accept_paused_until: None,
             next_listener: 0,
             next_due: u32::MAX,
@@ -386,6 +392,23 @@ impl Engine {
         if self.opts.per_ip > 0 && self.table.count_of(peer.ip()) as usize >= self.opts.per_ip {
             if let Some(old) = self.table.oldest_of(peer.ip()) {
                 self.release(old, EndReason::EvictedPerIp);
+            }
+        }
+        // A full IPv6 /48 makes room only within the peer's own prefix:
+        // however many /64s it cycles through, a site never holds more
+        // than its share, so it cannot push the other hosts out.
+        if self.opts.per_ipv6_48 > 0
+            && self.table.net_count_of(peer.ip()) as usize >= self.opts.per_ipv6_48
+        {
+            match self.table.oldest_of(peer.ip()) {
+                Some(old) => self.release(old, EndReason::EvictedPerNet),
+                None => {
+                    self.totals.refused_per_net += 1;
+                    if let Some(n) = self.net_refusals.hit() {
+                        tracing::info!(%peer, count = n, cap = self.opts.per_ipv6_48, "IPv6 /48 at its cap; new connections from its other prefixes refused");
+                    }
+                    return; // dropped: RST via linger 0
+                }
             }
         }
         while self.table.len() >= self.max_conns {

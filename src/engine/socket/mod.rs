@@ -29,6 +29,9 @@ pub fn fd_reserve(nofile: u64) -> u64 {
     (nofile / 16).clamp(16, 64)
 }
 
+/// Default cap per IPv6 /48: 16 full /64s at the default `per_ip`.
+pub const DEFAULT_PER_IPV6_48: usize = 512;
+
 /// Everything `tarpit serve` needs to know, already validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServeOptions {
@@ -50,6 +53,10 @@ pub struct ServeOptions {
     pub per_ip: usize,
     /// IPv6 peers are grouped by this prefix length for `per_ip` (16–64).
     pub ipv6_prefix: u8,
+    /// Cap per IPv6 /48 (a site), whatever its prefixes; 0 = unlimited.
+    /// Without it one /48 is 65,536 /64s of `per_ip` each: it fills any
+    /// budget and evicts every other trapped host.
+    pub per_ipv6_48: usize,
     pub backlog: u32,
     /// What each original destination port meets (default: silent).
     pub policies: crate::engine::policy::Policies,
@@ -69,6 +76,7 @@ impl Default for ServeOptions {
             max_conns: None,
             per_ip: 32,
             ipv6_prefix: 64,
+            per_ipv6_48: DEFAULT_PER_IPV6_48,
             backlog: 4096,
             policies: Default::default(),
         }

@@ -13,6 +13,9 @@
 //!   which the cap keeps short (32 by default); with no per-peer cap the
 //!   lists are not kept at all.
 //!
+//! IPv6 peers are also counted per /48 (a site: 65,536 /64s) for the
+//! `--per-ipv6-48` cap, in a map of counts only — no links in the slot.
+//!
 //! The slab's capacity is reserved once for the global cap: the kernel only
 //! backs the pages actually written, so memory grows with the connections
 //! held and the slab never moves.
@@ -151,6 +154,15 @@ pub fn peer_key(ip: IpAddr, v6_prefix: u8) -> u64 {
     }
 }
 
+/// The /48 an IPv6 peer belongs to, packed in 64 bits; `None` for IPv4
+/// (and IPv4-mapped) peers, which the /48 cap does not concern.
+pub fn net48_key(ip: IpAddr) -> Option<u64> {
+    match crate::host::unmap(ip) {
+        IpAddr::V4(_) => None,
+        IpAddr::V6(v6) => Some((u128::from(v6) >> 80) as u64),
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Group {
     /// Oldest slot of this peer.
@@ -204,6 +216,9 @@ pub struct Table {
     groups: HashMap<u64, Group>,
     /// Whether per-peer lists are kept (only needed for a per-peer cap).
     track_peers: bool,
+    /// Held connections per IPv6 /48 ([`net48_key`]), when counted.
+    nets: HashMap<u64, u32>,
+    track_nets: bool,
     v6_prefix: u8,
     pub addrs: Interner,
     /// Drip wheel heads; empty until the first [`Table::drip_at`].
@@ -224,6 +239,8 @@ impl Table {
             age_tail: NIL,
             groups: HashMap::new(),
             track_peers,
+            nets: HashMap::new(),
+            track_nets: false,
             v6_prefix,
             addrs: Interner::default(),
             wheel: Vec::new(),
@@ -309,6 +326,20 @@ impl Table {
         s.drip_next = NIL;
     }
 
+    /// Also count IPv6 peers per /48 (for a per-/48 cap).
+    pub fn count_nets(mut self) -> Self {
+        self.track_nets = true;
+        self
+    }
+
+    /// How many connections the /48 of `ip` holds (0 for IPv4 or when not
+    /// counted).
+    pub fn net_count_of(&self, ip: IpAddr) -> u32 {
+        net48_key(ip)
+            .and_then(|k| self.nets.get(&k).copied())
+            .unwrap_or(0)
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -388,6 +419,11 @@ impl Table {
                 }
             }
         }
+        if self.track_nets {
+            if let Some(k) = net48_key(h.peer()) {
+                *self.nets.entry(k).or_insert(0) += 1;
+            }
+        }
         self.slots[slot as usize] = h;
         self.len += 1;
         slot
@@ -434,6 +470,16 @@ impl Table {
                 }
             }
         }
+        if self.track_nets {
+            if let Some(k) = net48_key(h.peer()) {
+                if let Some(n) = self.nets.get_mut(&k) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.nets.remove(&k);
+                    }
+                }
+            }
+        }
         let s = &mut self.slots[slot as usize];
         s.fd = -1;
         s.age_next = self.free;
@@ -445,6 +491,7 @@ impl Table {
             self.slots.clear();
             self.free = NIL;
             self.groups.shrink_to_fit();
+            self.nets.shrink_to_fit();
         }
         Some(h)
     }
@@ -487,6 +534,7 @@ impl Table {
         self.slots.capacity() * std::mem::size_of::<Held>()
             + self.groups.capacity() * (std::mem::size_of::<(u64, Group)>() + 1)
             + self.wheel.capacity() * std::mem::size_of::<u32>()
+            + self.nets.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
     }
 }
 
@@ -604,6 +652,29 @@ mod tests {
         assert_eq!(peer_key(m, 64), peer_key(v4, 64));
         let h = Held::new(3, m, 1, 0, 0, 0, 0, 0, 0);
         assert_eq!(h.peer(), v4);
+    }
+
+    #[test]
+    fn ipv6_peers_are_counted_per_48_as_well() {
+        let mut t = Table::new(64, 16, true).count_nets();
+        let a = t.insert(held(1, "2001:db8:1:2::1", 0));
+        t.insert(held(2, "2001:db8:1:3::1", 0));
+        t.insert(held(3, "2001:db8:1:ffff::9", 0));
+        t.insert(held(4, "2001:db8:2::1", 0));
+        t.insert(held(5, "10.0.0.1", 0));
+        let site: IpAddr = "2001:db8:1:77::1".parse().unwrap();
+        assert_eq!(t.net_count_of(site), 3);
+        assert_eq!(t.count_of(site), 0, "its own /64 holds nothing");
+        assert_eq!(t.net_count_of("2001:db8:2:5::1".parse().unwrap()), 1);
+        assert_eq!(t.net_count_of("10.0.0.1".parse().unwrap()), 0);
+        assert_eq!(t.net_count_of("::ffff:10.0.0.1".parse().unwrap()), 0);
+        t.remove(a).unwrap();
+        assert_eq!(t.net_count_of(site), 2);
+        assert_eq!(net48_key("2001:db8:1::".parse().unwrap()), net48_key(site));
+        assert_ne!(
+            net48_key("2001:db8:0:1::".parse().unwrap()),
+            net48_key(site)
+        );
     }
 
     #[test]
