@@ -24,6 +24,10 @@
 //! Each client holds at most a batch of 64 sockets (far below the 20,000
 //! open-file limit). The watcher part needs root, `ip` and `nft`; without
 //! them it is skipped with a message.
+//!
+//! `SOAK_TARPIT=PATH` runs that `tarpit` binary instead of the one cargo
+//! built (copy both binaries aside for a long run, so a rebuild meanwhile
+//! does not swap them).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -44,6 +48,11 @@ const BATCH: usize = 64;
 /// Connections per source address (below the default `--per-ip` of 32, and
 /// they never overlap much anyway).
 const PER_SOURCE_IP: usize = 16;
+
+/// The `tarpit` binary under test.
+fn tarpit_bin() -> String {
+    std::env::var("SOAK_TARPIT").unwrap_or_else(|_| support::bin().to_string())
+}
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -141,7 +150,7 @@ fn main() {
     let mut last_print = Instant::now();
     while !load.is_finished() && started.elapsed() < hard_stop {
         std::thread::sleep(Duration::from_secs(5));
-        let out = Command::new(support::bin())
+        let out = Command::new(tarpit_bin())
             .args(["stats", "--json", "--control"])
             .arg(&ctl)
             .output();
@@ -332,7 +341,7 @@ struct Server {
 
 impl Server {
     fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(support::bin())
+        let mut child = Command::new(tarpit_bin())
             .args(["--log-format", "json", "serve"])
             .args(args)
             .stdin(Stdio::null())
@@ -453,7 +462,11 @@ impl Watcher {
         let ns = support::netns::Netns::new("soak");
         let scene = support::watch::Scene::new("soak-watch", "", "maxretry = 1");
         support::watch::append(&scene.log, "");
-        let proc = scene.watch(&ns);
+        let mut c = ns.command(&tarpit_bin());
+        c.args(["--log-format", "json", "--config"])
+            .arg(&scene.conf)
+            .arg("watch");
+        let proc = support::watch::WatchProc::spawn(c);
         Some(Watcher { proc, scene, ns })
     }
 
