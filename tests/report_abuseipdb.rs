@@ -514,11 +514,18 @@ fn serve_reports_engaged_hosts_once() {
         ),
     )
     .unwrap();
+    let mport = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut c = Command::new(bin());
     c.args(["--log-format", "json", "--config"])
         .arg(&s.conf)
         .args(["serve", "--control", "off", "--history", "off", "--listen"])
-        .arg(format!("127.0.0.1:{port}"));
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--metrics")
+        .arg(format!("127.0.0.1:{mport}"));
     if support::is_root() {
         // As deployed: the outbox opened as root, the report thread started
         // after the drop (it refuses to drop with a thread running).
@@ -568,6 +575,16 @@ fn serve_reports_engaged_hosts_once() {
     assert_eq!(v["port"], port);
     assert!(v["engaged_secs"].as_f64().unwrap() >= 1.0, "{v}");
     assert_eq!(hooks[1].header("x-token"), "hook-s3cret");
+    let m = scrape(mport);
+    for want in [
+        r#"tarpit_reports_sent_total{dest="abuseipdb"} 1"#,
+        r#"tarpit_reports_sent_total{dest="webhook:webhook-1"} 1"#,
+        r#"tarpit_reports_failed_total{dest="webhook:webhook-1",reason="retry"} 1"#,
+        r#"tarpit_reports_queued{dest="abuseipdb"} 0"#,
+    ] {
+        assert!(m.contains(want), "{want} not in\n{m}");
+    }
+    dashboard_rows_query(&m);
     let st = p.term(10.0);
     assert!(st.success(), "{st}");
     let log = p.log();
@@ -631,4 +648,128 @@ fn https_webhook_with_a_private_ca() {
         "no request over an untrusted connection"
     );
     w.stop();
+}
+
+fn scrape(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The dashboard's Reports row queries metrics this scrape has; its GeoIP
+/// row the two by-country families (exported only with geoip, checked in
+/// tests/geoip.rs).
+fn dashboard_rows_query(scrape: &str) {
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/grafana/tarpit.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut row = String::new();
+    let (mut reports, mut geo) = (0, Vec::new());
+    for p in dash["panels"].as_array().unwrap() {
+        if p["type"] == "row" {
+            row = p["title"].as_str().unwrap().to_string();
+            continue;
+        }
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("tarpit_") {
+                let tail = &rest[i..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                let name = &tail[..end];
+                if row.starts_with("Reports") {
+                    assert!(scrape.contains(name), "dashboard queries {name}: {expr}");
+                    reports += 1;
+                }
+                if row.starts_with("Where from") {
+                    geo.push((p["type"].as_str().unwrap().to_string(), name.to_string()));
+                }
+                rest = &tail[end..];
+            }
+        }
+    }
+    assert!(reports >= 3, "{reports}");
+    assert!(geo.contains(&(
+        "geomap".into(),
+        "tarpit_attacker_time_by_country_seconds_total".into()
+    )));
+    assert!(geo.iter().all(
+        |(_, n)| n == "tarpit_attacker_time_by_country_seconds_total"
+            || n == "tarpit_connections_by_country_total"
+    ));
+}
+
+/// `tarpit check-config` lists the destinations and the GeoIP files serve
+/// would open; a mistake names file, line and key, exit code 2.
+#[test]
+fn check_config_lists_reports_and_geoip_files() {
+    let s = Scene::new("check");
+    std::fs::write(
+        &s.conf,
+        format!(
+            "[serve]\ngeoip = [\"/var/lib/GeoIP/GeoLite2-Country.mmdb\", \"/var/lib/GeoIP/GeoLite2-ASN.mmdb\"]\n\
+             metrics_country = true\n\n{}\n[[webhook]]\nurl = \"http://127.0.0.1:9/x\"\nretries = 3\n",
+            s.abuseipdb("https://api.abuseipdb.com/api/v2/report", "")
+        ),
+    )
+    .unwrap();
+    let o = Command::new(bin())
+        .arg("--config")
+        .arg(&s.conf)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("serve: geoip opens /var/lib/GeoIP/GeoLite2-Country.mmdb, /var/lib/GeoIP/GeoLite2-ASN.mmdb (metrics by country on)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("abuseipdb: POST https://api.abuseipdb.com/api/v2/report (bans and trapped hosts, at most 1000 a day, a host at most every 15m)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("webhook:webhook-1: POST http://127.0.0.1:9/x"),
+        "{out}"
+    );
+    assert!(!out.contains(KEY), "{out}");
+    std::fs::write(
+        &s.conf,
+        format!(
+            "[report.abuseipdb]\nkey_file = {:?}\n\ndaily_quota = -3\n",
+            s.key.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(bin())
+        .arg("--config")
+        .arg(&s.conf)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:4: key `report.abuseipdb.daily_quota`",
+            s.conf.display()
+        )),
+        "{err}"
+    );
 }
