@@ -450,8 +450,9 @@ pub fn error_detail(body: &[u8]) -> String {
     out
 }
 
-/// AbuseIPDB's answer to a repeat within 15 minutes (a 429 naming the
-/// address, not the rate limit).
+/// AbuseIPDB's answer to a repeat within 15 minutes: a 429 whose error
+/// names the `ip` parameter ("You can only report the same IP address
+/// (`…`) once in 15 minutes."), not the rate limit ("Daily rate limit …").
 fn is_repeat_refusal(body: &[u8]) -> bool {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
         return false;
@@ -494,9 +495,9 @@ pub fn outcome(
     let detail = || error_detail(body);
     match (proto, status) {
         (_, 200..=299) => Outcome::Sent,
-        (Protocol::AbuseIpdb, 429) if retry_after.is_none() && is_repeat_refusal(body) => {
-            Outcome::AlreadyReported
-        }
+        // The repeat refusal is a 429 too, but names the address: whatever
+        // headers come with it, it is no reason to pause the others.
+        (Protocol::AbuseIpdb, 429) if is_repeat_refusal(body) => Outcome::AlreadyReported,
         (_, 429) => {
             let wait = retry_after
                 .as_deref()
@@ -678,6 +679,19 @@ mod tests {
         assert_eq!(
             outcome(Protocol::AbuseIpdb, &repeat, 0, None, now),
             Outcome::AlreadyReported
+        );
+        let Answer::Http { body, .. } = repeat else {
+            unreachable!()
+        };
+        let with_header = Answer::Http {
+            status: 429,
+            retry_after: Some("900".into()),
+            body,
+        };
+        assert_eq!(
+            outcome(Protocol::AbuseIpdb, &with_header, 0, None, now),
+            Outcome::AlreadyReported,
+            "a repeat pauses nothing, whatever its headers"
         );
         let bad = http(
             422,
