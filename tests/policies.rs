@@ -255,3 +255,144 @@ fn bait_writes_nothing_more_while_the_window_is_closed() {
     assert!((5..=8).contains(&a.len()), "{a:?}");
     assert_one_per_interval(&a[1..], 0.3);
 }
+
+/// A server namespace (10.77.<net>.1) and a client namespace (.2), the
+/// server running `tarpit serve` with `args` there.
+fn pair(tag: &str, net: u8, args: &[&str]) -> (Netns, Netns, Proc) {
+    let srv = Netns::new(&format!("{tag}s"));
+    let cli = Netns::new(&format!("{tag}c"));
+    support::netns::veth(
+        &srv,
+        &format!("10.77.{net}.1/24"),
+        &cli,
+        &format!("10.77.{net}.2/24"),
+    );
+    let mut cmd = srv.command(support::bin());
+    cmd.args([
+        "--log-format",
+        "json",
+        "serve",
+        "--control",
+        "off",
+        "--history",
+        "off",
+    ])
+    .args(args);
+    let p = Proc::spawn(cmd);
+    (srv, cli, p)
+}
+
+/// Bytes the peer acknowledged after the client wrote as much as it could
+/// (up to 1 MiB) and waited `wait`.
+fn acked_after_writing(s: &TcpStream, wait: Duration) -> (usize, usize) {
+    use std::os::fd::AsRawFd;
+    s.set_nonblocking(true).unwrap();
+    let chunk = [b'x'; 16384];
+    let mut written = 0;
+    let mut w = s;
+    let end = Instant::now() + wait;
+    while Instant::now() < end && written < (1 << 20) {
+        match w.write(&chunk) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    let unacked = tarpit::sys::outq(s.as_raw_fd()).unwrap() as usize;
+    (written, written - unacked)
+}
+
+/// window = "zero" on the redirected port 22 (policy by original
+/// destination) and not on the listener's own port: through 22 a client
+/// writing 1 MiB gets 0 bytes acknowledged and nothing reaches our receive
+/// queue; directly on the listener port the usual ~1,152 bytes do.
+#[test]
+fn window_zero_gets_nothing_acknowledged() {
+    if !privileged("window_zero_gets_nothing_acknowledged") {
+        return;
+    }
+    let (srv, cli, mut p) = pair(
+        "wz",
+        61,
+        &["--listen", "10.77.61.1:2281", "--policy", "22:window=zero"],
+    );
+    srv.run("nft add table ip t && nft add chain ip t pre '{ type nat hook prerouting priority dstnat; }' && nft add rule ip t pre tcp dport 22 redirect to :2281");
+    let (zero, normal) = cli.in_thread(|| {
+        let z = TcpStream::connect("10.77.61.1:22").unwrap();
+        let n = TcpStream::connect("10.77.61.1:2281").unwrap();
+        let wait = Duration::from_secs(2);
+        (acked_after_writing(&z, wait), acked_after_writing(&n, wait))
+    });
+    assert!(
+        zero.0 > 0 && zero.1 == 0,
+        "window zero: written/acked {zero:?}"
+    );
+    assert!(normal.1 >= 1000, "normal window: written/acked {normal:?}");
+    let rules = srv.run("nft list chain inet tarpit policy_out");
+    let rules = String::from_utf8_lossy(&rules.stdout).to_string();
+    assert!(
+        rules.contains("ct original proto-dst 22 tcp window set 0"),
+        "{rules}"
+    );
+    p.term(10.0);
+    let r = p.records();
+    let by_port = |port: &str| {
+        r.iter()
+            .find(|x| x["original_dst"].as_str().unwrap().ends_with(port))
+            .unwrap_or_else(|| panic!("no record for {port}: {r:?}"))
+            .clone()
+    };
+    let z = by_port(":22");
+    assert_eq!(z["bytes_received"], 0, "{z}");
+    assert_eq!(z["policy"], "window=zero");
+    let n = by_port(":2281");
+    assert!(n["bytes_received"].as_u64().unwrap() >= 1000, "{n}");
+    assert_eq!(n["policy"], "silent");
+}
+
+/// syn_delay = 2s: the client's first SYN (t = 0) and its retransmission at
+/// 1 s are dropped, the first at or after 2 s completes the handshake (2 s
+/// on Linux ≥ 6.7, whose first SYN retransmissions are 1 s apart; 3 s on
+/// older kernels). A port without the policy connects at once.
+#[test]
+fn syn_delay_completes_on_a_retransmitted_syn() {
+    if !privileged("syn_delay_completes_on_a_retransmitted_syn") {
+        return;
+    }
+    let (srv, cli, _p) = pair(
+        "sd",
+        62,
+        &[
+            "--listen",
+            "10.77.62.1:2282",
+            "--listen",
+            "10.77.62.1:2283",
+            "--policy",
+            "2282:syn_delay=2s",
+        ],
+    );
+    let _ = srv;
+    let (delayed, direct) = cli.in_thread(|| {
+        let t = Instant::now();
+        let d = TcpStream::connect_timeout(
+            &"10.77.62.1:2282".parse().unwrap(),
+            Duration::from_secs(20),
+        );
+        let delayed = (t.elapsed(), d.is_ok());
+        let t = Instant::now();
+        let n = TcpStream::connect_timeout(
+            &"10.77.62.1:2283".parse().unwrap(),
+            Duration::from_secs(20),
+        );
+        (delayed, (t.elapsed(), n.is_ok()))
+    });
+    assert!(delayed.1 && direct.1, "{delayed:?} {direct:?}");
+    assert!(
+        delayed.0 >= Duration::from_secs(2) && delayed.0 < Duration::from_millis(4500),
+        "connected after {:?}",
+        delayed.0
+    );
+    assert!(direct.0 < Duration::from_millis(500), "{:?}", direct.0);
+}

@@ -281,13 +281,6 @@ fn check_engine_keys(kind: EngineKind, o: &ServeOverrides, file: File) -> Result
             ("ipv6_prefix", s.ipv6_prefix.as_ref().map(Spanned::span)),
             ("per_ipv6_48", s.per_ipv6_48.as_ref().map(Spanned::span)),
             ("backlog", s.backlog.as_ref().map(Spanned::span)),
-            (
-                "policy",
-                s.policy
-                    .as_ref()
-                    .and_then(|m| m.values().next())
-                    .map(Spanned::span),
-            ),
         ];
         let stateless_keys = [
             ("nflog_group", s.nflog_group.as_ref().map(Spanned::span)),
@@ -317,7 +310,6 @@ fn check_engine_keys(kind: EngineKind, o: &ServeOverrides, file: File) -> Result
         ("--ipv6-prefix", o.ipv6_prefix.is_some()),
         ("--per-ipv6-48", o.per_ipv6_48.is_some()),
         ("--backlog", o.backlog.is_some()),
-        ("--policy", !o.policies.is_empty()),
     ];
     let stateless_flags = [
         ("--nflog-group", o.nflog_group.is_some()),
@@ -646,6 +638,33 @@ fn stateless(f: &ServeOverrides, file: File) -> Result<StatelessOptions, ConfigE
     o.key_rotation = f.key_rotation.unwrap_or(o.key_rotation);
     if let Some(k) = &f.key_file {
         o.key_file = Some(k.clone());
+    }
+    o.policies = policies(f, file)?;
+    // Bait and window zero need real sockets; syn_delay works here too.
+    let socket_only = |p: &Policy| p.bait.is_some() || p.window_zero;
+    if o.policies.all().any(socket_only) {
+        let msg =
+            "bait and window need the socket engine; the stateless engine does syn_delay only";
+        if f.policies.iter().any(|(_, p)| socket_only(p)) {
+            return Err(command_line("--policy", msg.into()));
+        }
+        if let Some((sec, src)) = file {
+            for (key, e) in sec.policy.iter().flatten() {
+                let v = e.get_ref();
+                for (k, x) in [("bait", &v.bait), ("window", &v.window)] {
+                    if let Some(x) = x {
+                        if x.get_ref() != "none" && x.get_ref() != "normal" {
+                            return Err(src.error_at(
+                                x.span(),
+                                &format!("serve.policy.{key}.{k}"),
+                                msg,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        return Err(unlocated(file, "serve.policy", msg));
     }
     if o.flow_cap == 0 || o.flow_cap > 100_000_000 {
         return Err(unlocated(file, "flow_cap", "must be within 1..100000000"));
@@ -1007,6 +1026,31 @@ mod tests {
             parse_policy_flag("default:silent").unwrap(),
             (None, Policy::SILENT)
         );
+    }
+
+    #[test]
+    fn the_stateless_engine_takes_syn_delay_only() {
+        let text =
+            "[serve]\nengine = \"stateless\"\n[serve.policy]\n\"22\" = { syn_delay = \"30s\" }\n";
+        let o = stateless_of(resolve(text, &ServeOverrides::default()).unwrap());
+        assert_eq!(
+            o.policies.get(o.policies.index_of(22)).syn_delay,
+            Some(Duration::from_secs(30))
+        );
+        let text = "[serve]\nengine = \"stateless\"\n[serve.policy]\n\"22\" = { syn_delay = \"30s\" }\n\"80\" = { bait = \"http\" }\n";
+        let e = resolve(text, &ServeOverrides::default()).unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(5), Some("serve.policy.80.bait")),
+            "{e}"
+        );
+        let flag = ServeOverrides {
+            engine: Some(EngineKind::Stateless),
+            policies: vec![parse_policy_flag("22:window=zero").unwrap()],
+            ..Default::default()
+        };
+        let e = ServeConfig::resolve(&flag, None).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("--policy"));
     }
 
     #[test]

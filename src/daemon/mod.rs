@@ -54,6 +54,9 @@ pub enum Error {
     /// The engine failed to start or to run.
     #[error(transparent)]
     Engine(std::io::Error),
+    /// A policy's nftables rules (window zero, syn_delay) cannot be written.
+    #[error("cannot install the policy rules (window = \"zero\" / syn_delay need nftables and root): {0}")]
+    PolicyRules(crate::firewall::FwError),
 }
 
 impl Error {

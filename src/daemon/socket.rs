@@ -56,6 +56,7 @@ pub fn run(
         tracing::info!(listener = %b.label, rcvbuf, "listening");
     }
     let labels: Vec<String> = bound.iter().map(|b| b.label.clone()).collect();
+    policy_rules(&opts, &labels)?;
     let stats = stats::prepare(stats_cfg, &labels)?;
     // Root is no longer needed; no thread has started yet.
     super::drop_privileges(privileges)?;
@@ -93,6 +94,25 @@ pub fn run(
             held_secs = totals.held_secs, "stopped");
         Ok(())
     })
+}
+
+/// Writes the nftables rules of window-zero and syn_delay policies for the
+/// listeners' ports (while still privileged). Without such policies the
+/// firewall is not touched (rules left by an earlier configuration stay
+/// until removed by hand, see the README).
+fn policy_rules(opts: &ServeOptions, labels: &[String]) -> Result<(), Error> {
+    let fw = crate::firewall::Firewall::new(crate::firewall::NftConfig::default());
+    if opts.policies.needs_firewall() {
+        let ports: Vec<u16> = labels
+            .iter()
+            .filter_map(|l| l.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.port())
+            .collect();
+        fw.set_policies(&ports, &opts.policies)
+            .map_err(Error::PolicyRules)?;
+        tracing::info!(ports = ?ports, "policy rules installed (nftables)");
+    }
+    Ok(())
 }
 
 /// Confirms a received handover and waits for the old process to exit.

@@ -20,6 +20,7 @@ mod batch;
 mod exec;
 mod json;
 mod net;
+pub mod policy;
 pub mod stateless;
 mod target;
 
@@ -274,6 +275,19 @@ impl Firewall {
         let mut b = String::new();
         batch::ensure_commands(&self.cfg, &mut b)?;
         batch::ban_commands(&self.cfg, bans, &mut b)?;
+        self.apply(&b)
+    }
+
+    /// Writes the per-port policy rules (window zero, syn_delay) for
+    /// listeners on `listen_ports`, replacing earlier ones atomically (see
+    /// [`policy`]). Leaves the trap chains and sets alone.
+    pub fn set_policies(
+        &self,
+        listen_ports: &[u16],
+        ps: &crate::engine::policy::Policies,
+    ) -> Result<(), FwError> {
+        let mut b = String::new();
+        policy::policy_commands(&self.cfg, listen_ports, ps, &mut b)?;
         self.apply(&b)
     }
 

@@ -53,6 +53,8 @@ pub enum Ignore {
     Rst,
     /// No ACK and no SYN, or SYN+ACK: not part of a handshake we take part in.
     OddFlags,
+    /// A SYN before its port's syn_delay has passed (see `syndelay`).
+    SynDelayed,
 }
 
 impl Ignore {
@@ -62,6 +64,7 @@ impl Ignore {
             Ignore::Fin => "fin",
             Ignore::Rst => "rst",
             Ignore::OddFlags => "odd_flags",
+            Ignore::SynDelayed => "syn_delayed",
         }
     }
 }
@@ -100,6 +103,12 @@ pub struct Core {
     totals: Totals,
     counters: Counters,
     ended: Vec<FlowInfo>,
+    /// `None` unless a policy has a syn_delay.
+    syn_delay: Option<super::syndelay::SynDelay>,
+    /// The policy's name in records ("silent", or "syn_delay=..." for the
+    /// default; per-port ones are resolved per flow).
+    policy_names: Vec<String>,
+    policies: crate::engine::policy::Policies,
 }
 
 /// The key changed ([`Core::rotate`], or [`Core::tick`] when the period was
@@ -136,6 +145,9 @@ impl Core {
                 ..Counters::default()
             },
             ended: Vec::new(),
+            syn_delay: super::syndelay::SynDelay::new(&opts.policies),
+            policy_names: opts.policies.all().map(|p| p.to_string()).collect(),
+            policies: opts.policies.clone(),
         }
     }
 
@@ -225,6 +237,11 @@ impl Core {
         if flags & SYN != 0 {
             if flags & (ACK | FIN) != 0 {
                 return Outcome::Ignored(Ignore::OddFlags);
+            }
+            if let Some(d) = self.syn_delay.as_mut() {
+                if !d.pass(&t, now) {
+                    return Outcome::Ignored(Ignore::SynDelayed);
+                }
             }
             let ours = if t.src.is_ipv4() { MSS_V4 } else { MSS_V6 };
             let mss = seg.tcp.max_seg_size.map_or(ours, |m| m.clamp(536, ours));
@@ -390,7 +407,11 @@ impl Core {
             end: reason,
             head: String::new(),
             estimated: f.estimated,
-            policy: "silent".into(),
+            policy: self
+                .policy_names
+                .get(usize::from(self.policies.index_of(f.local.port())))
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 
@@ -568,6 +589,37 @@ mod tests {
             }
             _ => None,
         }
+    }
+
+    #[test]
+    fn syn_delay_answers_only_a_late_retransmission_and_records_the_policy() {
+        use crate::engine::policy::Policy;
+        let mut o = opts(10);
+        o.policies.set_port(
+            22,
+            Policy {
+                syn_delay: Some(std::time::Duration::from_secs(2)),
+                ..Policy::SILENT
+            },
+        );
+        let obs = Arc::new(Rec::default());
+        let mut c = Core::new(&o, Cookies::with_key(1, 2), vec![obs.clone()], EPOCH);
+        let t = peer(40000);
+        let syn = pkt(t, SYN, 5, 0, b"");
+        assert_eq!(answer(&mut c, &syn, 1), None);
+        assert_eq!(answer(&mut c, &syn, 11), None);
+        assert_eq!(c.counters().ignored["syn_delayed"], 2);
+        let (fl, iss, _, _) = answer(&mut c, &syn, 21).unwrap();
+        assert_eq!(fl, SYN | ACK);
+        // Another port has no delay.
+        let mut other = t;
+        other.dst_port = 80;
+        assert!(answer(&mut c, &pkt(other, SYN, 5, 0, b""), 21).is_some());
+        answer(&mut c, &pkt(t, ACK, 6, iss.wrapping_add(1), b""), 22).unwrap();
+        c.shutdown(30);
+        let r = obs.0.lock().unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].policy, "syn_delay=2s");
     }
 
     #[test]

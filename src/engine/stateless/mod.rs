@@ -20,6 +20,7 @@ pub mod flows;
 pub mod keyfile;
 pub mod nflog;
 pub mod packet;
+pub mod syndelay;
 pub mod wire;
 
 pub use self::core::{Counters, Outcome};
@@ -50,6 +51,8 @@ pub struct StatelessOptions {
     /// Where the SYN-cookie keys are kept across restarts; `None`: a new
     /// key at every start.
     pub key_file: Option<std::path::PathBuf>,
+    /// Per-port policies; this engine does `syn_delay` only ([`syndelay`]).
+    pub policies: crate::engine::policy::Policies,
 }
 
 impl Default for StatelessOptions {
@@ -61,6 +64,7 @@ impl Default for StatelessOptions {
             key_rotation: Duration::from_secs(3600),
             batching: nflog::Batching::default(),
             key_file: None,
+            policies: Default::default(),
         }
     }
 }
