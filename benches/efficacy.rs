@@ -44,15 +44,23 @@ use support::serve::Proc;
 const NET: &str = "10.77.250";
 
 /// The targets, in table order. Adding a policy is one line: its name and
-/// the body of its `[serve.policy]` table.
+/// its `tarpit serve --policy PORT:SPEC` arguments, space-separated (see the
+/// README's "Policies per port").
 const TARGETS: &[(&str, Kind)] = &[
     ("DROP", Kind::Drop),
     ("closed", Kind::Closed),
     ("endlessh", Kind::Endlessh),
     ("silent", Kind::Tarpit("")),
+    ("bait", Kind::Tarpit("22:bait=ssh 80:bait=http")),
+    ("window0", Kind::Tarpit("default:window=zero")),
+    ("syn60", Kind::Tarpit("default:syn_delay=60s")),
     (
-        "bait",
-        Kind::Tarpit("\"22\" = { bait = \"ssh\" }\n\"80\" = { bait = \"http\" }"),
+        "bait+syn60",
+        Kind::Tarpit("22:bait=ssh,syn_delay=60s 80:bait=http,syn_delay=60s"),
+    ),
+    (
+        "bait+window0",
+        Kind::Tarpit("22:bait=ssh,window=zero 80:bait=http,window=zero"),
     ),
 ];
 
@@ -87,7 +95,7 @@ enum Kind {
     Closed,
     /// Debian's endlessh on 22 and on 80, its defaults.
     Endlessh,
-    /// `tarpit serve` with this `[serve.policy]` body ("" = silent trap).
+    /// `tarpit serve` with these `--policy` specs ("" = the silent trap).
     Tarpit(&'static str),
 }
 
@@ -501,20 +509,17 @@ fn main() {
                     .args(&serve_args)
                     .args(["--history", "off", "--control"])
                     .arg(&ctl);
-                if !policy.is_empty() {
-                    let cfg = scratch.0.join(format!("policy-{j}.toml"));
-                    std::fs::write(&cfg, format!("[serve.policy]\n{policy}\n")).expect("config");
-                    c.arg("--config").arg(&cfg);
+                for spec in policy.split_whitespace() {
+                    c.args(["--policy", spec]);
                 }
                 let p = Proc::spawn(c);
                 println!(
                     "target {name}: tarpit serve {}{}",
                     serve_args.join(" "),
-                    if policy.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", [serve.policy] {}", policy.replace('\n', "; "))
-                    }
+                    policy
+                        .split_whitespace()
+                        .map(|p| format!(" --policy {p}"))
+                        .collect::<String>()
                 );
                 tarpits.push((k, p, ctl));
             }
@@ -913,6 +918,36 @@ fn report(
         ]);
     }
     s += &table(&rows, 5);
+
+    // One policy per port faces every tool: how each single policy fares.
+    let _ = writeln!(
+        s,
+        "\neach policy alone against the best of {} for each tool",
+        PEERS.join("/")
+    );
+    for &k in &policies {
+        let mut worse = vec![];
+        for (ti, (_, t, _)) in tools.iter().enumerate() {
+            let bq = fig::best(peers.iter().map(|&q| (targets[q].1, stuck(ti, q))));
+            if let Some((pn, pv)) = bq {
+                if fig::compare(stuck(ti, k), pv, 0.5) == Verdict::Shorter {
+                    worse.push(format!("{} {:.1} < {pn} {pv:.1}", t.name, stuck(ti, k)));
+                }
+            }
+        }
+        let _ = writeln!(
+            s,
+            "  {}: at least as long for {} of {} tools{}",
+            targets[k].1,
+            tools.len() - worse.len(),
+            tools.len(),
+            if worse.is_empty() {
+                String::new()
+            } else {
+                format!("; shorter: {}", worse.join(", "))
+            }
+        );
+    }
     if shorter.is_empty() {
         s += "\nno policy shortens any tool's stuck time compared to the silent trap\n";
     } else {

@@ -119,6 +119,10 @@ fn last_line_is_escaped_and_cut() {
     assert!(l.ends_with("\\x1b[31m"), "{l}");
     assert_eq!(last_line(out, 10).chars().count(), 10);
     assert_eq!(last_line(b"", 10), "");
+    assert_eq!(
+        last_line(b"Starting\nefficacy-connect 1.5\n", 40),
+        "Starting"
+    );
 }
 
 #[test]

@@ -148,13 +148,15 @@ pub fn best<'a>(it: impl IntoIterator<Item = (&'a str, f64)>) -> Option<(&'a str
         })
 }
 
-/// The last non-empty line of a client's output, escaped and cut to `max`
-/// characters (tools print what the server sent them: attacker-controlled
-/// bytes when the server is endlessh).
+/// The last non-empty line of a client's output (not its connect marker),
+/// escaped and cut to `max` characters (tools print what the server sent
+/// them: attacker-controlled bytes when the server is endlessh).
 pub fn last_line(out: &[u8], max: usize) -> String {
     let line = out
         .split(|&b| b == b'\n' || b == b'\r')
-        .rfind(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
+        .rfind(|l| {
+            l.iter().any(|b| !b.is_ascii_whitespace()) && !l.starts_with(b"efficacy-connect ")
+        })
         .unwrap_or(&[]);
     let s = tarpit::engine::record::escape_bytes(line.trim_ascii());
     if s.chars().count() > max {
