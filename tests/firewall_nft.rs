@@ -514,6 +514,101 @@ fn banned_host_lands_in_the_tarpit_port_others_get_rst() {
     let _ = (&conn).read(&mut buf);
 }
 
+/// Connects from `src` in `ns` to `dst`, giving up after `limit`.
+fn try_connect(ns: &Netns, src: &'static str, dst: SocketAddr, limit: Duration) -> Outcome {
+    ns.in_thread(move || {
+        let src = SocketAddr::new(ip(src), 0);
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(src),
+            socket2::Type::STREAM,
+            None,
+        )
+        .unwrap();
+        sock.bind(&src.into()).unwrap();
+        match sock.connect_timeout(&dst.into(), limit) {
+            Ok(()) => Outcome::Connected,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
+            Err(e) => Outcome::Other(e.to_string()),
+        }
+    })
+}
+
+#[test]
+fn guard_port_lets_only_trapped_hosts_reach_the_tarpit_port() {
+    if !privileged("guard_port_lets_only_trapped_hosts_reach_the_tarpit_port") {
+        return;
+    }
+    let srv = Netns::new("fwgds");
+    let att = Netns::new("fwgda");
+    veth(&att, "10.77.11.1/24", &srv, "10.77.11.2/24");
+    let iface = veth_name(&att);
+    att.run(&format!("ip addr add 10.77.11.3/24 dev {iface}"));
+    let tarpit = srv.in_thread(|| TcpListener::bind("0.0.0.0:0").unwrap());
+    let port = tarpit.local_addr().unwrap().port();
+    tarpit.set_nonblocking(true).unwrap();
+    let direct = SocketAddr::new(ip("10.77.11.2"), port);
+    let ssh: SocketAddr = "10.77.11.2:22".parse().unwrap();
+    let quick = Duration::from_millis(700);
+    let dropped = |o: Outcome| matches!(o, Outcome::Other(_));
+
+    // The default: anyone reaches the tarpit's port directly.
+    let open = Firewall::new(NftConfig {
+        port,
+        ..cfg_in(&srv)
+    });
+    open.ensure().unwrap();
+    assert_eq!(
+        try_connect(&att, "10.77.11.3", direct, quick),
+        Outcome::Connected
+    );
+    assert!(accept_within(&tarpit, Duration::from_secs(2)).is_some());
+
+    let fw = Firewall::new(NftConfig {
+        port,
+        guard_port: true,
+        ..cfg_in(&srv)
+    });
+    fw.ensure().unwrap();
+    assert!(fw.intact().unwrap(), "{:?}", fw.check().unwrap());
+    let o = try_connect(&att, "10.77.11.3", direct, quick);
+    assert!(dropped(o), "a host not in the sets still reaches the port");
+    fw.ban(&[ban(fw.target_of(ip("10.77.11.1")), 600)]).unwrap();
+    assert_eq!(
+        try_connect(&att, "10.77.11.1", direct, quick),
+        Outcome::Connected,
+        "a trapped host, directly"
+    );
+    assert_eq!(
+        try_connect(&att, "10.77.11.1", ssh, quick),
+        Outcome::Connected,
+        "a trapped host, redirected"
+    );
+    let o = try_connect(&att, "10.77.11.3", direct, quick);
+    assert!(dropped(o), "the other host, after the ban");
+    assert_eq!(
+        try_connect(&att, "10.77.11.3", ssh, quick),
+        Outcome::Refused,
+        "the other host's other traffic is untouched"
+    );
+    // Local clients are not guarded.
+    let local = SocketAddr::new(ip("127.0.0.1"), port);
+    assert_eq!(
+        try_connect(&srv, "127.0.0.1", local, quick),
+        Outcome::Connected
+    );
+    // Turned off again: the guard chain goes.
+    open.ensure().unwrap();
+    assert_eq!(
+        try_connect(&att, "10.77.11.3", direct, quick),
+        Outcome::Connected
+    );
+    assert!(!srv
+        .run("nft list table inet tarpit")
+        .stdout
+        .windows(5)
+        .any(|w| w == b"guard"));
+}
+
 fn accept_within(l: &TcpListener, limit: Duration) -> Option<(TcpStream, SocketAddr)> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {

@@ -41,6 +41,8 @@ pub struct WatchSection {
     pub nflog_group: Option<Spanned<i64>>,
     /// TCP ports trapped for every source (decoys), besides the trapped hosts.
     pub decoy_ports: Option<Spanned<Vec<i64>>>,
+    /// Drop direct connections to `port` from hosts not in the sets.
+    pub guard_port: Option<bool>,
     /// `[watch.crowdsec]`: bouncer and machine of a CrowdSec Local API.
     pub crowdsec: Option<Spanned<CrowdSecSection>>,
     #[serde(default)]

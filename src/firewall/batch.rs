@@ -17,6 +17,17 @@ pub const CHAIN: &str = "prerouting";
 /// The chain we own in stateless mode.
 pub use crate::firewall::stateless::CHAIN as STATELESS_CHAIN;
 
+/// With [`NftConfig::guard_port`]: the filter chain that drops direct
+/// connections to the tarpit's port from hosts not in the sets. It runs
+/// before the redirect (whose packets still carry their original port here).
+pub const GUARD_CHAIN: &str = "guard";
+
+/// Whether `cfg` wants the guard chain (redirect mode only: the stateless
+/// engine listens on no port).
+pub fn guards(cfg: &NftConfig) -> bool {
+    cfg.guard_port && matches!(cfg.mode, TrapMode::Redirect)
+}
+
 /// The chain [`ensure_commands`] maintains for `cfg`'s mode.
 pub fn chain_of(cfg: &NftConfig) -> &'static str {
     match cfg.mode {
@@ -230,6 +241,25 @@ pub fn ensure_commands(cfg: &NftConfig, out: &mut String) -> Result<(), FwError>
             "add rule inet {t} {name} fib daddr type local tcp dport {ports} {action}"
         );
     }
+    let guard = format!(
+        "add chain inet {t} {GUARD_CHAIN} {{ type filter hook prerouting priority dstnat - 20; policy accept; }}"
+    );
+    let _ = writeln!(out, "{guard}");
+    let _ = writeln!(out, "flush chain inet {t} {GUARD_CHAIN}");
+    if guards(cfg) {
+        // Trapped hosts and local clients go on; anyone else knocking on
+        // the tarpit's own port directly is dropped.
+        let _ = writeln!(out, "add rule inet {t} {GUARD_CHAIN} iif lo return");
+        for m in source_matches(cfg)? {
+            let _ = writeln!(out, "add rule inet {t} {GUARD_CHAIN} {m} return");
+        }
+        let _ = writeln!(
+            out,
+            "add rule inet {t} {GUARD_CHAIN} fib daddr type local tcp dport {p} drop"
+        );
+    } else {
+        let _ = writeln!(out, "delete chain inet {t} {GUARD_CHAIN}");
+    }
     // The other mode's chain, left from before an engine switch, goes: a
     // trapped packet must meet exactly one treatment. (Added first so the
     // delete cannot fail on a chain that is not there.)
@@ -357,10 +387,42 @@ mod tests {
              flush chain inet tarpit prerouting\n\
              add rule inet tarpit prerouting ip saddr @trap4 meta l4proto tcp redirect to :2222\n\
              add rule inet tarpit prerouting ip6 saddr & ffff:ffff:ffff:ffff:: @trap6 meta l4proto tcp redirect to :2222\n\
+             add chain inet tarpit guard { type filter hook prerouting priority dstnat - 20; policy accept; }\n\
+             flush chain inet tarpit guard\n\
+             delete chain inet tarpit guard\n\
              add chain inet tarpit stateless_raw { type filter hook prerouting priority raw; policy accept; }\n\
              flush chain inet tarpit stateless_raw\n\
              delete chain inet tarpit stateless_raw\n"
         );
+    }
+
+    #[test]
+    fn guard_port_drops_direct_connections_from_hosts_not_in_the_sets() {
+        let c = NftConfig {
+            guard_port: true,
+            ..cfg()
+        };
+        let mut s = String::new();
+        ensure_commands(&c, &mut s).unwrap();
+        assert!(s.contains(
+            "add chain inet tarpit guard { type filter hook prerouting priority dstnat - 20; policy accept; }\n\
+             flush chain inet tarpit guard\n\
+             add rule inet tarpit guard iif lo return\n\
+             add rule inet tarpit guard ip saddr @trap4 return\n\
+             add rule inet tarpit guard ip6 saddr & ffff:ffff:ffff:ffff:: @trap6 return\n\
+             add rule inet tarpit guard fib daddr type local tcp dport 2222 drop\n\
+             add chain inet tarpit stateless_raw"
+        ), "{s}");
+        assert!(!s.contains("delete chain inet tarpit guard"), "{s}");
+        // The stateless engine listens on no port: nothing to guard.
+        let st = NftConfig {
+            mode: TrapMode::Stateless { group: 7 },
+            ..c
+        };
+        let mut s = String::new();
+        ensure_commands(&st, &mut s).unwrap();
+        assert!(s.contains("delete chain inet tarpit guard\n"), "{s}");
+        assert!(!s.contains("dport 2222 drop"), "{s}");
     }
 
     #[test]

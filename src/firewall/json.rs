@@ -138,6 +138,20 @@ pub fn missing_parts(text: &str, cfg: &NftConfig) -> Result<Vec<String>, FwError
             "chain inet {t} {chain} ({chain_type} prerouting hook)"
         ));
     }
+    if super::batch::guards(cfg) {
+        let guard_ok = objs.iter().filter_map(|o| o.get("chain")).any(|c| {
+            str_of(c, "family") == Some("inet")
+                && str_of(c, "table") == Some(t.as_str())
+                && str_of(c, "name") == Some(super::GUARD_CHAIN)
+                && str_of(c, "hook") == Some("prerouting")
+        });
+        if !guard_ok {
+            missing.push(format!(
+                "chain inet {t} {} (filter prerouting hook)",
+                super::GUARD_CHAIN
+            ));
+        }
+    }
     let rules: Vec<&Value> = objs
         .iter()
         .filter_map(|o| o.get("rule"))

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-pub use batch::{source_matches, timeout_secs, validate_name, MAX_TIMEOUT};
+pub use batch::{source_matches, timeout_secs, validate_name, GUARD_CHAIN, MAX_TIMEOUT};
 
 /// The `nft -f` text [`Firewall::ensure`] applies: table, sets, chain, rules.
 /// For shipping a ruleset file that agrees with the watcher.
@@ -108,6 +108,11 @@ pub struct NftConfig {
     /// `<set6>_net`, see [`Firewall::set_ranges`]) and match them like the
     /// host sets. On when `[watch.crowdsec]` is configured.
     pub range_sets: bool,
+    /// Redirect mode: drop TCP addressed to this host's [`port`](Self::port)
+    /// directly from hosts not in the sets (chain [`GUARD_CHAIN`], before
+    /// the redirect), so the tarpit holds only the hosts it was told to
+    /// trap. Loopback stays open (local checks and tools).
+    pub guard_port: bool,
 }
 
 impl Default for NftConfig {
@@ -126,6 +131,7 @@ impl Default for NftConfig {
             mode: TrapMode::Redirect,
             decoy_ports: Vec::new(),
             range_sets: false,
+            guard_port: false,
         }
     }
 }
@@ -533,8 +539,15 @@ fn dry_listing(cfg: &NftConfig) -> String {
             r#"{{"set": {{"family": "inet", "table": "{t}", "name": "{name}", "type": "{ty}", "flags": ["timeout"]}}}}"#
         )
     };
+    let guard = if batch::guards(cfg) {
+        format!(
+            r#", {{"chain": {{"family": "inet", "table": "{t}", "name": "{GUARD_CHAIN}", "type": "filter", "hook": "prerouting"}}}}"#
+        )
+    } else {
+        String::new()
+    };
     format!(
-        r#"{{"nftables": [{{"table": {{"family": "inet", "name": "{t}"}}}}, {}, {}, {{"chain": {{"family": "inet", "table": "{t}", "name": "{chain}", "type": "{chain_type}", "hook": "prerouting"}}}}, {}, {}]}}"#,
+        r#"{{"nftables": [{{"table": {{"family": "inet", "name": "{t}"}}}}, {}, {}, {{"chain": {{"family": "inet", "table": "{t}", "name": "{chain}", "type": "{chain_type}", "hook": "prerouting"}}}}{guard}, {}, {}]}}"#,
         set(&cfg.set4, "ipv4_addr"),
         set(&cfg.set6, "ipv6_addr"),
         rule(

@@ -18,6 +18,7 @@ pub fn nft_config(s: &WatchSettings) -> NftConfig {
         v6_prefix: s.ipv6_prefix,
         mode: s.mode,
         decoy_ports: s.decoy_ports.clone(),
+        guard_port: s.guard_port,
         flush_conntrack: s.flush_conntrack,
         range_sets: s.crowdsec.is_some(),
         ..NftConfig::default()

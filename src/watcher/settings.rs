@@ -44,6 +44,8 @@ pub struct WatchSettings {
     pub mode: TrapMode,
     /// Ports trapped for everyone (see `NftConfig::decoy_ports`).
     pub decoy_ports: Vec<u16>,
+    /// Only trapped hosts reach `port` (see `NftConfig::guard_port`).
+    pub guard_port: bool,
     pub nft: PathBuf,
     /// `conntrack -D -s HOST` after each ban (off by default: it cuts the
     /// host's established sessions too).
@@ -68,6 +70,7 @@ impl Default for WatchSettings {
             ipv6_prefix: 64,
             mode: TrapMode::Redirect,
             decoy_ports: Vec::new(),
+            guard_port: false,
             nft: PathBuf::from("nft"),
             flush_conntrack: false,
             poll_interval: Duration::from_millis(500),
@@ -215,6 +218,7 @@ pub fn resolve(section: Option<(&WatchSection, &Source)>) -> Result<WatchSetting
             })?;
     }
     o.flush_conntrack = w.flush_conntrack.unwrap_or(false);
+    o.guard_port = w.guard_port.unwrap_or(false);
     if let Some(v) = &w.poll_interval {
         o.poll_interval = dur(v, "watch.poll_interval")?;
         if o.poll_interval < Duration::from_millis(10) || o.poll_interval > Duration::from_secs(1) {
@@ -490,6 +494,12 @@ enabled = false
         assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("watch.engine")));
         let o = load("[watch]\ndecoy_ports = [23, 2323]\n").unwrap();
         assert_eq!(o.decoy_ports, vec![23, 2323]);
+        assert!(!o.guard_port);
+        assert!(load("[watch]\nguard_port = true\n").unwrap().guard_port);
+        assert!(
+            crate::watcher::nft::nft_config(&load("[watch]\nguard_port = true\n").unwrap())
+                .guard_port
+        );
         let e = err("[watch]\n\ndecoy_ports = [23, 0]\n");
         assert_eq!(
             (e.line, e.key.as_deref()),
