@@ -12,6 +12,13 @@
 //! of the drip (one small segment per connection per interval; the clients
 //! never read) and the bytes per connection with the wheel's links.
 //!
+//! With `HOLD_SNAPSHOTS=K` the control socket is on (in a temp dir) and,
+//! once the connections are held, the bench asks K times each for the
+//! default `snapshot` (what `tarpit stats` asks: the 1,000 longest-held),
+//! for a snapshot of everything held (`limit` = N, at most 10,000 per
+//! answer; what every `snapshot` was before issue 12) and for `totals`, and
+//! prints how much the server's RSS grew per call.
+//!
 //! Bounded: at most `HOLD_N` (capped at 19,000) connections, and every
 //! process exits on its own after 180 s at the latest.
 
@@ -52,7 +59,19 @@ fn main() {
         extra.extend(["--policy".into(), format!("default:bait=ssh,drip={drip}")]);
     }
     let window = Duration::from_secs(if bait { 20 } else { 10 });
-    let mut c = Command::new(support::bin());
+    let snapshots: usize = std::env::var("HOLD_SNAPSHOTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+        .min(1000);
+    let ctl_dir = std::env::temp_dir().join(format!("tarpit-hold-{}", std::process::id()));
+    let control = ctl_dir.join("control.sock");
+    if snapshots > 0 {
+        std::fs::create_dir_all(&ctl_dir).expect("temp dir");
+    }
+    // HOLD_BIN: another build of tarpit to measure (an older one, say).
+    let bin = std::env::var("HOLD_BIN").unwrap_or_else(|_| support::bin().to_string());
+    let mut c = Command::new(bin);
     c.args([
         "--log-format",
         "json",
@@ -62,12 +81,16 @@ fn main() {
         "--listen",
         "127.0.0.1:0",
         // Measure the engine alone, and never touch the host's paths.
-        "--control",
-        "off",
         "--history",
         "off",
-    ])
-    .args(&extra);
+        "--control",
+    ]);
+    if snapshots > 0 {
+        c.arg(&control);
+    } else {
+        c.arg("off");
+    }
+    c.args(&extra);
     let mut server = Proc::spawn(c);
     server.forget_lines();
     let pid = server.pid();
@@ -162,6 +185,55 @@ fn main() {
         std::mem::size_of::<tarpit::engine::socket::table::Held>()
     );
 
+    if snapshots > 0 {
+        let all = format!(r#"{{"cmd":"snapshot","limit":{held}}}"#);
+        // Smallest first: the peak (VmHWM) only grows, so each line's peak
+        // growth is its own.
+        for (what, req) in [
+            ("totals", r#"{"cmd":"totals"}"#),
+            ("snapshot (default: 1,000 listed)", r#"{"cmd":"snapshot"}"#),
+            ("snapshot of all held (as before)", all.as_str()),
+        ] {
+            let req: tarpit::control::Request = serde_json::from_str(req).expect("request");
+            let before = rss(pid);
+            let peak_before = hwm(pid);
+            let t = Instant::now();
+            let mut bytes = 0;
+            let mut first = 0;
+            let mut answered = true;
+            for i in 0..snapshots {
+                let v = match tarpit::control::request(&control, &req, Duration::from_secs(60)) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        println!("  {what:<34} not answered: {e}");
+                        answered = false;
+                        break;
+                    }
+                };
+                bytes = serde_json::to_vec(&v).map_or(0, |b| b.len());
+                if i == 0 {
+                    first = rss(pid).saturating_sub(before);
+                }
+            }
+            if !answered {
+                continue;
+            }
+            let ms = t.elapsed().as_secs_f64() * 1000.0 / snapshots as f64;
+            let grew = rss(pid).saturating_sub(before);
+            let peak = hwm(pid).saturating_sub(peak_before);
+            println!(
+                "  {what:<34} peak RSS +{} KiB ({:.0} B per held conn); RSS +{} KiB after the first call, +{} KiB after {snapshots}; {ms:.1} ms and {} KiB of answer per call",
+                peak / 1024,
+                peak as f64 / held.max(1) as f64,
+                first / 1024,
+                grew / 1024,
+                bytes / 1024
+            );
+        }
+        println!("  RSS after the calls        {} KiB", rss(pid) / 1024);
+        let _ = std::fs::remove_dir_all(&ctl_dir);
+    }
+
     for c in &mut clients {
         drop(c.stdin.take());
     }
@@ -172,6 +244,18 @@ fn main() {
         .args(["-TERM", &pid.to_string()])
         .status();
     let _ = server.child.wait();
+}
+
+/// Peak resident size (VmHWM) of `pid`, in bytes.
+fn hwm(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
 }
 
 /// Client process: `ADDR COUNT INDEX` — opens COUNT connections from

@@ -237,3 +237,90 @@ fn watch_redraws_and_exits_when_the_server_stops() {
     let _ = w.stderr.take().unwrap().read_to_string(&mut err);
     assert!(err.contains("not running"), "{err}");
 }
+
+/// One request line, one answer, over the control socket.
+fn ask(srv: &Serve, req: &str) -> Value {
+    use std::io::BufRead;
+    let mut s = UnixStream::connect(&srv.control).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("{req}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["ok"], true, "{req}: {v}");
+    v["data"].clone()
+}
+
+/// Issue 12 item 5: a snapshot lists a bounded page (longest-held first,
+/// `limit`/`offset`, at most 10,000 whatever is asked) with totals over all,
+/// `totals` answers without listing anything, and `tarpit stats` asks for
+/// `--limit` rows, `--all` pages, `--totals` only the totals. Before, every
+/// snapshot listed every held connection and there was no `totals`.
+#[test]
+fn snapshots_are_paged_and_totals_come_alone() {
+    use std::io::BufRead;
+    let dir = TempDir::new("pages");
+    let srv = Serve::start(dir.path(), NO_HISTORY);
+    let mut held = Vec::new();
+    for i in 0..12u8 {
+        held.push(connect_from(Ipv4Addr::new(127, 0, 3, 1 + i), srv.addr()).unwrap());
+        // Distinct start ticks (100 ms), so "longest-held first" is one order.
+        std::thread::sleep(Duration::from_millis(120));
+    }
+    let peers: Vec<String> = held
+        .iter()
+        .map(|c| c.local_addr().unwrap().to_string())
+        .collect();
+    poll(Duration::from_secs(10), || {
+        (ask(&srv, r#"{"cmd":"totals"}"#)["totals"]["held_now"] == 12).then_some(())
+    })
+    .expect("12 held");
+    let t = ask(&srv, r#"{"cmd":"totals"}"#);
+    assert!(t.get("conns").is_none(), "{t}");
+    assert_eq!(t["totals"]["trapped"], 12);
+    assert!(t["totals"]["live_held_secs"].as_f64().unwrap() > 1.0, "{t}");
+
+    let p = ask(&srv, r#"{"cmd":"snapshot","limit":5,"offset":3}"#);
+    let got: Vec<String> = conns(&p)
+        .iter()
+        .map(|c| c["peer"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, peers[3..8]);
+    assert_eq!(p["totals"]["held_now"], 12);
+    assert_eq!(
+        (p["offset"].clone(), p["limit"].clone()),
+        (3.into(), 5.into())
+    );
+    // Whatever is asked, one answer lists at most 10,000.
+    let p = ask(&srv, r#"{"cmd":"snapshot","limit":100000000}"#);
+    assert_eq!(p["limit"], 10_000);
+    assert_eq!(conns(&p).len(), 12);
+    let p = ask(&srv, r#"{"cmd":"snapshot"}"#);
+    assert_eq!(p["limit"], 1000, "the default page");
+    let mut s = UnixStream::connect(&srv.control).unwrap();
+    s.write_all(b"{\"cmd\":\"snapshot\",\"limit\":-1}\n")
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    assert!(line.contains("non-negative integer"), "{line}");
+
+    let o = srv.stats(&["--limit", "4"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("... and 8 more"), "{text}");
+    assert!(
+        text.contains(&peers[0]) && !text.contains(&peers[4]),
+        "{text}"
+    );
+    let o = srv.stats(&["--all", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(conns(&v).len(), 12);
+    let o = srv.stats(&["--totals"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.starts_with("held now 12 · trapped since start 12"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
+    drop(held);
+}

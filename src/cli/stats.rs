@@ -4,7 +4,8 @@
 use super::{load_config, Cli, Error};
 use crate::control::{self, ClientError, Request};
 use crate::engine::Snapshot;
-use crate::stats::live::{self, SNAPSHOT_CMD};
+use crate::engine::SNAPSHOT_MAX;
+use crate::stats::live::{self, SNAPSHOT_CMD, TOTALS_CMD};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,6 +23,16 @@ pub struct StatsArgs {
     /// Refresh in place every second, like `top` (Ctrl-C to quit).
     #[arg(long)]
     pub watch: bool,
+    /// List at most N connections, longest-held first (the totals count
+    /// all of them). The server lists at most 10,000 per answer.
+    #[arg(long, value_name = "N", default_value_t = crate::engine::SNAPSHOT_LIMIT, conflicts_with_all = ["all", "totals"])]
+    pub limit: usize,
+    /// List every held connection (fetched 10,000 at a time).
+    #[arg(long, conflicts_with = "totals")]
+    pub all: bool,
+    /// Only the totals: nothing listed, cheap at any number held.
+    #[arg(long)]
+    pub totals: bool,
 }
 
 /// The control socket path: the flag, else the config file, else the default.
@@ -44,12 +55,58 @@ fn geoip_files(cli: &Cli) -> Option<Vec<PathBuf>> {
     (!v.is_empty()).then_some(v)
 }
 
-fn fetch(path: &std::path::Path) -> Result<Snapshot, ClientError> {
-    let v = control::request(path, &Request::new(SNAPSHOT_CMD), Duration::from_secs(15))?;
+fn ask(path: &std::path::Path, req: &Request) -> Result<serde_json::Value, ClientError> {
+    control::request(path, req, Duration::from_secs(15))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    v: serde_json::Value,
+) -> Result<T, ClientError> {
     serde_json::from_value(v).map_err(|e| ClientError::Protocol {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
+}
+
+/// What to list: `Some(n)` at most n connections, `None` all of them,
+/// `Some(0)` the totals alone.
+fn fetch(path: &std::path::Path, want: Option<usize>) -> Result<Snapshot, ClientError> {
+    if want == Some(0) {
+        #[derive(serde::Deserialize)]
+        struct TotalsOnly {
+            totals: crate::engine::Totals,
+        }
+        let t: TotalsOnly = decode(path, ask(path, &Request::new(TOTALS_CMD))?)?;
+        return Ok(Snapshot {
+            conns: Vec::new(),
+            totals: t.totals,
+        });
+    }
+    let page = |offset: usize, limit: usize| {
+        let mut req = Request::new(SNAPSHOT_CMD);
+        req.args.insert("offset".into(), offset.into());
+        req.args.insert("limit".into(), limit.into());
+        req
+    };
+    if let Some(n) = want {
+        return decode(path, ask(path, &page(0, n))?);
+    }
+    // Every connection: page after page (connections ending meanwhile may
+    // shift one onto a page already read, or off the end).
+    let mut all: Snapshot = decode(path, ask(path, &page(0, SNAPSHOT_MAX))?)?;
+    loop {
+        let held = usize::try_from(all.totals.held_now).unwrap_or(usize::MAX);
+        if all.conns.len() >= held || all.conns.len() % SNAPSHOT_MAX != 0 {
+            return Ok(all);
+        }
+        let next: Snapshot = decode(path, ask(path, &page(all.conns.len(), SNAPSHOT_MAX))?)?;
+        if next.conns.is_empty() {
+            return Ok(all);
+        }
+        all.conns.extend(next.conns);
+        all.totals = next.totals;
+    }
 }
 
 pub fn run(cli: &Cli, a: &StatsArgs) -> Result<(), Error> {
@@ -76,8 +133,23 @@ pub fn run(cli: &Cli, a: &StatsArgs) -> Result<(), Error> {
         .saturating_sub(3)
         .max(5);
     loop {
-        let snap = fetch(&path)?;
-        let text = if a.json {
+        let want = if a.totals {
+            Some(0)
+        } else if a.watch {
+            Some(rows.min(a.limit))
+        } else if a.all {
+            None
+        } else {
+            Some(a.limit)
+        };
+        let snap = fetch(&path, want)?;
+        let text = if a.totals {
+            if a.json {
+                serde_json::to_string_pretty(&serde_json::json!({ "totals": snap.totals }))? + "\n"
+            } else {
+                live::totals_line(&snap) + "\n"
+            }
+        } else if a.json {
             let mut v = serde_json::to_value(&snap)?;
             if geo.is_some() {
                 if let Some(cs) = v.get_mut("conns").and_then(|c| c.as_array_mut()) {

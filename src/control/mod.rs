@@ -11,23 +11,31 @@
 //! The server runs on the serve runtime next to the engine, so a client must
 //! never be able to stall it: every read and write has a timeout, a request
 //! line is capped at [`MAX_REQUEST`] bytes, and at most [`MAX_CLIENTS`]
-//! clients are served at once (the rest are closed at accept).
+//! clients are served at once, plus a reserve for root and the server's own
+//! user; a client merely waiting for its next request gives its slot to a
+//! newcomer ([`slots`]).
+//!
+//! Every command is registered with its [`Access`]: [`Access::Read`]
+//! (statistics) for anyone the socket's file mode lets connect,
+//! [`Access::Control`] (takeover) only for root or the server's own user by
+//! `SO_PEERCRED`. The socket is created under a umask that gives it its
+//! final mode at once, in a directory that must not be a symlink.
 
 pub mod client;
+pub mod slots;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
-use tokio::sync::Semaphore;
 
 pub use client::{request, ClientError};
 
@@ -41,8 +49,12 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// A command has this long to produce its answer.
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(10);
-/// Clients served at once; more are closed right after accept.
-pub const MAX_CLIENTS: usize = 32;
+/// Clients served at once (any peer); a newcomer who finds them all taken
+/// displaces the one waiting longest for its next request, or is closed if
+/// every one is running a command.
+pub const MAX_CLIENTS: usize = slots::SHARED;
+/// Further clients served at once for root or the server's own user only.
+pub const PRIVILEGED_CLIENTS: usize = slots::RESERVED;
 
 /// One request: a command name and its arguments.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -64,9 +76,28 @@ pub struct Peer {
     pub pid: Option<i32>,
 }
 
+/// Who may send a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reads the server's state: anyone who may connect (the socket's
+    /// file mode and group decide).
+    Read,
+    /// Changes the server (takeover): root or the server's own user only.
+    Control,
+}
+
+impl Access {
+    pub fn allows(self, peer: Option<Peer>) -> bool {
+        match self {
+            Access::Read => true,
+            Access::Control => peer.is_some_and(|p| p.is_privileged()),
+        }
+    }
+}
+
 impl Peer {
     /// Root, or the user this server runs as: the only peers allowed
-    /// commands that change the server (see [`ControlServer::register_privileged`]).
+    /// [`Access::Control`] commands.
     pub fn is_privileged(&self) -> bool {
         self.uid == 0 || self.uid == rustix::process::geteuid().as_raw()
     }
@@ -148,28 +179,52 @@ pub enum ControlError {
 pub struct ControlServer {
     listener: Option<std::os::unix::net::UnixListener>,
     path: PathBuf,
-    commands: BTreeMap<String, Arc<dyn Handler>>,
-    /// Commands only root or our own user may send.
-    privileged: std::collections::BTreeSet<String>,
+    commands: BTreeMap<String, (Access, Arc<dyn Handler>)>,
 }
 
+/// The socket's mode, given at creation by the umask (never chmod'ed
+/// after the bind: no moment with a wider mode).
+pub const SOCKET_MODE: u32 = 0o660;
+
 impl ControlServer {
-    /// Binds `path` (creating its directory, mode 0755, if missing) with mode
-    /// 0660. A stale socket left by a dead server is replaced; one that still
-    /// answers is [`ControlError::InUse`]. Call before dropping privileges.
+    /// Binds `path` with mode [`SOCKET_MODE`] (creating its directory, mode
+    /// 0755, if missing). The directory, and the path, must not be a
+    /// symlink (they are refused, not followed). A stale socket left by a
+    /// dead server is replaced; one that still answers is
+    /// [`ControlError::InUse`]. Call before dropping privileges, while the
+    /// process has one thread (the umask is process-wide).
     pub fn bind(path: &Path) -> Result<Self, ControlError> {
         let err = |what, source| ControlError::Io {
             path: path.to_path_buf(),
             what,
             source,
         };
+        let symlink = |what| {
+            err(
+                what,
+                io::Error::new(io::ErrorKind::InvalidInput, "is a symlink; not followed"),
+            )
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.exists() {
-                std::fs::create_dir_all(dir).map_err(|e| err("cannot create directory", e))?;
-                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+            match std::fs::symlink_metadata(dir) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(symlink("refusing its directory"))
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    use std::os::unix::fs::DirBuilderExt;
+                    crate::sys::with_umask(0o022, || {
+                        std::fs::DirBuilder::new()
+                            .recursive(true)
+                            .mode(0o755)
+                            .create(dir)
+                    })
+                    .map_err(|e| err("cannot create directory", e))?;
+                }
             }
         }
         match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => return Err(symlink("refusing")),
             Ok(m) if m.file_type().is_socket() => {
                 if std::os::unix::net::UnixStream::connect(path).is_ok() {
                     return Err(ControlError::InUse {
@@ -186,10 +241,10 @@ impl ControlServer {
             }
             Err(_) => {}
         }
-        let listener =
-            std::os::unix::net::UnixListener::bind(path).map_err(|e| err("cannot bind", e))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-            .map_err(|e| err("cannot set mode 0660", e))?;
+        let listener = crate::sys::with_umask(0o777 & !SOCKET_MODE, || {
+            std::os::unix::net::UnixListener::bind(path)
+        })
+        .map_err(|e| err("cannot bind", e))?;
         listener
             .set_nonblocking(true)
             .map_err(|e| err("cannot set non-blocking", e))?;
@@ -197,7 +252,6 @@ impl ControlServer {
             listener: Some(listener),
             path: path.to_path_buf(),
             commands: BTreeMap::new(),
-            privileged: Default::default(),
         };
         s.register_builtin();
         Ok(s)
@@ -207,24 +261,16 @@ impl ControlServer {
         &self.path
     }
 
-    /// Adds (or replaces) the handler for `cmd`, a read-only command:
-    /// anyone who may connect (file mode 0660) may send it.
-    pub fn register(&mut self, cmd: &str, handler: Arc<dyn Handler>) {
-        self.privileged.remove(cmd);
-        self.commands.insert(cmd.to_string(), handler);
-    }
-
-    /// Adds a command that changes the server (takeover): answered only
-    /// for root or the user the server runs as, by SO_PEERCRED; the socket
-    /// group that may read statistics may not send it.
-    pub fn register_privileged(&mut self, cmd: &str, handler: Arc<dyn Handler>) {
-        self.commands.insert(cmd.to_string(), handler);
-        self.privileged.insert(cmd.to_string());
+    /// Adds (or replaces) the handler for `cmd`, sent by the peers `access`
+    /// allows.
+    pub fn register(&mut self, cmd: &str, access: Access, handler: Arc<dyn Handler>) {
+        self.commands.insert(cmd.to_string(), (access, handler));
     }
 
     fn register_builtin(&mut self) {
         self.register(
             "ping",
+            Access::Read,
             Arc::new(|_req: Request| -> Reply {
                 Box::pin(async { Ok(Value::String("pong".into())) })
             }),
@@ -239,33 +285,40 @@ impl ControlServer {
             None => return Ok(()),
         };
         let listener = tokio::net::UnixListener::from_std(std_listener)?;
-        let mut names: Vec<String> = self.commands.keys().cloned().collect();
-        names.push("commands".into());
-        names.sort();
-        let names = Value::from(names);
         let commands = Arc::new(std::mem::take(&mut self.commands));
-        let privileged = Arc::new(std::mem::take(&mut self.privileged));
-        let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+        let slots = slots::Slots::new();
         tokio::pin!(shutdown);
         let mut limited = crate::ratelimit::RateLimit::new(Duration::from_secs(10));
+        let mut displaced = crate::ratelimit::RateLimit::new(Duration::from_secs(10));
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 res = listener.accept() => match res {
                     Ok((stream, _)) => {
-                        let Ok(permit) = slots.clone().try_acquire_owned() else {
-                            if limited.hit().is_some() {
-                                tracing::warn!(max = MAX_CLIENTS, "control socket: too many clients; closing new ones");
+                        let peer = stream.peer_cred().ok().map(|c| Peer {
+                            uid: c.uid(),
+                            gid: c.gid(),
+                            pid: c.pid(),
+                        });
+                        let slot = match slots.admit(peer.is_some_and(|p| p.is_privileged())) {
+                            slots::Admit::Free(s) => s,
+                            slots::Admit::Displaced(s) => {
+                                if displaced.hit().is_some() {
+                                    tracing::info!(max = MAX_CLIENTS, "control socket: all slots taken; closing the client idle longest");
+                                }
+                                s
                             }
-                            drop(stream);
-                            continue;
+                            slots::Admit::Full => {
+                                if limited.hit().is_some() {
+                                    tracing::warn!(max = MAX_CLIENTS, "control socket: too many clients busy; closing new ones");
+                                }
+                                drop(stream);
+                                continue;
+                            }
                         };
                         let commands = commands.clone();
-                        let privileged = privileged.clone();
-                        let names = names.clone();
                         tokio::spawn(async move {
-                            serve_client(stream, &commands, &privileged, &names).await;
-                            drop(permit);
+                            serve_client(stream, peer, slot, &commands).await;
                         });
                     }
                     Err(e) => {
@@ -287,52 +340,70 @@ impl Drop for ControlServer {
     }
 }
 
+/// The commands `peer` may send, by name (the answer to `commands`).
+fn allowed_names(
+    commands: &BTreeMap<String, (Access, Arc<dyn Handler>)>,
+    peer: Option<Peer>,
+) -> Value {
+    let mut names: Vec<&str> = commands
+        .iter()
+        .filter(|(_, (a, _))| a.allows(peer))
+        .map(|(n, _)| n.as_str())
+        .chain(["commands"])
+        .collect();
+    names.sort_unstable();
+    Value::from(names)
+}
+
 /// Answers one client's requests, one per line, until it hangs up, sends
-/// something unusable, or is too slow.
+/// something unusable, is too slow, or is displaced by a newcomer while it
+/// waits for its next request.
 async fn serve_client(
     stream: UnixStream,
-    commands: &BTreeMap<String, Arc<dyn Handler>>,
-    privileged: &std::collections::BTreeSet<String>,
-    names: &Value,
+    peer: Option<Peer>,
+    mut slot: slots::Slot,
+    commands: &BTreeMap<String, (Access, Arc<dyn Handler>)>,
 ) {
-    let peer = stream.peer_cred().ok().map(|c| Peer {
-        uid: c.uid(),
-        gid: c.gid(),
-        pid: c.pid(),
-    });
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     loop {
-        let line =
-            match tokio::time::timeout(IO_TIMEOUT, read_line_limited(&mut r, MAX_REQUEST)).await {
-                Err(_) | Ok(Err(_)) | Ok(Ok(Line::Eof)) => return,
-                Ok(Ok(Line::TooLong)) => {
-                    let resp = Response::error(format!("request longer than {MAX_REQUEST} bytes"));
-                    let _ = write_response(&mut w, &resp).await;
-                    return;
-                }
-                Ok(Ok(Line::Complete(l))) => l,
-            };
+        let displaced = slot.waiting();
+        let read = tokio::time::timeout(IO_TIMEOUT, read_line_limited(&mut r, MAX_REQUEST));
+        let line = tokio::select! {
+            _ = displaced => return,
+            line = read => line,
+        };
+        if !slot.busy() {
+            return;
+        }
+        let line = match line {
+            Err(_) | Ok(Err(_)) | Ok(Ok(Line::Eof)) => return,
+            Ok(Ok(Line::TooLong)) => {
+                let resp = Response::error(format!("request longer than {MAX_REQUEST} bytes"));
+                let _ = write_response(&mut w, &resp).await;
+                return;
+            }
+            Ok(Ok(Line::Complete(l))) => l,
+        };
         let (resp, keep) = match parse_request(&line) {
             Err(e) => (Response::error(e), false),
-            Ok(req) if req.cmd == "commands" => (Response::from_result(Ok(names.clone())), true),
-            Ok(req)
-                if privileged.contains(&req.cmd) && !peer.is_some_and(|p| p.is_privileged()) =>
-            {
-                (
-                    Response::error(format!(
-                        "permission denied: {:?} is only for root or the server's own user",
-                        req.cmd
-                    )),
-                    true,
-                )
-            }
+            Ok(req) if req.cmd == "commands" => (
+                Response::from_result(Ok(allowed_names(commands, peer))),
+                true,
+            ),
             Ok(mut req) => match commands.get(&req.cmd) {
                 None => (
                     Response::error(format!("unknown command {:?}", req.cmd)),
                     true,
                 ),
-                Some(h) => match tokio::time::timeout(CMD_TIMEOUT, {
+                Some((access, _)) if !access.allows(peer) => (
+                    Response::error(format!(
+                        "permission denied: {:?} is only for root or the server's own user",
+                        req.cmd
+                    )),
+                    true,
+                ),
+                Some((_, h)) => match tokio::time::timeout(CMD_TIMEOUT, {
                     req.peer = peer;
                     h.call(req)
                 })

@@ -94,6 +94,27 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         .map_err(Error::Runtime)
 }
 
+/// Keeps `systemctl status` showing how many connections are held, until
+/// the engine stops answering. From the totals alone: every
+/// [`systemd::STATUS_INTERVAL`], however many are held, nothing is listed.
+async fn report_status<C: crate::engine::Commands>(handle: crate::engine::Handle<C>) {
+    let mut tick = tokio::time::interval(crate::systemd::STATUS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = String::new();
+    loop {
+        tick.tick().await;
+        let Some(t) = handle.totals().await else {
+            return;
+        };
+        let line =
+            crate::systemd::status_line(t.held_now, t.trapped, t.engaged_hours(), t.held_hours());
+        if line != last {
+            crate::systemd::notify_status(&line);
+            last = line;
+        }
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT (never, if they cannot be caught).
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};

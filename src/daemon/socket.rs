@@ -77,7 +77,7 @@ pub fn run(
             tokio::spawn(reexec_on_sigusr2());
         }
         if std::env::var_os("NOTIFY_SOCKET").is_some() {
-            tokio::spawn(report_status(handle.clone()));
+            tokio::spawn(super::report_status(handle.clone()));
         }
         tokio::spawn(async move {
             super::wait_for_signal().await;
@@ -163,26 +163,6 @@ fn listeners(
         }
     }
     Ok(bound)
-}
-
-/// Keeps `systemctl status` showing how many connections are held, until
-/// the server stops answering.
-async fn report_status(handle: engine::Handle) {
-    let mut tick = tokio::time::interval(systemd::STATUS_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = String::new();
-    loop {
-        tick.tick().await;
-        let Some(snap) = handle.snapshot().await else {
-            return;
-        };
-        let t = &snap.totals;
-        let line = systemd::status_line(t.held_now, t.trapped, t.engaged_hours(), t.held_hours());
-        if line != last {
-            systemd::notify_status(&line);
-            last = line;
-        }
-    }
 }
 
 /// SIGUSR2 (`systemctl reload`): start a fresh copy of ourselves that takes

@@ -27,7 +27,7 @@ pub fn run(
         super::drop_privileges(privileges)?;
         stats.start_threads()?;
         let handle = server.handle();
-        let stats = stats.start_with(stateless::snapshot_handler(handle.clone()), None);
+        let stats = stats.start_with(handle.clone(), Some(stateless::control_extras()), None);
         tracing::info!(
             nflog_group = opts.nflog_group,
             flow_cap = opts.flow_cap,
@@ -35,6 +35,9 @@ pub fn run(
             "serving (stateless engine)"
         );
         systemd::notify_ready(&systemd::status_line(0, 0, 0.0, 0.0));
+        if std::env::var_os("NOTIFY_SOCKET").is_some() {
+            tokio::spawn(super::report_status(handle.clone()));
+        }
         let h = handle.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};

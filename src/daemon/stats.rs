@@ -3,9 +3,9 @@
 //! beside the engine until it stops.
 
 use crate::config::StatsConfig;
-use crate::control::{self, ControlError, ControlServer};
+use crate::control::{self, Access, ControlError, ControlServer};
 use crate::engine::socket::Handle;
-use crate::engine::Observer;
+use crate::engine::{self, Commands, Extras, Observer};
 use crate::geoip::GeoIp;
 use crate::stats::history::{History, HistoryError, HistoryOptions};
 use crate::stats::live;
@@ -194,15 +194,16 @@ impl Prepared {
             .control
             .as_ref()
             .map(|c| super::takeover::handler(handle.clone(), c.path().to_path_buf()));
-        self.start_with(crate::engine::snapshot_handler(handle), takeover)
+        self.start_with(handle, None, takeover)
     }
 
-    /// [`start`](Self::start) for an engine that brings its own snapshot
-    /// handler and may not support takeover (the stateless engine holds no
-    /// sockets to hand over).
-    pub fn start_with(
+    /// [`start`](Self::start) for any engine: `snapshot` and `totals` from
+    /// its handle with its `extras`, and a takeover handler if it supports
+    /// one (the stateless engine holds no sockets to hand over).
+    pub fn start_with<C: Commands>(
         self,
-        snapshot: Arc<dyn control::Handler>,
+        handle: engine::Handle<C>,
+        extras: Option<Extras<C>>,
         takeover: Option<Arc<dyn control::Handler>>,
     ) -> Running {
         let (stop, stop_rx) = watch::channel(false);
@@ -214,9 +215,18 @@ impl Prepared {
         };
         let mut tasks = Vec::new();
         if let Some(mut c) = self.control {
-            c.register(live::SNAPSHOT_CMD, snapshot);
+            c.register(
+                live::SNAPSHOT_CMD,
+                Access::Read,
+                engine::snapshot_handler(handle.clone(), extras.clone()),
+            );
+            c.register(
+                live::TOTALS_CMD,
+                Access::Read,
+                engine::totals_handler(handle, extras),
+            );
             if let Some(t) = takeover {
-                c.register_privileged(super::takeover::CMD, t);
+                c.register(super::takeover::CMD, Access::Control, t);
             }
             tracing::info!(path = %c.path().display(), "control socket ready");
             let until = stopped();

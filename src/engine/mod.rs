@@ -9,7 +9,8 @@
 //! [`record`] types each ended connection produces, written to the log by
 //! the one [`emit_record`]. Both engines count time on the same 100 ms
 //! [`Clock`] and are driven through the same [`Handle`], whose snapshots
-//! the one [`snapshot_handler`] serves on the control socket.
+//! the one [`snapshot_handler`] (and [`totals_handler`]) serve on the
+//! control socket.
 
 pub mod policy;
 pub mod record;
@@ -251,11 +252,53 @@ pub fn emit_record(r: &ConnRecord, flow: Option<FlowFacts>) {
 // ---------------------------------------------------------------------------
 // The handle.
 
+/// Connections a snapshot lists unless the request asks for another number
+/// (longest-held first; the totals always count every connection).
+pub const SNAPSHOT_LIMIT: usize = 1000;
+/// Most connections one answer lists, whatever is asked: what one
+/// `snapshot` call may cost in memory is bounded by this, not by how many
+/// are held (`tarpit stats --all` pages through the rest).
+pub const SNAPSHOT_MAX: usize = 10_000;
+
+/// Which held connections a snapshot lists: `limit` of them, longest-held
+/// first, after skipping the `offset` longest-held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub offset: usize,
+    pub limit: usize,
+}
+
+impl Page {
+    /// Every connection (in-process callers: tests, benchmarks).
+    pub const ALL: Page = Page {
+        offset: 0,
+        limit: usize::MAX,
+    };
+
+    /// The page a control request asks for (`limit`, `offset`), the limit
+    /// at most [`SNAPSHOT_MAX`].
+    pub fn from_request(args: &serde_json::Map<String, serde_json::Value>) -> Result<Page, String> {
+        let num = |k: &str, default: u64| match args.get(k) {
+            None => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| format!("{k:?} must be a non-negative integer")),
+        };
+        let limit = num("limit", SNAPSHOT_LIMIT as u64)?.min(SNAPSHOT_MAX as u64) as usize;
+        let offset = usize::try_from(num("offset", 0)?).unwrap_or(usize::MAX);
+        Ok(Page { offset, limit })
+    }
+}
+
 /// The command set of one engine's run loop. Every engine answers
-/// snapshots; each adds its own commands (takeover, key rotation, ...).
+/// snapshots and totals; each adds its own commands (takeover, key
+/// rotation, ...).
 pub trait Commands: Send + 'static {
-    /// The command asking for a [`Snapshot`].
-    fn snapshot(reply: oneshot::Sender<Snapshot>) -> Self;
+    /// The command asking for a [`Snapshot`] listing `page`.
+    fn snapshot(page: Page, reply: oneshot::Sender<Snapshot>) -> Self;
+    /// The command asking for the [`Totals`] alone: no connection listed,
+    /// nothing allocated per connection.
+    fn totals(reply: oneshot::Sender<Totals>) -> Self;
 }
 
 /// Talks to a running engine: asks its loop for a [`Snapshot`] (or, through
@@ -296,9 +339,21 @@ pub fn channel<C>() -> (Handle<C>, Inbox<C>) {
 }
 
 impl<C: Commands> Handle<C> {
-    /// Live connections and totals, or `None` once the engine has stopped.
+    /// Every live connection and the totals, or `None` once the engine has
+    /// stopped.
     pub async fn snapshot(&self) -> Option<Snapshot> {
-        self.ask(C::snapshot).await
+        self.snapshot_page(Page::ALL).await
+    }
+
+    /// The connections of `page` and the totals over all of them.
+    pub async fn snapshot_page(&self, page: Page) -> Option<Snapshot> {
+        self.ask(|reply| C::snapshot(page, reply)).await
+    }
+
+    /// The totals alone (cheap at any number held: what the systemd status
+    /// line and `tarpit stats --totals` use).
+    pub async fn totals(&self) -> Option<Totals> {
+        self.ask(C::totals).await
     }
 
     /// Sends the command `make` builds around a reply channel and waits for
@@ -320,18 +375,78 @@ impl<C: Commands> Handle<C> {
     }
 }
 
-/// Answers the control socket's `snapshot` command from either engine with
-/// its [`Snapshot`] as JSON (what `tarpit stats` reads).
-pub fn snapshot_handler<C: Commands>(handle: Handle<C>) -> Arc<dyn crate::control::Handler> {
+/// What an engine adds to its `snapshot` and `totals` answers beyond the
+/// shared [`Snapshot`] fields (the stateless engine: its packet counters).
+pub type Extras<C> = Arc<
+    dyn Fn(
+            Handle<C>,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<
+                        Output = Result<serde_json::Map<String, serde_json::Value>, String>,
+                    > + Send,
+            >,
+        > + Send
+        + Sync,
+>;
+
+/// Answers the control socket's `snapshot` command from either engine: the
+/// [`Page`] the request asks for (by default the [`SNAPSHOT_LIMIT`]
+/// longest-held, never more than [`SNAPSHOT_MAX`]), the totals over every
+/// connection, the page asked (`offset`, `limit`) and the engine's
+/// `extras`, as JSON (what `tarpit stats` reads).
+pub fn snapshot_handler<C: Commands>(
+    handle: Handle<C>,
+    extras: Option<Extras<C>>,
+) -> Arc<dyn crate::control::Handler> {
+    Arc::new(
+        move |req: crate::control::Request| -> crate::control::Reply {
+            let h = handle.clone();
+            let extras = extras.clone();
+            Box::pin(async move {
+                let page = Page::from_request(&req.args)?;
+                let snap = h
+                    .snapshot_page(page)
+                    .await
+                    .ok_or_else(|| "server is shutting down".to_string())?;
+                let mut v = serde_json::to_value(snap).map_err(|e| e.to_string())?;
+                if let Some(m) = v.as_object_mut() {
+                    m.insert("offset".into(), page.offset.into());
+                    m.insert("limit".into(), page.limit.into());
+                    if let Some(x) = extras {
+                        m.extend(x(h).await?);
+                    }
+                }
+                Ok(v)
+            })
+        },
+    )
+}
+
+/// Answers the control socket's `totals` command: `{"totals": ...}` plus the
+/// engine's `extras`, built without listing a single connection.
+pub fn totals_handler<C: Commands>(
+    handle: Handle<C>,
+    extras: Option<Extras<C>>,
+) -> Arc<dyn crate::control::Handler> {
     Arc::new(
         move |_req: crate::control::Request| -> crate::control::Reply {
             let h = handle.clone();
+            let extras = extras.clone();
             Box::pin(async move {
-                let snap = h
-                    .snapshot()
+                let totals = h
+                    .totals()
                     .await
                     .ok_or_else(|| "server is shutting down".to_string())?;
-                serde_json::to_value(snap).map_err(|e| e.to_string())
+                let mut m = serde_json::Map::new();
+                m.insert(
+                    "totals".into(),
+                    serde_json::to_value(totals).map_err(|e| e.to_string())?,
+                );
+                if let Some(x) = extras {
+                    m.extend(x(h).await?);
+                }
+                Ok(serde_json::Value::Object(m))
             })
         },
     )

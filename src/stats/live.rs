@@ -8,6 +8,9 @@ use std::fmt::Write as _;
 /// Control command name answered by [`crate::engine::snapshot_handler`]
 /// (the figures come from TCP_INFO on demand; no held socket is ever read).
 pub const SNAPSHOT_CMD: &str = "snapshot";
+/// Control command answered by [`crate::engine::totals_handler`]: the
+/// totals alone, cheap at any number held.
+pub const TOTALS_CMD: &str = "totals";
 
 /// Attacker-hours wasted so far (engaged: until each attacker's FIN or
 /// RST), ended plus still-held connections.

@@ -28,7 +28,7 @@ pub use ifaddrs::local_addresses;
 pub use inotify::Inotify;
 pub use lock::try_lock_exclusive;
 pub use netns::{enter_netns, exec_in_netns};
-pub use process::{drop_privileges, mem_total_bytes, raise_nofile_limit, rss_bytes};
+pub use process::{drop_privileges, mem_total_bytes, raise_nofile_limit, rss_bytes, with_umask};
 pub use tcp::{
     inq, keepalive_times, original_dst, outq, peek, send_nonblocking, set_bind_address_no_port,
     set_keepalive_idle, take_error, tcp_info, TcpInfo,

@@ -98,6 +98,18 @@ fn parse_mem_total(meminfo: &str) -> Option<u64> {
     }
 }
 
+/// Runs `f` with the file-creation mask `mask`, then restores the old one:
+/// a socket bound inside gets its final mode at creation, with no moment at
+/// a wider one (a chmod after the bind leaves one). The mask is
+/// process-wide: call it only while the process has a single thread.
+pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
+    use rustix::fs::Mode;
+    let old = rustix::process::umask(Mode::from_bits_truncate(mask));
+    let out = f();
+    rustix::process::umask(old);
+    out
+}
+
 /// Threads of this process (`None` without /proc).
 pub fn thread_count() -> Option<usize> {
     Some(std::fs::read_dir("/proc/self/task").ok()?.count())

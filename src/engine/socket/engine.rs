@@ -324,8 +324,11 @@ impl Engine {
 
     fn command(&mut self, c: Command) {
         match c {
-            Command::Snapshot(tx) => {
-                let _ = tx.send(self.snapshot());
+            Command::Snapshot(page, tx) => {
+                let _ = tx.send(self.snapshot(page));
+            }
+            Command::Totals(tx) => {
+                let _ = tx.send(self.totals());
             }
             Command::Handover(_, tx) => {
                 let _ = tx.send(Err("handover is handled by the run loop".into()));
@@ -602,20 +605,38 @@ impl Engine {
         }
     }
 
-    fn snapshot(&self) -> Snapshot {
+    /// The totals with the still-held connections' time: one pass over
+    /// the table, no system call, nothing allocated per connection.
+    fn totals(&self) -> Totals {
         let now = self.now_ticks();
-        let mut conns = Vec::with_capacity(self.table.len());
         let mut live_secs = 0.0;
         let mut live_engaged = 0.0;
         for (_, h) in self.table.iter_oldest_first() {
+            let held = secs(now.saturating_sub(h.start));
+            live_secs += held;
+            let fin_after = h.fin_seen().then(|| secs(u32::from(h.fin_after)));
+            live_engaged += fin_after.unwrap_or(held).min(held);
+        }
+        let mut totals = self.totals.clone();
+        totals.held_now = self.table.len() as u64;
+        totals.live_held_secs = live_secs;
+        totals.live_engaged_secs = live_engaged;
+        totals
+    }
+
+    /// The connections of `page` (the age list is oldest first, so the
+    /// longest-held come first) with their TCP_INFO, and the totals.
+    fn snapshot(&self, page: crate::engine::Page) -> Snapshot {
+        let now = self.now_ticks();
+        let shown = page.limit.min(self.table.len().saturating_sub(page.offset));
+        let mut conns = Vec::with_capacity(shown);
+        for (_, h) in self.table.iter_oldest_first().skip(page.offset).take(shown) {
             let (peer, local, original_dst, listener) = self.addrs(h);
             let info = sys::tcp_info(h.fd).unwrap_or_default();
             let ka = sys::keepalive_times(h.fd).unwrap_or((0, 0));
             let held = secs(now.saturating_sub(h.start));
-            live_secs += held;
             let fin_after = h.fin_seen().then(|| secs(u32::from(h.fin_after)));
             let engaged = fin_after.unwrap_or(held).min(held);
-            live_engaged += engaged;
             conns.push(LiveConn {
                 listener,
                 peer,
@@ -635,11 +656,10 @@ impl Engine {
                 estimated: false,
             });
         }
-        let mut totals = self.totals.clone();
-        totals.held_now = self.table.len() as u64;
-        totals.live_held_secs = live_secs;
-        totals.live_engaged_secs = live_engaged;
-        Snapshot { conns, totals }
+        Snapshot {
+            conns,
+            totals: self.totals(),
+        }
     }
 }
 

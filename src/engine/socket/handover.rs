@@ -102,9 +102,9 @@ impl Receiver {
     pub fn bind(path: &Path) -> io::Result<Receiver> {
         let _ = std::fs::remove_file(path);
         let sock = Socket::new(Domain::UNIX, Type::SEQPACKET, None)?;
-        sock.bind(&SockAddr::unix(path)?)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        // Mode 0600 from the start (no chmod after the bind).
+        let addr = SockAddr::unix(path)?;
+        crate::sys::with_umask(0o177, || sock.bind(&addr))?;
         sock.listen(1)?;
         Ok(Receiver {
             sock,

@@ -85,15 +85,19 @@ impl Default for ServeOptions {
 
 /// What a [`Handle`] asks of the engine loop.
 pub enum Command {
-    Snapshot(oneshot::Sender<Snapshot>),
+    Snapshot(crate::engine::Page, oneshot::Sender<Snapshot>),
+    Totals(oneshot::Sender<Totals>),
     /// Hand everything to the process listening at the path; answers with
     /// the number of connections handed over once it confirmed.
     Handover(std::path::PathBuf, oneshot::Sender<Result<usize, String>>),
 }
 
 impl crate::engine::Commands for Command {
-    fn snapshot(reply: oneshot::Sender<Snapshot>) -> Self {
-        Command::Snapshot(reply)
+    fn snapshot(page: crate::engine::Page, reply: oneshot::Sender<Snapshot>) -> Self {
+        Command::Snapshot(page, reply)
+    }
+    fn totals(reply: oneshot::Sender<Totals>) -> Self {
+        Command::Totals(reply)
     }
 }
 

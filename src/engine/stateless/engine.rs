@@ -13,7 +13,7 @@ use super::core::{Core, Counters, Outcome, Rotated};
 use super::nflog::{self, Message, NflogSocket, ParseError};
 use super::packet::MAX_REPLY;
 use super::StatelessOptions;
-use crate::engine::{Clock, Inbox, Observer, Snapshot, Totals};
+use crate::engine::{Clock, Extras, Inbox, Observer, Page, Snapshot, Totals};
 use crate::ratelimit::RateLimit;
 use crate::sys::netlink::Netlink;
 use crate::sys::packet::{Outgoing, PacketSender, ETH_P_IP, ETH_P_IPV6, SEND_BATCH};
@@ -30,22 +30,21 @@ const DRAIN_BATCH: usize = 16;
 /// packets of backlog before it starts dropping.
 const SOCKET_RCVBUF: usize = 8 << 20;
 
-/// Connections a snapshot lists by default (longest-held first); its
-/// totals always count every flow. The control command's `limit` argument
-/// asks for another number.
-pub const SNAPSHOT_LIMIT: usize = 1000;
-
 /// What a [`Handle`] asks of the engine loop.
 pub enum Command {
-    /// At most this many flows, longest-held first, and the totals.
-    Snapshot(usize, oneshot::Sender<Snapshot>),
+    /// The flows of the page, longest-held first, and the totals.
+    Snapshot(Page, oneshot::Sender<Snapshot>),
+    Totals(oneshot::Sender<Totals>),
     Counters(oneshot::Sender<Counters>),
     Rotate,
 }
 
 impl crate::engine::Commands for Command {
-    fn snapshot(reply: oneshot::Sender<Snapshot>) -> Self {
-        Command::Snapshot(SNAPSHOT_LIMIT, reply)
+    fn snapshot(page: Page, reply: oneshot::Sender<Snapshot>) -> Self {
+        Command::Snapshot(page, reply)
+    }
+    fn totals(reply: oneshot::Sender<Totals>) -> Self {
+        Command::Totals(reply)
     }
 }
 
@@ -54,11 +53,6 @@ impl crate::engine::Commands for Command {
 pub type Handle = crate::engine::Handle<Command>;
 
 impl Handle {
-    /// The `limit` longest-held flows and the totals over all flows.
-    pub async fn snapshot_limited(&self, limit: usize) -> Option<Snapshot> {
-        self.ask(|reply| Command::Snapshot(limit, reply)).await
-    }
-
     /// Packet counters, or `None` once stopped.
     pub async fn counters(&self) -> Option<Counters> {
         self.ask(Command::Counters).await
@@ -154,7 +148,8 @@ impl StatelessServer {
                     }
                 }
                 cmd = rx.recv() => match cmd {
-                    Some(Command::Snapshot(limit, tx)) => { let _ = tx.send(core.snapshot(clock.now(), limit)); }
+                    Some(Command::Snapshot(page, tx)) => { let _ = tx.send(snapshot_page(&core, clock.now(), page)); }
+                    Some(Command::Totals(tx)) => { let _ = tx.send(core.snapshot(clock.now(), 0).totals); }
                     Some(Command::Counters(tx)) => { let _ = tx.send(core.counters()); }
                     Some(Command::Rotate) => {
                         let r = core.rotate(clock.now());
@@ -340,40 +335,30 @@ fn serve_datagram(
     }
 }
 
-/// Answers the control socket's `snapshot` command from a stateless engine,
-/// in the same format as the socket engine (so `tarpit stats` works). It
-/// lists the [`SNAPSHOT_LIMIT`] longest-held connections unless the request
-/// has a `limit`; `totals.held_now` counts them all. The answer also carries
-/// the engine's packet [`Counters`] (`counters`).
-pub fn snapshot_handler(handle: Handle) -> Arc<dyn crate::control::Handler> {
-    Arc::new(
-        move |req: crate::control::Request| -> crate::control::Reply {
-            let h = handle.clone();
-            let limit = req
-                .args
-                .get("limit")
-                .and_then(|v| v.as_u64())
-                .map_or(SNAPSHOT_LIMIT, |l| l.min(usize::MAX as u64) as usize);
-            Box::pin(async move {
-                let snap = h
-                    .snapshot_limited(limit)
-                    .await
-                    .ok_or_else(|| "server is shutting down".to_string())?;
-                let counters = h
-                    .counters()
-                    .await
-                    .ok_or_else(|| "server is shutting down".to_string())?;
-                let mut v = serde_json::to_value(snap).map_err(|e| e.to_string())?;
-                // What only this engine knows (packets, answers, drops), for
-                // scripts and benchmarks; `tarpit stats` ignores it.
-                if let Some(m) = v.as_object_mut() {
-                    m.insert(
-                        "counters".into(),
-                        serde_json::to_value(counters).map_err(|e| e.to_string())?,
-                    );
-                }
-                Ok(v)
-            })
-        },
-    )
+/// The flows of `page`: the `offset + limit` longest-held are picked (the
+/// table is not ordered), the first `offset` dropped.
+fn snapshot_page(core: &Core, now: u32, page: Page) -> Snapshot {
+    let mut snap = core.snapshot(now, page.offset.saturating_add(page.limit));
+    snap.conns.drain(..page.offset.min(snap.conns.len()));
+    snap
+}
+
+/// The shared `snapshot` and `totals` handlers ([`crate::engine`]) with what
+/// only this engine knows: its packet [`Counters`] (`counters`: packets,
+/// answers, drops), for scripts and benchmarks; `tarpit stats` ignores it.
+pub fn control_extras() -> Extras<Command> {
+    Arc::new(|h: Handle| {
+        Box::pin(async move {
+            let counters = h
+                .counters()
+                .await
+                .ok_or_else(|| "server is shutting down".to_string())?;
+            let mut m = serde_json::Map::new();
+            m.insert(
+                "counters".into(),
+                serde_json::to_value(counters).map_err(|e| e.to_string())?,
+            );
+            Ok(m)
+        })
+    })
 }

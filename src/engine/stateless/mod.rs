@@ -24,7 +24,7 @@ pub mod syndelay;
 pub mod wire;
 
 pub use self::core::{Counters, Outcome};
-pub use engine::{snapshot_handler, Handle, StatelessServer, SNAPSHOT_LIMIT};
+pub use engine::{control_extras, Handle, StatelessServer};
 
 use std::time::Duration;
 
