@@ -47,9 +47,13 @@ fn h(seed: u64, line: u8, off: u16, salt: u64) -> u64 {
     mix(seed ^ (u64::from(line) << 40) ^ (u64::from(off) << 16) ^ salt)
 }
 
-/// The per-connection seed, from facts the slot already holds.
-pub fn seed(fd: i32, peer_port: u16, start: u32) -> u64 {
-    mix((u64::from(fd as u32) << 32) ^ (u64::from(peer_port) << 16) ^ u64::from(start))
+/// The per-connection seed, from facts the slot already holds that a
+/// takeover does not change (the peer's address and port), so the stream
+/// goes on unchanged in the new process.
+pub fn seed(peer_ip: &[u8; 16], peer_port: u16) -> u64 {
+    let a = u64::from_be_bytes(peer_ip[..8].try_into().unwrap_or_default());
+    let b = u64::from_be_bytes(peer_ip[8..].try_into().unwrap_or_default());
+    mix(a ^ mix(b ^ u64::from(peer_port)))
 }
 
 fn is_status(bait: Bait, line: u8) -> bool {
@@ -160,7 +164,7 @@ mod tests {
     #[test]
     fn ssh_lines_are_rfc4253_pre_banner_lines() {
         for s in 0..20 {
-            let (bytes, sizes) = stream(Bait::Ssh, seed(s, 40000 + s as u16, 7), 2000);
+            let (bytes, sizes) = stream(Bait::Ssh, seed(&[s as u8; 16], 40000 + s as u16), 2000);
             assert!(sizes.iter().all(|&n| (1..=4).contains(&n)));
             let text = String::from_utf8(bytes).unwrap();
             let lines: Vec<&str> = text.split_inclusive("\r\n").collect();
@@ -180,7 +184,7 @@ mod tests {
     #[test]
     fn http_is_a_status_line_then_valid_headers_without_an_end() {
         for s in 0..20 {
-            let (bytes, sizes) = stream(Bait::Http, seed(s, 1234, 99), 3000);
+            let (bytes, sizes) = stream(Bait::Http, seed(&[s as u8; 16], 1234), 3000);
             assert_eq!(sizes[0], STATUS.len());
             let text = String::from_utf8(bytes).unwrap();
             let mut lines = text.split_inclusive("\r\n");
@@ -202,7 +206,7 @@ mod tests {
     #[test]
     fn the_status_line_is_not_repeated_when_lines_wrap() {
         let p = Pos { line: 255, off: 0 };
-        let s = seed(3, 4, 5);
+        let s = seed(&[3; 16], 4);
         let len = line_len(Bait::Http, s, 255);
         assert_eq!(advance(Bait::Http, s, p, len), Pos { line: 1, off: 0 });
         assert_eq!(
@@ -213,7 +217,7 @@ mod tests {
 
     #[test]
     fn partial_writes_continue_where_they_stopped() {
-        let s = seed(9, 9, 9);
+        let s = seed(&[9; 16], 9);
         let (whole, _) = stream(Bait::Ssh, s, 300);
         // Sending one byte of each segment yields the same byte stream.
         let mut pos = Pos::default();

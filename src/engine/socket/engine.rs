@@ -478,7 +478,7 @@ impl Engine {
         };
         let next = now.saturating_add(ticks(p.drip).max(1));
         if sys::outq(h.fd).unwrap_or(1) == 0 {
-            let seed = bait::seed(h.fd, h.peer_port, h.start);
+            let seed = bait::seed(&h.peer_ip, h.peer_port);
             let pos = bait::Pos {
                 line: h.drip_line,
                 off: h.drip_off,
