@@ -304,6 +304,13 @@ impl Lab {
             sh(&format!(
                 "ip netns exec {a} ethtool -K sba{pid} gro on rx-gro-list on >/dev/null && ip netns exec {a} sh -c 'echo 1 > /sys/class/net/sba{pid}/threaded'"
             ));
+            // veth hands a frame to the peer's NAPI thread only if it is
+            // "eligible for GRO": with TSO on, only socket-owned frames are,
+            // and frames from the tarpit's TX ring are owned by the ring.
+            // Without TSO (nothing to segment here) all are.
+            sh(&format!(
+                "ip netns exec {s} ethtool -K sbs{pid} tso off >/dev/null"
+            ));
         }
         // Lots of ephemeral ports per source address.
         sh(&format!(
@@ -539,11 +546,12 @@ fn end_to_end() {
     let stopped = lab.stop();
     let (syn_acks, acks) = (field(&stopped, "syn_acks"), field(&stopped, "acks"));
     println!(
-        "end-to-end: tarpit read {} packets, answered {syn_acks} SYN/ACKs ({:.0} per CPU-second) and {acks} ACKs ({:.0} per CPU-second); overruns (kernel dropped log copies) {}",
+        "end-to-end: tarpit read {} packets, answered {syn_acks} SYN/ACKs ({:.0} per CPU-second) and {acks} ACKs ({:.0} per CPU-second); overruns (kernel dropped log copies) {}, AF_PACKET send errors {}",
         field(&stopped, "packets"),
         syn_acks as f64 / cpus[0].max(0.01),
         acks as f64 / cpus[1].max(0.01),
         field(&stopped, "overruns"),
+        field(&stopped, "send_errors"),
     );
 }
 

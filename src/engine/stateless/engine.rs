@@ -16,7 +16,9 @@ use super::StatelessOptions;
 use crate::engine::{Clock, Extras, Inbox, Observer, Page, Snapshot, Totals};
 use crate::ratelimit::RateLimit;
 use crate::sys::netlink::Netlink;
-use crate::sys::packet::{Outgoing, PacketSender, ETH_P_IP, ETH_P_IPV6, SEND_BATCH};
+use crate::sys::packet::{
+    BatchResult, Outgoing, PacketSender, RingSender, ETH_P_IP, ETH_P_IPV6, SEND_BATCH,
+};
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -72,6 +74,9 @@ pub struct StatelessServer {
     key_file: Option<PathBuf>,
     sock: AsyncFd<Netlink>,
     sender: PacketSender,
+    /// The fast path for replies out of Ethernet interfaces (`None` when
+    /// the kernel has no TX rings: everything goes through `sender`).
+    ring: Option<RingSender>,
     inbox: Inbox<Command>,
     handle: Handle,
 }
@@ -89,6 +94,13 @@ impl StatelessServer {
             })?;
         let sender = PacketSender::open()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open AF_PACKET socket: {e}")))?;
+        let ring = match RingSender::open() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::info!(error = %e, "no AF_PACKET TX ring; replies go out with sendmmsg");
+                None
+            }
+        };
         let sock = crate::sys::register_async(sock.into_netlink())?;
         let (handle, inbox) = crate::engine::channel();
         let cookies = match &opts.key_file {
@@ -102,6 +114,7 @@ impl StatelessServer {
             key_file: opts.key_file.clone(),
             sock,
             sender,
+            ring,
             inbox,
             handle,
         })
@@ -119,6 +132,7 @@ impl StatelessServer {
             key_file,
             sock,
             sender,
+            ring,
             inbox,
             handle,
         } = self;
@@ -130,7 +144,7 @@ impl StatelessServer {
         let mut tick = tokio::time::interval(crate::engine::TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; nflog::RECV_BUF];
-        let mut outbox = Outbox::new();
+        let mut outbox = Outbox::new(ring);
         let mut errors = RateLimit::default();
         loop {
             // Still packets queued after a full batch: let the other tasks
@@ -200,12 +214,17 @@ impl StatelessServer {
     }
 }
 
-/// Replies waiting to be sent, [`SEND_BATCH`] at most: one `sendmmsg` for
-/// all of them. Allocated once; nothing per packet.
+/// Replies waiting to be sent. Those out of an Ethernet interface go into
+/// the TX ring (one kick per batch); the others (no link-layer header
+/// known, other link types) wait here, [`SEND_BATCH`] at most, for one
+/// `sendmmsg`. Allocated once; nothing per packet.
 struct Outbox {
     bufs: Box<[[u8; MAX_REPLY]; SEND_BATCH]>,
     meta: [Meta; SEND_BATCH],
     n: usize,
+    ring: Option<RingSender>,
+    /// What the ring's kicks did since the last report.
+    ring_result: BatchResult,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -218,12 +237,29 @@ struct Meta {
 }
 
 impl Outbox {
-    fn new() -> Self {
+    fn new(ring: Option<RingSender>) -> Self {
         Outbox {
             bufs: Box::new([[0u8; MAX_REPLY]; SEND_BATCH]),
             meta: [Meta::default(); SEND_BATCH],
             n: 0,
+            ring,
+            ring_result: BatchResult::default(),
         }
+    }
+
+    /// Sends the reply built in [`slot`](Self::slot) (`len` bytes) through
+    /// the ring, with the Ethernet header `eth`. `false` when there is no
+    /// ring (the caller commits it to the `sendmmsg` batch instead).
+    fn ring_push(&mut self, ifindex: u32, eth: &[u8; 14], len: usize) -> bool {
+        let Some(ring) = self.ring.as_mut() else {
+            return false;
+        };
+        let pkt = &self.bufs[self.n][..len];
+        if !ring.push(ifindex, eth, pkt, &mut self.ring_result) {
+            self.ring_result.failed += 1;
+            self.ring_result.first_error.get_or_insert(libc::ENOBUFS);
+        }
+        true
     }
 
     /// The buffer the next reply is built in.
@@ -242,6 +278,15 @@ impl Outbox {
     }
 
     fn flush(&mut self, core: &mut Core, sender: &PacketSender, errors: &mut RateLimit) {
+        if let Some(ring) = self.ring.as_mut() {
+            ring.kick(&mut self.ring_result);
+            let r = std::mem::take(&mut self.ring_result);
+            report(core, r, errors);
+        }
+        self.send_batch(core, sender, errors);
+    }
+
+    fn send_batch(&mut self, core: &mut Core, sender: &PacketSender, errors: &mut RateLimit) {
         if self.n == 0 {
             return;
         }
@@ -261,12 +306,17 @@ impl Outbox {
         }
         let r = sender.send_batch(&batch[..self.n]);
         self.n = 0;
-        if r.failed > 0 {
-            core.count_send_errors(r.failed as u64);
-            if let Some(n) = errors.hit() {
-                let e = io::Error::from_raw_os_error(r.first_error.unwrap_or(0));
-                tracing::warn!(error = %e, failed = r.failed, count = n, "sending replies failed (their peers retransmit)");
-            }
+        report(core, r, errors);
+    }
+}
+
+/// Counts a batch's failed replies and says so (rate-limited).
+fn report(core: &mut Core, r: BatchResult, errors: &mut RateLimit) {
+    if r.failed > 0 {
+        core.count_send_errors(r.failed as u64);
+        if let Some(n) = errors.hit() {
+            let e = io::Error::from_raw_os_error(r.first_error.unwrap_or(0));
+            tracing::warn!(error = %e, failed = r.failed, count = n, "sending replies failed (their peers retransmit)");
         }
     }
 }
@@ -321,6 +371,11 @@ fn serve_datagram(
         } else {
             ETH_P_IPV6
         };
+        if let Some(eth) = ethernet_reply_header(&p, ethertype) {
+            if outbox.ring_push(ifindex, &eth, len.min(MAX_REPLY)) {
+                continue;
+            }
+        }
         let mut hwaddr = [0u8; 8];
         let hwlen = p.hwaddr.len().min(8);
         hwaddr[..hwlen].copy_from_slice(&p.hwaddr[..hwlen]);
@@ -333,6 +388,24 @@ fn serve_datagram(
         };
         outbox.commit(m, core, sender, errors);
     }
+}
+
+/// The Ethernet header of a reply to `p`: back to the address it came
+/// from, from the one it was sent to. `None` unless it arrived on an
+/// Ethernet interface with a plain 14-byte header between unicast
+/// addresses (anything else goes out with `sendmmsg`, the kernel writing
+/// the header).
+fn ethernet_reply_header(p: &nflog::Logged<'_>, ethertype: u16) -> Option<[u8; 14]> {
+    const ARPHRD_ETHER: u16 = 1;
+    let h: &[u8; 14] = p.hwheader.try_into().ok()?;
+    if p.hwtype != ARPHRD_ETHER || h[0] & 1 != 0 || h[6] & 1 != 0 {
+        return None;
+    }
+    let mut eth = [0u8; 14];
+    eth[..6].copy_from_slice(&h[6..12]);
+    eth[6..12].copy_from_slice(&h[..6]);
+    eth[12..].copy_from_slice(&ethertype.to_be_bytes());
+    Some(eth)
 }
 
 /// The flows of `page`: the `offset + limit` longest-held are picked (the

@@ -36,6 +36,8 @@ const NFULA_PACKET_HDR: u16 = 1;
 const NFULA_IFINDEX_INDEV: u16 = 4;
 const NFULA_HWADDR: u16 = 8;
 const NFULA_PAYLOAD: u16 = 9;
+const NFULA_HWTYPE: u16 = 15;
+const NFULA_HWHEADER: u16 = 16;
 
 /// How the kernel should batch packets to us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +134,12 @@ pub struct Logged<'a> {
     pub indev: Option<u32>,
     /// The sender's link-layer address (the next hop back).
     pub hwaddr: &'a [u8],
+    /// ARPHRD type of the interface it arrived on (1: Ethernet), 0 if not
+    /// told.
+    pub hwtype: u16,
+    /// The link-layer header it arrived with (Ethernet: our address, the
+    /// sender's, the EtherType), empty if not told.
+    pub hwheader: &'a [u8],
     /// The packet from its network header on, cut at the rule's snaplen.
     pub payload: &'a [u8],
 }
@@ -200,6 +208,8 @@ fn parse_packet(body: &[u8]) -> Result<Logged<'_>, ParseError> {
         hw_protocol: 0,
         indev: None,
         hwaddr: &[],
+        hwtype: 0,
+        hwheader: &[],
         payload: &[],
     };
     let mut at = NFGEN_HDR;
@@ -223,6 +233,8 @@ fn parse_packet(body: &[u8]) -> Result<Logged<'_>, ParseError> {
                 let n = usize::from(u16::from_be_bytes([v[0], v[1]])).min(8);
                 p.hwaddr = v.get(4..4 + n).unwrap_or(&[]);
             }
+            NFULA_HWTYPE if v.len() >= 2 => p.hwtype = u16::from_be_bytes([v[0], v[1]]),
+            NFULA_HWHEADER => p.hwheader = v,
             NFULA_PAYLOAD => p.payload = v,
             _ => {}
         }
@@ -345,6 +357,8 @@ mod tests {
             attr(NFULA_IFINDEX_INDEV, &5u32.to_be_bytes()),
             attr(NFULA_HWADDR, &hw),
             attr(NFULA_PAYLOAD, b"\x45abc"),
+            attr(NFULA_HWTYPE, &[0, 1]),
+            attr(NFULA_HWHEADER, &[9; 14]),
             attr(0x8000 | 99, b"nested-unknown"),
         ]);
         let mut two = m.clone();
@@ -358,6 +372,7 @@ mod tests {
         assert_eq!(p.indev, Some(5));
         assert_eq!(p.hwaddr, &[1, 2, 3, 4, 5, 6]);
         assert_eq!(p.payload, b"\x45abc");
+        assert_eq!((p.hwtype, p.hwheader), (1, &[9u8; 14][..]));
     }
 
     #[test]
