@@ -291,6 +291,66 @@ fn retention_prunes_old_rows_at_start_and_on_demand() {
     h.close(Duration::from_secs(10));
 }
 
+#[test]
+fn size_cap_keeps_the_newest_rows_at_start_and_while_running() {
+    let dir = TempDir::new("histcap");
+    let db = dir.path().join("h.db");
+    let now = SystemTime::now();
+    let batch = |from: u16, to: u16| -> Vec<ConnRecord> {
+        (from..to)
+            .map(|i| rec(&format!("127.0.8.1:{}", 100 + i), now, 1.0))
+            .collect()
+    };
+    {
+        let mut c = history::open_for_writing(&db).unwrap();
+        for (a, b) in [(0, 4), (4, 8), (8, 10)] {
+            history::insert_batch(&mut c, &batch(a, b)).unwrap();
+        }
+    }
+    assert_eq!(count(&db), 10);
+    let mut o = HistoryOptions::new(db.clone(), 90);
+    o.max_rows = 6;
+    let h = History::start(o, HistoryMetrics::default()).unwrap();
+    assert_eq!(count(&db), 6, "capped at start");
+    assert_eq!(h.metrics().rows_pruned.get(), 4);
+    let ports = |db: &std::path::Path| -> Vec<i64> {
+        let c = Connection::open(db).unwrap();
+        let mut st = c
+            .prepare("SELECT peer_port FROM connections ORDER BY id")
+            .unwrap();
+        let v = st.query_map([], |r| r.get(0)).unwrap();
+        v.map(Result::unwrap).collect()
+    };
+    assert_eq!(
+        ports(&db),
+        (104..110).collect::<Vec<_>>(),
+        "the newest kept"
+    );
+    // The block index still covers exactly what is left.
+    let c = Connection::open(&db).unwrap();
+    let (lo, stale): (i64, i64) = c
+        .query_row(
+            "SELECT min(first_id), (SELECT count(*) FROM blocks WHERE last_id < (SELECT min(id) FROM connections)) FROM blocks",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let min_id: i64 = c
+        .query_row("SELECT min(id) FROM connections", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!((lo, stale), (min_id, 0));
+    // A flood while running: 3,000 rows; the cap is applied as they come
+    // (every ~1,000) and on each prune.
+    for i in 0..3000u16 {
+        h.record(&rec(&format!("127.0.8.2:{}", 1000 + i), now, 1.0));
+    }
+    assert!(h.flush(Duration::from_secs(10)));
+    assert!(count(&db) < 1006, "{}", count(&db));
+    assert!(h.prune_now(Duration::from_secs(10)));
+    assert_eq!(ports(&db), (3994..4000).collect::<Vec<_>>());
+    h.close(Duration::from_secs(10));
+}
+
 fn serve_fails(args: &[&str]) -> String {
     let dir = TempDir::new("histbad");
     let o = std::process::Command::new(bin())

@@ -80,6 +80,10 @@ pub struct ServeArgs {
     /// Days of history kept (default 90).
     #[arg(long, value_name = "DAYS")]
     pub history_days: Option<u32>,
+    /// Most rows the history keeps, the oldest pruned first (default
+    /// 5,000,000; 0 = no cap).
+    #[arg(long, value_name = "ROWS")]
+    pub history_max_rows: Option<u64>,
     /// Engine: `socket` (default) or `stateless` (needs the raw-priority
     /// nftables log+drop rules, see `tarpit watch` with engine = "stateless").
     #[arg(long, value_enum, value_name = "ENGINE")]
@@ -135,6 +139,7 @@ impl ServeArgs {
             metrics: a.metrics,
             history: a.history,
             history_days: a.history_days,
+            history_max_rows: a.history_max_rows,
             engine: a.engine.map(|e| match e {
                 Engine::Socket => EngineKind::Socket,
                 Engine::Stateless => EngineKind::Stateless,

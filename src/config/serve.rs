@@ -51,6 +51,8 @@ pub struct ServeSection {
     pub history: Option<String>,
     /// Days of history kept.
     pub history_days: Option<u32>,
+    /// Most rows the history keeps (the oldest go first); 0 = no cap.
+    pub history_max_rows: Option<u64>,
     /// MaxMind DB files (GeoLite2-Country/-City/-ASN, DB-IP lite): each
     /// history row gets its peer's country, ASN and AS organisation.
     pub geoip: Option<Vec<Spanned<String>>>,
@@ -128,6 +130,7 @@ pub struct ServeOverrides {
     pub metrics: Option<SocketAddr>,
     pub history: Option<PathBuf>,
     pub history_days: Option<u32>,
+    pub history_max_rows: Option<u64>,
     pub engine: Option<EngineKind>,
     pub nflog_group: Option<u16>,
     pub flow_cap: Option<usize>,
@@ -199,6 +202,8 @@ pub struct StatsConfig {
     /// when missing (an explicit path's directory must exist).
     pub history_default: bool,
     pub history_days: u32,
+    /// Size cap of the history, rows (0 = none).
+    pub history_max_rows: u64,
     /// `[serve] geoip`: MaxMind DB files for the history's rows.
     pub geoip: Vec<PathBuf>,
     /// `[serve] metrics_country`.
@@ -720,6 +725,10 @@ fn stats(f: &ServeOverrides, file: File) -> Result<StatsConfig, ConfigError> {
             "must be at least 1 (use `history = \"off\"` to keep no history)",
         ));
     }
+    let history_max_rows = f
+        .history_max_rows
+        .or(section.and_then(|s| s.history_max_rows))
+        .unwrap_or(crate::stats::history::DEFAULT_MAX_ROWS);
     let mut geoip = Vec::new();
     if let (Some(list), Some((_, src))) = (section.and_then(|s| s.geoip.as_ref()), file) {
         for p in list {
@@ -746,6 +755,7 @@ fn stats(f: &ServeOverrides, file: File) -> Result<StatsConfig, ConfigError> {
         history: (history.as_os_str() != OFF).then_some(history),
         history_default,
         history_days,
+        history_max_rows,
         report: None,
     })
 }
@@ -903,6 +913,7 @@ mod tests {
         assert_eq!(o.control, Some(PathBuf::from(crate::control::DEFAULT_PATH)));
         assert!(!o.control_explicit && o.history_default);
         assert_eq!((o.metrics, o.history_days), (None, 90));
+        assert_eq!(o.history_max_rows, crate::stats::history::DEFAULT_MAX_ROWS);
         let off = ServeOverrides {
             control: Some("off".into()),
             history: Some("off".into()),
@@ -924,6 +935,17 @@ mod tests {
         let o = resolve(text, &f).unwrap().stats;
         assert_eq!(o.history_days, 3);
         assert_eq!(o.metrics, Some("127.0.0.1:1".parse().unwrap()));
+        let capped = resolve(
+            "[serve]\nhistory_max_rows = 1000\n",
+            &ServeOverrides::default(),
+        );
+        assert_eq!(capped.unwrap().stats.history_max_rows, 1000);
+        let flag = ServeOverrides {
+            history_max_rows: Some(0),
+            ..Default::default()
+        };
+        let o = resolve("[serve]\nhistory_max_rows = 1000\n", &flag).unwrap();
+        assert_eq!(o.stats.history_max_rows, 0);
     }
 
     #[test]

@@ -150,6 +150,7 @@ fn open_history(
     }
     let mut ho = HistoryOptions::new(p.to_path_buf(), o.history_days);
     ho.country_metrics = o.country_metrics;
+    ho.max_rows = o.history_max_rows;
     Ok(History::open(ho, hm, geo)?)
 }
 

@@ -19,7 +19,7 @@ pub mod store;
 pub mod writer;
 
 pub use schema::{open_for_reading, open_for_writing};
-pub use store::{id_range, insert_batch, insert_batch_geo, prune};
+pub use store::{id_range, insert_batch, insert_batch_geo, prune, prune_rows};
 pub use writer::{History, HistoryOptions};
 
 use std::path::{Path, PathBuf};
@@ -31,6 +31,10 @@ pub const DEFAULT_PATH: &str = "/var/lib/tarpit/history.db";
 pub const BATCH_ROWS: usize = 1000;
 /// Longest a row waits for its transaction.
 pub const BATCH_WAIT: Duration = Duration::from_secs(1);
+/// Default size cap of the history, rows (about 150 bytes each on disk:
+/// ~750 MB). A flood of 1,000 connections a second reaches it in ~1.4 h,
+/// well inside the 90 days of age retention; the oldest rows go first.
+pub const DEFAULT_MAX_ROWS: u64 = 5_000_000;
 /// Rows queued for the writer before new ones are dropped. A burst of
 /// releases (shutdown of a full server) fits.
 pub const QUEUE_ROWS: usize = 32 * 1024;

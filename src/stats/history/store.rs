@@ -491,6 +491,35 @@ pub fn prune(c: &mut Connection, cutoff: SystemTime) -> rusqlite::Result<usize> 
     Ok(n)
 }
 
+/// Keeps at most `max_rows` rows: the oldest go (lowest ids: rows are
+/// written in end order), with the blocks that covered only them; a block
+/// cut in two keeps its newer part. The size cap beside the age one, so a
+/// flood cannot fill the disk within the retention window.
+pub fn prune_rows(c: &mut Connection, max_rows: u64) -> rusqlite::Result<usize> {
+    let tx = c.transaction()?;
+    // min/max of the rowid are two b-tree descents; a count(*) would read
+    // the whole table. Ids are unique (and nearly dense: pruning only ever
+    // takes the lowest), so keeping those above `cut` keeps at most `keep`.
+    let (min_id, max_id): (i64, i64) = tx.query_row(
+        "SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM connections",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let keep = i64::try_from(max_rows).unwrap_or(i64::MAX);
+    let cut = max_id.saturating_sub(keep);
+    if cut < min_id {
+        return Ok(0);
+    }
+    let n = tx.execute("DELETE FROM connections WHERE id <= ?1", params![cut])?;
+    tx.execute("DELETE FROM blocks WHERE last_id <= ?1", params![cut])?;
+    tx.execute(
+        "UPDATE blocks SET first_id = ?1 + 1 WHERE first_id <= ?1",
+        params![cut],
+    )?;
+    tx.commit()?;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! The writer thread: the engine only `try_send`s a record into a bounded
 //! queue; this thread commits batches through [`super::store`].
 
-use super::store::{insert_batch_geo, prune};
+use super::store::{insert_batch_geo, prune, prune_rows};
 use super::{db_err, open_for_writing, HistoryError, BATCH_ROWS, BATCH_WAIT, QUEUE_ROWS};
 use crate::engine::record::{to_unix, ConnRecord};
 use crate::engine::Observer;
@@ -20,6 +20,9 @@ use std::time::{Duration, Instant, SystemTime};
 pub struct HistoryOptions {
     pub path: PathBuf,
     pub retention_days: u32,
+    /// Size cap, rows (0 = none): checked at start, hourly, and each time
+    /// about a sixteenth of it has been written.
+    pub max_rows: u64,
     pub queue_rows: usize,
     pub batch_rows: usize,
     pub batch_wait: Duration,
@@ -37,6 +40,7 @@ impl HistoryOptions {
         HistoryOptions {
             path,
             retention_days,
+            max_rows: super::DEFAULT_MAX_ROWS,
             queue_rows: QUEUE_ROWS,
             batch_rows: BATCH_ROWS,
             batch_wait: BATCH_WAIT,
@@ -119,6 +123,7 @@ impl History {
             geos: Vec::new(),
             last_err_log: None,
             suppressed: 0,
+            since_cap: 0,
         };
         w.prune();
         Ok(Arc::new(History {
@@ -312,6 +317,8 @@ struct Writer {
     geos: Vec<Geo>,
     last_err_log: Option<Instant>,
     suppressed: u64,
+    /// Rows written since the size cap was last checked.
+    since_cap: u64,
 }
 
 impl Writer {
@@ -414,6 +421,11 @@ impl Writer {
             Ok(()) => {
                 self.metrics.rows_written.inc_by(n);
                 self.transactions.fetch_add(1, Ordering::Relaxed);
+                self.since_cap += n;
+                let every = (self.opts.max_rows / 16).max(super::BATCH_ROWS as u64);
+                if self.opts.max_rows > 0 && self.since_cap >= every {
+                    self.cap_rows();
+                }
             }
             Err(e) => {
                 self.metrics.write_errors.inc();
@@ -424,7 +436,32 @@ impl Writer {
         self.batch.clear();
     }
 
+    /// Applies the size cap (oldest rows first).
+    fn cap_rows(&mut self) {
+        self.since_cap = 0;
+        if self.opts.max_rows == 0 {
+            return;
+        }
+        match prune_rows(&mut self.conn, self.opts.max_rows) {
+            Ok(n) => {
+                self.metrics.rows_pruned.inc_by(n as u64);
+                if n > 0 {
+                    tracing::info!(
+                        rows = n,
+                        max_rows = self.opts.max_rows,
+                        "history: pruned the oldest rows (size cap)"
+                    );
+                }
+            }
+            Err(e) => {
+                self.metrics.write_errors.inc();
+                self.log_error("history prune failed", &e, 0);
+            }
+        }
+    }
+
     fn prune(&mut self) {
+        self.cap_rows();
         let keep = Duration::from_secs(u64::from(self.opts.retention_days) * 86400);
         let cutoff = SystemTime::now()
             .checked_sub(keep)
