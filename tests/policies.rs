@@ -347,6 +347,9 @@ fn window_zero_gets_nothing_acknowledged() {
     let z = by_port(":22");
     assert_eq!(z["bytes_received"], 0, "{z}");
     assert_eq!(z["policy"], "window=zero");
+    // No FIN can pass a zero window: engaged is only an upper bound.
+    assert_eq!(z["engaged_upper_bound"], true, "{z}");
+    assert_eq!(z["peer_tried_close"], false, "{z}");
     let n = by_port(":2281");
     assert!(n["bytes_received"].as_u64().unwrap() >= 1000, "{n}");
     assert_eq!(n["policy"], "silent");

@@ -562,6 +562,13 @@ impl Engine {
             silent_secs: Some(f64::from(silent_ms) / 1000.0),
             reset_by_probe: info.probes > 0,
         });
+        // Under window zero the peer's FIN can never be sent (it needs one
+        // byte of window), so without a FIN or a spontaneous RST we cannot
+        // tell when its program gave up: the figure is an upper bound.
+        let spontaneous_rst = reason == EndReason::PeerReset && info.probes == 0;
+        if self.opts.policies.get(h.policy).window_zero && !h.fin_seen() && !spontaneous_rst {
+            rec.engaged_upper_bound = true;
+        }
         self.totals.add_ended(&rec);
         emit_record(&rec, None);
         for o in &self.observers {
