@@ -738,10 +738,12 @@ fn a_syn_flood_does_not_stop_held_connections_being_answered() {
     ));
 
     // The flood: SYNs from 30,000 ports of .3, as fast as one raw socket
-    // sends them, for 6 s at most (and 20 M packets at most).
+    // sends them, until the probes are done (30 s and 20 M packets at most).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent_so_far = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let flood = {
         let stop = stop.clone();
+        let sent_so_far = sent_so_far.clone();
         let path = format!("/run/netns/{}", lab.attacker.name);
         std::thread::spawn(move || {
             let ns = std::fs::File::open(&path).expect("netns");
@@ -775,13 +777,16 @@ fn a_syn_flood_does_not_stop_held_connections_being_answered() {
                 .collect();
             let t = Instant::now();
             let mut sent = 0u64;
-            'flood: while t.elapsed() < Duration::from_secs(6) && sent < 20_000_000 {
+            'flood: while t.elapsed() < Duration::from_secs(30) && sent < 20_000_000 {
                 for p in &syns {
                     if s.send_to(p, &to).is_ok() {
                         sent += 1;
                     }
-                    if sent % 1024 == 0 && stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        break 'flood;
+                    if sent % 1024 == 0 {
+                        sent_so_far.store(sent, std::sync::atomic::Ordering::Relaxed);
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break 'flood;
+                        }
                     }
                 }
             }
@@ -790,8 +795,8 @@ fn a_syn_flood_does_not_stop_held_connections_being_answered() {
     };
 
     // Meanwhile every held connection probes every 100 ms. Phase 0: the
-    // flood alone (2 s); the tarpit is then stopped for 1.5 s (SIGSTOP, as
-    // a stall would: the kernel overruns its log socket); phase 1: the
+    // flood alone (2 s); the tarpit is then stopped (SIGSTOP, as
+    // a stall would) until the kernel has overrun its log socket; phase 1: the
     // flood goes on and the tarpit catches up (2 s).
     let probe_for = |d: Duration| -> std::collections::HashSet<u16> {
         let mut answered = std::collections::HashSet::new();
@@ -813,8 +818,18 @@ fn a_syn_flood_does_not_stop_held_connections_being_answered() {
     };
     std::thread::sleep(Duration::from_millis(300));
     let before = probe_for(Duration::from_secs(2));
+    // Stopped until the flood has sent more than the engine's 8 MiB log
+    // socket can queue (~100 B per SYN in nflog batches), however fast this
+    // machine floods: the overrun is then certain, not a matter of load.
     lab.signal("STOP");
-    std::thread::sleep(Duration::from_millis(1500));
+    let at_stop = sent_so_far.load(std::sync::atomic::Ordering::Relaxed);
+    let t_stop = Instant::now();
+    while sent_so_far.load(std::sync::atomic::Ordering::Relaxed) < at_stop + 200_000
+        && t_stop.elapsed() < Duration::from_secs(15)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
     lab.signal("CONT");
     let after = probe_for(Duration::from_secs(2));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
