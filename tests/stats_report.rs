@@ -83,6 +83,7 @@ fn build_db(dir: &Path) -> PathBuf {
                 end,
                 silent_secs: (end == EndReason::PeerTimeout).then_some(40.0),
                 reset_by_probe: false,
+                reset_by_bait: false,
             });
             ConnRecord {
                 listener: "0.0.0.0:2222".into(),

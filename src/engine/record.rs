@@ -127,6 +127,11 @@ pub struct EndFacts {
     /// The RST answered one of our keepalive probes (the peer was found
     /// gone), rather than arriving on its own.
     pub reset_by_probe: bool,
+    /// The RST answered bait we sent after the peer's last packet: a socket
+    /// whose program has closed resets on new data, so the program quit
+    /// before the RST, but possibly up to one drip interval earlier (with a
+    /// zero window its FIN could not reach us).
+    pub reset_by_bait: bool,
 }
 
 /// How long the attacker's program was stuck, and whether that figure is an
@@ -134,6 +139,9 @@ pub struct EndFacts {
 ///
 /// * A FIN ends it: the program closed (or exited) right then.
 /// * A spontaneous RST ends it (`peer_reset` without an outstanding probe).
+///   One that answers our bait, with no FIN before, ends it too, flagged as
+///   an upper bound: the program had quit by then, but not necessarily just
+///   then.
 /// * Found gone (keepalives unanswered, or an RST answering a keepalive,
 ///   with no FIN before): the program's data was stuck behind our window, so
 ///   its FIN could never reach us. It ends at the last packet seen from the
@@ -149,6 +157,9 @@ pub fn engaged(f: &EndFacts) -> (f64, bool) {
     }
     let found_gone =
         f.end == EndReason::PeerTimeout || (f.end == EndReason::PeerReset && f.reset_by_probe);
+    if f.end == EndReason::PeerReset && f.reset_by_bait && !found_gone {
+        return (held, true);
+    }
     if found_gone {
         let silent = f.silent_secs.unwrap_or(0.0).max(0.0);
         return ((held - silent).max(0.0), true);
@@ -268,6 +279,7 @@ mod tests {
             end,
             silent_secs: silent,
             reset_by_probe: probe,
+            reset_by_bait: false,
         }
     }
 
@@ -293,6 +305,18 @@ mod tests {
             engaged(&facts(PeerReset, None, Some(30.0), false)),
             (200.0, false)
         );
+        // An RST answering our bait: at the reset, as an upper bound.
+        let bait = EndFacts {
+            reset_by_bait: true,
+            ..facts(PeerReset, None, Some(8.0), false)
+        };
+        assert_eq!(engaged(&bait), (200.0, true));
+        // ... but a FIN before it still says when the program closed.
+        let bait_fin = EndFacts {
+            reset_by_bait: true,
+            ..facts(PeerReset, Some(42.0), Some(8.0), false)
+        };
+        assert_eq!(engaged(&bait_fin), (42.0, false));
         // Found gone: the last packet, as an upper bound.
         assert_eq!(
             engaged(&facts(PeerReset, None, Some(80.0), true)),

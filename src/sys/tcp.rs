@@ -26,6 +26,9 @@ pub struct TcpInfo {
     pub last_ack_recv_ms: u32,
     /// Keepalive or window probes sent and not yet answered (`tcpi_probes`).
     pub probes: u8,
+    /// Milliseconds since we last sent data (`tcpi_last_data_sent`; since the
+    /// handshake when we never did).
+    pub last_data_sent_ms: u32,
 }
 
 /// Linux `struct tcp_info` layout up to the fields we read (stable ABI,
@@ -100,6 +103,7 @@ pub fn tcp_info(fd: RawFd) -> io::Result<TcpInfo> {
         last_data_recv_ms: raw.last_data_recv,
         last_ack_recv_ms: raw.last_ack_recv,
         probes: raw.probes,
+        last_data_sent_ms: raw.last_data_sent,
     })
 }
 

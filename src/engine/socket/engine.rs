@@ -561,6 +561,10 @@ impl Engine {
             end: reason,
             silent_secs: Some(f64::from(silent_ms) / 1000.0),
             reset_by_probe: info.probes > 0,
+            // We wrote bait after the peer's last packet and got an RST for
+            // it: its program had closed (a FIN stuck behind a zero window).
+            reset_by_bait: self.opts.policies.get(h.policy).bait.is_some()
+                && info.last_data_sent_ms < silent_ms,
         });
         // Under window zero the peer's FIN can never be sent (it needs one
         // byte of window), so without a FIN or a spontaneous RST we cannot

@@ -392,6 +392,7 @@ impl Core {
             end: reason,
             silent_secs: Some(secs(end.saturating_sub(f.last))),
             reset_by_probe: false,
+            reset_by_bait: false,
         });
         ConnRecord {
             listener: self.label.clone(),
