@@ -599,10 +599,25 @@ fn stats_and_history_see_stateless_connections() {
                 sock.display().to_string(),
                 "--history".into(),
                 db.display().to_string(),
+                // Both sockets and the history are opened as root; then the
+                // drop, before any thread starts (issue 12 item 9).
+                "--user".into(),
+                "nobody".into(),
+                "--group".into(),
+                "nogroup".into(),
             ],
             ..Default::default()
         },
     );
+    let pid = lab.tarpit.as_ref().expect("tarpit").id();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(
+            uid.split_whitespace().skip(1).all(|u| u == "65534"),
+            "{uid}"
+        );
+    }
     let src: IpAddr = lab.v4(2).parse().unwrap();
     let server: SocketAddr = format!("{}:22", lab.v4(1)).parse().unwrap();
     let conns = connect_many(&lab, src, server, 3, 10);
