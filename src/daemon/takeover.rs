@@ -67,7 +67,7 @@ pub fn handler(handle: Handle, control: PathBuf) -> Arc<dyn Handler> {
                 ));
             }
             let n = handle.handover(expected).await?;
-            Ok(json!({ "conns": n, "pid": std::process::id() }))
+            Ok(json!({ "conns": n, "pid": std::process::id() }).into())
         })
     })
 }

@@ -409,15 +409,27 @@ pub fn snapshot_handler<C: Commands>(
                     .snapshot_page(page)
                     .await
                     .ok_or_else(|| "server is shutting down".to_string())?;
-                let mut v = serde_json::to_value(snap).map_err(|e| e.to_string())?;
-                if let Some(m) = v.as_object_mut() {
-                    m.insert("offset".into(), page.offset.into());
-                    m.insert("limit".into(), page.limit.into());
-                    if let Some(x) = extras {
-                        m.extend(x(h).await?);
-                    }
+                // Serialized straight from the structs: no `Value` tree of
+                // the page (see `control::Answer`).
+                #[derive(Serialize)]
+                struct Answer<'a> {
+                    #[serde(flatten)]
+                    snap: &'a Snapshot,
+                    offset: usize,
+                    limit: usize,
+                    #[serde(flatten)]
+                    extras: serde_json::Map<String, serde_json::Value>,
                 }
-                Ok(v)
+                let extras = match extras {
+                    Some(x) => x(h).await?,
+                    None => serde_json::Map::new(),
+                };
+                crate::control::Answer::serialized(&Answer {
+                    snap: &snap,
+                    offset: page.offset,
+                    limit: page.limit,
+                    extras,
+                })
             })
         },
     )
@@ -446,7 +458,7 @@ pub fn totals_handler<C: Commands>(
                 if let Some(x) = extras {
                     m.extend(x(h).await?);
                 }
-                Ok(serde_json::Value::Object(m))
+                Ok(serde_json::Value::Object(m).into())
             })
         },
     )
