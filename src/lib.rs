@@ -7,6 +7,8 @@
 //!   side, [`engine::socket`] (zero-window sockets) and
 //!   [`engine::stateless`] (nfnetlink_log in, AF_PACKET out, SYN cookies,
 //!   no per-connection state);
+//! * [`classify`] — what a trapped peer tried (SSH, HTTP, TLS), named from
+//!   the bytes it sent and we never read;
 //! * [`config`] — the TOML file and its located errors, and the one typed
 //!   configuration per component built from it and the flags;
 //! * [`daemon`] — the processes around the engines and the watcher: limits,
@@ -27,6 +29,7 @@
 
 pub mod abuse;
 pub mod calendar;
+pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod control;
