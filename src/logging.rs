@@ -366,6 +366,108 @@ mod tests {
         }
     }
 
+    /// The record event itself (what `emit_record` writes in the human
+    /// format), carrying what the classifier kept of hostile bytes: every
+    /// field is one of the record's own, once, holding exactly its text.
+    #[test]
+    fn classified_attacker_text_never_creates_a_field() {
+        use crate::classify::classify;
+        use crate::engine::record::{ConnRecord, EndReason};
+        let hostile: [&[u8]; 5] = [
+            b"x peer=203.0.113.66:22 end=lifetime",
+            b"x\" protocol=ssh \"",
+            b"a\nINFO forged line peer=1",
+            b"\x1b[31mred\x1b[0m\\\"",
+            "\u{202e}evil\u{2028}=".as_bytes(),
+        ];
+        for h in hostile {
+            let mut inputs = Vec::new();
+            let mut ssh = b"SSH-2.0-".to_vec();
+            ssh.extend_from_slice(h);
+            ssh.push(b' ');
+            ssh.extend_from_slice(h);
+            inputs.push(ssh);
+            let mut http = b"GET /".to_vec();
+            http.extend_from_slice(h);
+            http.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+            http.extend_from_slice(h);
+            http.extend_from_slice(b"\r\nUser-Agent: ");
+            http.extend_from_slice(h);
+            http.extend_from_slice(b"\r\n\r\n");
+            inputs.push(http);
+            for bytes in inputs {
+                let r = ConnRecord {
+                    listener: "0.0.0.0:22".into(),
+                    peer: "10.77.0.5:4242".parse().unwrap(),
+                    local: "10.77.0.1:22".parse().unwrap(),
+                    original_dst: "10.77.0.1:22".parse().unwrap(),
+                    start: std::time::SystemTime::UNIX_EPOCH,
+                    held_secs: 1.0,
+                    engaged_secs: 1.0,
+                    engaged_upper_bound: false,
+                    bytes_received: bytes.len() as u64,
+                    fin_after_secs: None,
+                    end: EndReason::PeerReset,
+                    head: escape_bytes(&bytes),
+                    client: classify(&bytes),
+                    estimated: false,
+                    policy: "silent".into(),
+                };
+                let buf = Buf::default();
+                let w = buf.clone();
+                let sub = tracing_subscriber::fmt()
+                    .with_writer(move || w.clone())
+                    .with_ansi(false)
+                    .without_time()
+                    .with_target(false)
+                    .with_level(false)
+                    .fmt_fields(SafeFields)
+                    .finish();
+                tracing::subscriber::with_default(sub, || crate::engine::emit_record(&r, None));
+                let line = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+                let f = fields(&line);
+                let keys: Vec<&str> = f.iter().map(|(k, _)| k.as_str()).collect();
+                let c = &r.client;
+                let mut want = vec![
+                    ("listener", "0.0.0.0:22".to_string()),
+                    ("peer", "10.77.0.5:4242".into()),
+                    ("local", "10.77.0.1:22".into()),
+                    ("original_dst", "10.77.0.1:22".into()),
+                    ("start", "1970-01-01T00:00:00.000Z".into()),
+                    ("held_secs", "1.0".into()),
+                    ("engaged_secs", "1.0".into()),
+                    ("engaged_upper_bound", "false".into()),
+                    ("bytes_received", bytes.len().to_string()),
+                    ("peer_tried_close", "false".into()),
+                    ("policy", "silent".into()),
+                    ("end", "peer_reset".into()),
+                    ("head", r.head.clone()),
+                    ("protocol", c.protocol.to_string()),
+                ];
+                for (k, v) in [
+                    ("software", &c.software),
+                    ("ssh_version", &c.ssh_version),
+                    ("ssh_comments", &c.ssh_comments),
+                    ("http_method", &c.http_method),
+                    ("http_path", &c.http_path),
+                    ("http_host", &c.http_host),
+                ] {
+                    if let Some(v) = v {
+                        want.push((k, v.clone()));
+                    }
+                }
+                let want_keys: Vec<&str> = want.iter().map(|(k, _)| *k).collect();
+                assert_eq!(keys, want_keys, "{bytes:?} -> {line:?}");
+                for ((_, got), (k, v)) in f.iter().zip(&want) {
+                    assert_eq!(&unquote(got), v, "{k} in {line:?}");
+                }
+                // (A newline ends an HTTP line: then there is no agent.)
+                assert!(c.software.is_some() || h.contains(&b'\n'), "{bytes:?}");
+                assert!(!line.contains('\x1b'), "{line:?}");
+            }
+        }
+    }
+
     #[test]
     fn plain_values_stay_bare() {
         let line = human("SSH-2.0-Go", "2001:db8::1", "root");

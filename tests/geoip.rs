@@ -196,6 +196,7 @@ fn rec(peer: &str, held: f64) -> ConnRecord {
         fin_after_secs: None,
         end: EndReason::Lifetime,
         head: String::new(),
+        client: Default::default(),
         estimated: false,
         policy: String::new(),
     }

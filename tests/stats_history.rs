@@ -27,6 +27,7 @@ fn rec(peer: &str, start: SystemTime, held: f64) -> ConnRecord {
         fin_after_secs: None,
         end: EndReason::Lifetime,
         head: "abc".into(),
+        client: Default::default(),
         estimated: false,
         policy: String::new(),
     }
@@ -198,6 +199,7 @@ fn the_estimated_flag_is_a_column() {
     let now = SystemTime::now();
     h.record(&rec("127.0.6.1:1", now, 1.0));
     h.record(&ConnRecord {
+        client: Default::default(),
         estimated: true,
         policy: String::new(),
         ..rec("127.0.6.2:2", now, 1.0)

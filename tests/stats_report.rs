@@ -98,6 +98,7 @@ fn build_db(dir: &Path) -> PathBuf {
                 fin_after_secs: fin,
                 end,
                 head: String::new(),
+                client: Default::default(),
                 estimated: false,
                 policy: String::new(),
             }

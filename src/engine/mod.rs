@@ -223,10 +223,17 @@ pub struct FlowFacts {
 /// (RFC 3339, ms), `held_secs`, `engaged_secs`, `engaged_upper_bound`, `bytes_received`, `peer_tried_close`,
 /// `fin_after_secs` (only when the peer tried to close), `answered` and
 /// `estimated` (stateless engine only), `policy`, `end`, `head` (socket engine only:
-/// the stateless engine never sees payload it could show).
+/// the stateless engine never sees payload it could show), `protocol`, and
+/// what the classifier found, each only when known: `software`,
+/// `ssh_version`, `ssh_comments`, `http_method`, `http_path`, `http_host`,
+/// `tls_sni`, `tls_alpn`, `ja4` (already escaped; see [`crate::classify`]).
 pub fn emit_record(r: &ConnRecord, flow: Option<FlowFacts>) {
     // A `None` field is left out of the event altogether.
     let head = flow.is_none().then(|| tracing::field::display(&r.head));
+    let c = &r.client;
+    fn show(v: &Option<String>) -> Option<tracing::field::DisplayValue<&str>> {
+        v.as_deref().map(tracing::field::display)
+    }
     tracing::info!(
         target: RECORD_TARGET,
         listener = %r.listener,
@@ -245,6 +252,16 @@ pub fn emit_record(r: &ConnRecord, flow: Option<FlowFacts>) {
         policy = %r.policy,
         end = %r.end,
         head = head,
+        protocol = %c.protocol,
+        software = show(&c.software),
+        ssh_version = show(&c.ssh_version),
+        ssh_comments = show(&c.ssh_comments),
+        http_method = show(&c.http_method),
+        http_path = show(&c.http_path),
+        http_host = show(&c.http_host),
+        tls_sni = show(&c.tls_sni),
+        tls_alpn = show(&c.tls_alpn),
+        ja4 = show(&c.ja4),
         "connection released"
     );
 }
@@ -520,6 +537,7 @@ mod tests {
             fin_after_secs: fin,
             end: EndReason::PeerReset,
             head: "SSH-2.0\\r\\n".into(),
+            client: crate::classify::classify(b"SSH-2.0-Go\r\n"),
             estimated: false,
             policy: String::new(),
         }
@@ -545,7 +563,10 @@ mod tests {
                 "peer_tried_close",
                 "policy",
                 "end",
-                "head"
+                "head",
+                "protocol",
+                "software",
+                "ssh_version"
             ]
         );
         let f = &v["fields"];
@@ -556,6 +577,8 @@ mod tests {
         assert_eq!(f["peer_tried_close"], false);
         assert_eq!(f["end"], "peer_reset");
         assert_eq!(f["head"], "SSH-2.0\\r\\n");
+        assert_eq!(f["protocol"], "ssh");
+        assert_eq!(f["software"], "Go");
         let (v, fields) = emitted(&rec(Some(3.5)), None);
         assert_eq!(v["fields"]["fin_after_secs"], 3.5);
         assert_eq!(v["fields"]["peer_tried_close"], true);
@@ -587,7 +610,10 @@ mod tests {
                 "answered",
                 "estimated",
                 "policy",
-                "end"
+                "end",
+                "protocol",
+                "software",
+                "ssh_version"
             ]
         );
         assert_eq!(v["fields"]["answered"], 4);

@@ -5,6 +5,7 @@
 //! history database and the metrics. `LiveConn` is the same for connections
 //! still held, as answered to the control socket.
 
+use crate::classify::Identity;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
@@ -96,6 +97,14 @@ pub struct ConnRecord {
     pub end: EndReason,
     /// The first bytes the peer sent, escaped (peeked at release, never read).
     pub head: String,
+    /// What the peer tried, named from everything it had queued at release
+    /// ([`crate::classify`]): protocol, and for SSH/HTTP the client
+    /// software (`client.software`: `OpenSSH_9.2p1`, `curl/7.88.1`), for
+    /// HTTP method/path/Host, for TLS SNI/ALPN/JA4. Every text escaped.
+    /// The stateless engine never sees payload: `silent`, or `other` when
+    /// the peer sent bytes.
+    #[serde(default)]
+    pub client: Identity,
     /// The stateless engine lost track of this flow once (evicted from its
     /// bounded table, expired, or from before a restart) and rebuilt it from
     /// a later packet: `start`, `held_secs` and `bytes_received` are lower
@@ -191,6 +200,9 @@ pub struct LiveConn {
     pub rtt_us: u32,
     /// TCP state name (`ESTABLISHED`, `CLOSE_WAIT`, ...).
     pub state: String,
+    /// What the peer has sent so far, named (see `ConnRecord::client`).
+    #[serde(default)]
+    pub client: Identity,
     /// TCP_KEEPIDLE / TCP_KEEPINTVL drawn for this connection, seconds.
     pub keepalive_idle_secs: u32,
     pub keepalive_intvl_secs: u32,

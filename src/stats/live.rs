@@ -192,6 +192,7 @@ mod tests {
             keepalive_idle_secs: 60,
             keepalive_intvl_secs: 60,
             state: "ESTABLISHED".into(),
+            client: Default::default(),
             estimated: false,
         }
     }

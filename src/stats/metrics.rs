@@ -529,6 +529,7 @@ mod tests {
             fin_after_secs: None,
             end: EndReason::PeerReset,
             head: String::new(),
+            client: Default::default(),
             estimated: false,
             policy: String::new(),
         });

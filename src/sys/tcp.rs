@@ -2,10 +2,11 @@
 //! `TCP_INFO`, the original destination, queue sizes, a peek at the
 //! unread head, the pending error and the keepalive times.
 
+use rustix::net::RecvFlags;
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 
 /// The subset of `struct tcp_info` the tarpit reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -186,22 +187,20 @@ fn ioctl_int(fd: RawFd, req: libc::Ioctl) -> io::Result<u32> {
 }
 
 /// Copies up to `buf.len()` bytes from the head of the receive queue without
-/// consuming them (`MSG_PEEK | MSG_DONTWAIT`): the window stays closed. Used
-/// once, when a connection is released, to record what the peer tried to send.
+/// consuming them (`MSG_PEEK | MSG_DONTWAIT`): the window stays closed and
+/// the bytes stay queued. Used when a connection is released (and for the
+/// live view) to see what the peer tried to send. rustix's `recv` writes
+/// only into `buf` and returns the copied length, so no pointer is handled
+/// here.
 pub fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is a writable slice of `buf.len()` bytes.
-    let rc = unsafe {
-        libc::recv(
-            fd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(rc as usize)
+    // SAFETY: the borrow lives only for this one recv call and is never
+    // stored; the caller passes a descriptor it holds open (a held
+    // connection's slot, closed later through `sys::close`). A stale number
+    // would make the kernel answer EBADF or peek another socket into our
+    // own buffer, never write outside `buf`.
+    let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+    let (copied, _) = rustix::net::recv(sock, buf, RecvFlags::PEEK | RecvFlags::DONTWAIT)?;
+    Ok(copied)
 }
 
 /// Sends `buf` without blocking and without SIGPIPE (`MSG_DONTWAIT |

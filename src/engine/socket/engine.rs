@@ -20,6 +20,7 @@
 use super::bait;
 use super::table::{Held, Table};
 use super::{handover, Command, ServeOptions};
+use crate::classify::{classify, Identity, PEEK_BYTES};
 use crate::engine::record::{
     engaged, escape_bytes, tcp_state_name, ConnRecord, EndFacts, EndReason, LiveConn,
 };
@@ -37,7 +38,8 @@ use std::time::{Duration, SystemTime};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
 
-/// How many bytes of what the peer sent are peeked into the record.
+/// How many bytes of what the peer sent are shown in the record's `head`
+/// (the classifier sees all of them, up to [`PEEK_BYTES`]).
 const HEAD_BYTES: usize = 48;
 
 pub(super) struct Listener {
@@ -546,12 +548,15 @@ impl Engine {
         };
         let now = self.now_ticks();
         let info = sys::tcp_info(h.fd).unwrap_or_default();
-        let mut head = [0u8; HEAD_BYTES];
-        let n = sys::peek(h.fd, &mut head).unwrap_or(0);
+        // The whole receive queue, peeked (never read): its start is the
+        // record's head, all of it is classified.
+        let mut queued = [0u8; PEEK_BYTES];
+        let n = sys::peek(h.fd, &mut queued).unwrap_or(0);
         sys::close(h.fd);
+        let queued = queued.get(..n).unwrap_or_default();
         // The peer's FIN takes one sequence number; it is not a byte sent.
         let bytes = info.bytes_received.saturating_sub(u64::from(h.fin_seen()));
-        let mut rec = self.record(&h, now, reason, bytes, &head[..n]);
+        let mut rec = self.record(&h, now, reason, bytes, queued);
         // The last packet from the peer: its last data or its last ACK
         // (an answer to a keepalive), whichever is more recent.
         let silent_ms = info.last_data_recv_ms.min(info.last_ack_recv_ms);
@@ -592,7 +597,7 @@ impl Engine {
         (peer, local, orig, label)
     }
 
-    fn record(&self, h: &Held, now: u32, end: EndReason, bytes: u64, head: &[u8]) -> ConnRecord {
+    fn record(&self, h: &Held, now: u32, end: EndReason, bytes: u64, queued: &[u8]) -> ConnRecord {
         let (peer, local, original_dst, listener) = self.addrs(h);
         ConnRecord {
             listener,
@@ -606,7 +611,8 @@ impl Engine {
             bytes_received: bytes,
             fin_after_secs: h.fin_seen().then(|| secs(u32::from(h.fin_after))),
             end,
-            head: escape_bytes(head),
+            head: escape_bytes(queued.get(..HEAD_BYTES).unwrap_or(queued)),
+            client: classify(queued),
             estimated: false,
             policy: self
                 .policy_names
@@ -662,6 +668,7 @@ impl Engine {
                 fin_after_secs: fin_after,
                 rtt_us: info.rtt_us,
                 state: tcp_state_name(info.state).to_string(),
+                client: live_client(h.fd, info.bytes_received),
                 keepalive_idle_secs: ka.0,
                 keepalive_intvl_secs: ka.1,
                 estimated: false,
@@ -672,6 +679,17 @@ impl Engine {
             totals: self.totals(),
         }
     }
+}
+
+/// What a held peer has sent so far, named: a peek (never a read) when its
+/// TCP_INFO says it sent anything, so a silent connection costs no copy.
+fn live_client(fd: i32, bytes_received: u64) -> Identity {
+    if bytes_received == 0 {
+        return Identity::default();
+    }
+    let mut queued = [0u8; PEEK_BYTES];
+    let n = sys::peek(fd, &mut queued).unwrap_or(0);
+    classify(queued.get(..n).unwrap_or_default())
 }
 
 /// IPv4-mapped IPv6 addresses are IPv4 peers.

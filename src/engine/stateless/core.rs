@@ -16,6 +16,7 @@ use super::packet::Segment;
 use super::wire::tcp::{ACK, FIN, RST, SYN};
 use super::wire::Reject;
 use super::StatelessOptions;
+use crate::classify::Identity;
 use crate::engine::record::{engaged, ConnRecord, EndFacts, EndReason, LiveConn};
 use crate::engine::{
     emit_record, secs, ticks, wall_at, FlowFacts, Observer, Snapshot, Totals, TICKS_PER_SEC,
@@ -407,6 +408,9 @@ impl Core {
             fin_after_secs,
             end: reason,
             head: String::new(),
+            // No payload is kept per flow (52 bytes each): only whether
+            // the peer sent any.
+            client: Identity::unseen(u64::from(f.bytes)),
             estimated: f.estimated,
             policy: self
                 .policy_names
@@ -480,6 +484,7 @@ impl Core {
             .to_string(),
             keepalive_idle_secs: 0,
             keepalive_intvl_secs: 0,
+            client: Identity::unseen(u64::from(f.bytes)),
             estimated: f.estimated,
         }
     }
