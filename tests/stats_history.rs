@@ -587,7 +587,7 @@ fn version_1_history_is_migrated_and_windows_match_a_full_scan() {
     // Version 1 goes through 2 (blocks) and 3 (the GeoIP columns) to 4
     // (engaged) to 5 (the stateless engine's `estimated` flag, 0 for the
     // old rows).
-    assert_eq!(q(&c, "PRAGMA user_version"), 5);
+    assert_eq!(q(&c, "PRAGMA user_version"), 6);
     assert_eq!(
         q(&c, "SELECT count(*) FROM connections WHERE estimated != 0"),
         0
@@ -715,7 +715,7 @@ fn version_2_history_gets_engaged_columns_in_place() {
     assert!((before.totals.held_hours - 350.0 / 3600.0).abs() < 1e-9);
     let c = history::open_for_writing(&db).unwrap();
     let q = |sql: &str| -> f64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
-    assert_eq!(q("PRAGMA user_version"), 5.0);
+    assert_eq!(q("PRAGMA user_version"), 6.0);
     assert_eq!(q("SELECT sum(engaged_secs) FROM connections"), 153.0);
     assert_eq!(q("SELECT sum(engaged_bound) FROM connections"), 0.0);
     drop(c);
@@ -727,4 +727,171 @@ fn version_2_history_gets_engaged_columns_in_place() {
     .unwrap();
     assert_eq!(before.totals, after.totals);
     assert_eq!(before.top_hosts, after.top_hosts);
+}
+
+/// What the peer tried is in the row (schema 6): protocol, software and
+/// the protocol's fields, escaped as the record carries them, and the
+/// policy that held it.
+#[test]
+fn what_the_peer_tried_is_a_column() {
+    let dir = TempDir::new("histclient");
+    let db = dir.path().join("h.db");
+    let mut c = history::open_for_writing(&db).unwrap();
+    let now = SystemTime::now();
+    let classify = tarpit::classify::classify;
+    let rows = [
+        ConnRecord {
+            client: classify(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10\r\n"),
+            policy: "bait=ssh,drip=10s".into(),
+            ..rec("127.0.7.1:1", now, 10.0)
+        },
+        ConnRecord {
+            client: classify(
+                b"GET /\x1b[2J HTTP/1.1\r\nHost: h\r\nUser-Agent: curl/7.88.1\r\n\r\n",
+            ),
+            ..rec("127.0.7.2:1", now, 20.0)
+        },
+        rec("127.0.7.3:1", now, 30.0),
+    ];
+    history::insert_batch(&mut c, &rows).unwrap();
+    let mut st = c
+        .prepare(
+            "SELECT protocol, software, ssh_version, ssh_comments, http_method, http_path,
+                    http_host, policy FROM connections ORDER BY peer_ip",
+        )
+        .unwrap();
+    type Row = (String, Option<String>, Option<String>, Option<String>);
+    type Rest = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let got: Vec<(Row, Rest)> = st
+        .query_map([], |r| {
+            Ok((
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?),
+                (r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?),
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        got[0],
+        (
+            (
+                "ssh".into(),
+                s("OpenSSH_9.2p1"),
+                s("2.0"),
+                s("Debian-2+deb12u10")
+            ),
+            (None, None, None, s("bait=ssh,drip=10s"))
+        )
+    );
+    assert_eq!(
+        got[1],
+        (
+            ("http".into(), s("curl/7.88.1"), None, None),
+            (s("GET"), s("/\\x1b[2J"), s("h"), None)
+        )
+    );
+    assert_eq!(got[2].0 .0, "silent");
+}
+
+/// A version-5 file (no classifier columns) reads as if migrated and is
+/// upgraded in place: each old row's protocol from its escaped `head`.
+#[test]
+fn version_5_history_gets_protocols_from_heads() {
+    let dir = TempDir::new("histv5");
+    let db = dir.path().join("h.db");
+    let now = tarpit::engine::record::to_unix(SystemTime::now());
+    // (head as stored, bytes_received, protocol it gets)
+    let heads = [
+        ("SSH-2.0-OpenSSH_8.4p1 Debian-5\\r\\n", 40, "ssh"),
+        ("GET /.env HTTP/1.1\\r\\nHost: x\\r\\n", 48, "http"),
+        (
+            "\\x16\\x03\\x01\\x02\\x00\\x01\\x00\\x01\\xfc\\x03\\x03",
+            48,
+            "tls",
+        ),
+        ("", 0, "silent"),
+        ("", 12, "other"),
+        ("\\x00\\x00\\x00\\x85\\xffSMBr", 48, "other"),
+    ];
+    {
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch(
+            "CREATE TABLE connections (
+                id INTEGER PRIMARY KEY, start_time REAL NOT NULL, end_time REAL NOT NULL,
+                held_secs REAL NOT NULL, listener TEXT NOT NULL, peer_ip TEXT NOT NULL,
+                peer_port INTEGER NOT NULL, local TEXT NOT NULL, orig_ip TEXT NOT NULL,
+                orig_port INTEGER NOT NULL, bytes_received INTEGER NOT NULL,
+                fin_after_secs REAL, end_reason TEXT NOT NULL, head TEXT NOT NULL,
+                country TEXT, asn INTEGER, as_org TEXT,
+                engaged_secs REAL NOT NULL DEFAULT 0, engaged_bound INTEGER NOT NULL DEFAULT 0,
+                estimated INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE blocks (first_id INTEGER NOT NULL, last_id INTEGER NOT NULL,
+                min_end REAL NOT NULL, max_end REAL NOT NULL);
+             PRAGMA user_version = 5;",
+        )
+        .unwrap();
+        for (i, (head, bytes, _)) in heads.iter().enumerate() {
+            let end = now - 60.0 - i as f64;
+            c.execute(
+                "INSERT INTO connections (start_time, end_time, held_secs, listener, peer_ip,
+                    peer_port, local, orig_ip, orig_port, bytes_received, fin_after_secs,
+                    end_reason, head, engaged_secs)
+                 VALUES (?1, ?2, 10.0, '127.0.0.1:2222', '127.0.9.1', ?3, '127.0.0.1:2222',
+                    '127.0.0.1', 22, ?4, NULL, 'peer_reset', ?5, ?6)",
+                rusqlite::params![end - 10.0, end, 1000 + i as i64, bytes, head, i as f64],
+            )
+            .unwrap();
+        }
+        c.execute_batch(
+            "INSERT INTO blocks SELECT min(id), max(id), min(end_time), max(end_time) FROM connections",
+        )
+        .unwrap();
+    }
+    let window = (now - 3600.0, now + 1.0);
+    let before = tarpit::stats::report::compute(
+        &history::open_for_reading(&db).unwrap(),
+        window.0,
+        window.1,
+    )
+    .unwrap();
+    let c = history::open_for_writing(&db).unwrap();
+    let v: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 6);
+    let mut st = c
+        .prepare("SELECT protocol, policy, software FROM connections ORDER BY id")
+        .unwrap();
+    let got: Vec<(String, Option<String>, Option<String>)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let want: Vec<(String, Option<String>, Option<String>)> = heads
+        .iter()
+        .map(|h| (h.2.to_string(), None, None))
+        .collect();
+    assert_eq!(got, want);
+    drop(st);
+    drop(c);
+    let after = tarpit::stats::report::compute(
+        &history::open_for_reading(&db).unwrap(),
+        window.0,
+        window.1,
+    )
+    .unwrap();
+    assert_eq!(before.protocols, after.protocols);
+    // other: rows 4 and 5 (engaged 4 + 5 s), first by engaged time.
+    assert_eq!(after.protocols[0].protocol, "other");
+    assert_eq!(after.protocols[0].connections, 2);
+    assert_eq!(after.protocols[0].engaged_secs, 9.0);
+    assert_eq!(after.protocols.len(), 5);
+    assert!(after.clients.is_empty());
 }

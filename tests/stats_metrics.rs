@@ -136,11 +136,27 @@ fn metrics_follow_connections_without_peer_labels() {
         2.0
     );
 
+    // Every ended connection is counted under exactly one protocol.
+    assert_eq!(
+        metric(&s, "tarpit_connections_by_protocol_total", &[]),
+        metric(&s, "tarpit_connections_ended_total", &[])
+    );
+    assert_eq!(
+        s.iter()
+            .filter(|x| x.name == "tarpit_connections_by_protocol_total")
+            .count(),
+        5
+    );
+
     // No label anywhere carries a peer address, and label names are the
     // bounded set.
-    let allowed = ["listener", "reason", "kind", "le"];
+    let allowed = ["listener", "reason", "kind", "le", "protocol"];
     for x in &s {
         for (k, v) in &x.labels {
+            if k == "protocol" {
+                let fixed = ["ssh", "http", "tls", "other", "silent"];
+                assert!(fixed.contains(&v.as_str()), "protocol {v} on {}", x.name);
+            }
             assert!(
                 allowed.contains(&k.as_str()),
                 "unexpected label {k} on {}",

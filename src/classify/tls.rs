@@ -217,7 +217,11 @@ fn hash12(s: &str) -> String {
         return "000000000000".into();
     }
     let d = digest(&SHA256, s.as_bytes());
-    d.as_ref().iter().take(6).map(|b| format!("{b:02x}")).collect()
+    d.as_ref()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn hex_list(v: impl Iterator<Item = u16>) -> String {

@@ -39,6 +39,9 @@ pub fn fmt_secs(s: f64) -> String {
     }
 }
 
+/// Widest CLIENT cell of the live table (software or TLS fingerprint).
+const CLIENT_WIDTH: usize = 40;
+
 /// The `tarpit stats` table: one row per held connection, longest-held
 /// first, at most `max_rows` rows (a line says how many were left out),
 /// then the totals line.
@@ -57,7 +60,7 @@ pub fn render_table_geo(
     sort_by_held(&mut conns);
     let mut header = vec![
         "PEER", "AIMED AT", "LISTENER", "HELD", "ENGAGED", "LEFT", "QUEUED", "RECEIVED", "CLOSE",
-        "STATE", "RTT",
+        "STATE", "RTT", "PROTO", "CLIENT",
     ];
     if country.is_some() {
         header.push("CC");
@@ -81,6 +84,12 @@ pub fn render_table_geo(
                 },
                 c.state.clone(),
                 format!("{:.1}ms", f64::from(c.rtt_us) / 1000.0),
+                c.client.protocol.to_string(),
+                // Escaped when classified (printable ASCII); cut to a column.
+                c.client
+                    .client()
+                    .map(|s| s.chars().take(CLIENT_WIDTH).collect())
+                    .unwrap_or_else(|| "-".into()),
             ];
             if let Some(f) = country {
                 r.push(f(c.peer.ip()).unwrap_or_else(|| "-".into()));
@@ -209,8 +218,10 @@ mod tests {
     fn table_sorted_longest_first_with_totals() {
         let mut by_reason = std::collections::BTreeMap::new();
         by_reason.insert("lifetime".to_string(), 4);
+        let mut ssh = conn("127.0.0.3:1001", 3700.0);
+        ssh.client = crate::classify::classify(b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n");
         let snap = Snapshot {
-            conns: vec![conn("127.0.0.2:1000", 5.0), conn("127.0.0.3:1001", 3700.0)],
+            conns: vec![conn("127.0.0.2:1000", 5.0), ssh],
             totals: Totals {
                 held_now: 2,
                 trapped: 6,
@@ -228,6 +239,9 @@ mod tests {
         assert!(lines[0].starts_with("PEER"));
         assert!(lines[1].starts_with("127.0.0.3:1001"), "{t}");
         assert!(lines[1].contains("1h01m"));
+        assert!(lines[0].ends_with("PROTO   CLIENT"), "{t}");
+        assert!(lines[1].ends_with("ssh     OpenSSH_9.2p1"), "{t}");
+        assert!(lines[2].ends_with("silent  -"), "{t}");
         assert!(lines[2].starts_with("127.0.0.2:1000"));
         assert!(lines[3].contains("held now 2"));
         assert!(lines[3].contains("trapped since start 6"));

@@ -29,9 +29,12 @@
 //!
 //! Labels are bounded by configuration, never by attackers: `listener` (the
 //! configured addresses), `reason` (the six end reasons), `kind` (accept
-//! error kinds). Per-IP data lives in the history database, because a label
+//! error kinds), `protocol` (the five of `classify::Protocol`: what the
+//! peer spoke is a fixed set; its software, path or SNI never becomes a
+//! label). Per-IP data lives in the history database, because a label
 //! per peer address grows without bound (the endlessh-go lesson).
 
+use crate::classify::Protocol;
 use crate::engine::record::{ConnRecord, EndReason};
 use crate::engine::Observer;
 use http_body_util::Full;
@@ -79,6 +82,11 @@ pub struct ListenerLabel {
 pub struct EndLabels {
     pub listener: String,
     pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabel {
+    pub protocol: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -182,6 +190,10 @@ pub struct ServeMetrics {
     close_attempts: Family<ListenerLabel, Counter>,
     accept_errors: Family<KindLabel, Counter>,
     dropped: Family<KindLabel, Counter>,
+    /// Ended connections and their engaged seconds by protocol, one
+    /// series per [`Protocol::ALL`] entry (indexed alike), made at start.
+    protocol_conns: Vec<Counter>,
+    protocol_engaged: Vec<Counter<f64, AtomicU64>>,
     /// Handles of the configured listeners' series, fetched once: the hot
     /// path then neither allocates a label nor takes the family's lock.
     known: std::collections::HashMap<String, ListenerSeries>,
@@ -214,6 +226,8 @@ impl ServeMetrics {
             close_attempts: Family::default(),
             accept_errors: Family::default(),
             dropped: Family::default(),
+            protocol_conns: Vec::new(),
+            protocol_engaged: Vec::new(),
             known: Default::default(),
         };
         let mut known = std::collections::HashMap::new();
@@ -241,6 +255,26 @@ impl ServeMetrics {
         }
         let mut m = m;
         m.known = known;
+        let conns: Family<ProtocolLabel, Counter> = Family::default();
+        let engaged: Family<ProtocolLabel, Counter<f64, AtomicU64>> = Family::default();
+        for p in Protocol::ALL {
+            let l = ProtocolLabel {
+                protocol: p.as_str().into(),
+            };
+            m.protocol_conns.push(conns.get_or_create(&l).clone());
+            m.protocol_engaged.push(engaged.get_or_create(&l).clone());
+        }
+        reg.register(
+            "connections_by_protocol",
+            "Ended connections by what the peer spoke (ssh, http, tls, other, silent)",
+            conns,
+        );
+        reg.register_with_unit(
+            "attacker_time_by_protocol",
+            "Engaged time of ended connections by what the peer spoke (ssh, http, tls, other, silent)",
+            Unit::Seconds,
+            engaged,
+        );
         for k in ACCEPT_ERROR_KINDS {
             let _ = m.accept_errors.get_or_create(&KindLabel { kind: k.into() });
         }
@@ -381,6 +415,12 @@ impl Observer for ServeMetrics {
             self.attacker_bound_secs.inc_by(r.engaged_secs.max(0.0));
         }
         self.bytes_unread.inc_by(r.bytes_received);
+        if let Some(i) = Protocol::ALL.iter().position(|&p| p == r.client.protocol) {
+            if let (Some(c), Some(e)) = (self.protocol_conns.get(i), self.protocol_engaged.get(i)) {
+                c.inc();
+                e.inc_by(r.engaged_secs.max(0.0));
+            }
+        }
     }
 
     fn dropped(&self, kind: &str, n: u64) {
@@ -550,6 +590,19 @@ mod tests {
         assert!(s.contains("tarpit_engaged_duration_seconds_bucket{le=\"30.0\"} 1"));
         assert!(s.contains("tarpit_unread_bytes_total 7"));
         assert!(s.contains("tarpit_hold_duration_seconds_bucket{le=\"120.0\"} 1"));
+        // One series per protocol from the start; the silent record counted.
+        assert!(
+            s.contains("tarpit_connections_by_protocol_total{protocol=\"silent\"} 1"),
+            "{s}"
+        );
+        assert!(s.contains("tarpit_connections_by_protocol_total{protocol=\"ssh\"} 0"));
+        assert!(
+            s.contains("tarpit_attacker_time_by_protocol_seconds_total{protocol=\"silent\"} 12.5")
+        );
+        assert_eq!(
+            s.matches("tarpit_connections_by_protocol_total{").count(),
+            5
+        );
         assert!(!s.contains("127.0.0.9"));
         // A connection held again (restart, eviction) ends like the others:
         // the gauge follows what is held.

@@ -15,7 +15,10 @@ use std::time::Duration;
 /// to `held_secs`, what it cost us).
 /// 5: `estimated` (the stateless engine's flag: the row's start and
 /// figures are lower bounds), added the same way.
-const SCHEMA_VERSION: i64 = 5;
+/// 6: what the peer tried (`protocol`, `software` and the SSH/HTTP/TLS
+/// fields of [`crate::classify::Identity`], escaped) and the `policy`
+/// that held it; older rows get a protocol from their `head`.
+const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS connections (
@@ -38,7 +41,18 @@ CREATE TABLE IF NOT EXISTS connections (
     as_org         TEXT,
     engaged_secs   REAL    NOT NULL DEFAULT 0,  -- the attacker was stuck (until its FIN/RST)
     engaged_bound  INTEGER NOT NULL DEFAULT 0,  -- 1: engaged_secs is an upper bound
-    estimated      INTEGER NOT NULL DEFAULT 0   -- 1: start and figures are lower bounds
+    estimated      INTEGER NOT NULL DEFAULT 0,  -- 1: start and figures are lower bounds
+    protocol       TEXT,              -- ssh, http, tls, other, silent (classify::Protocol)
+    software       TEXT,              -- SSH softwareversion / HTTP User-Agent (escaped)
+    ssh_version    TEXT,
+    ssh_comments   TEXT,
+    http_method    TEXT,
+    http_path      TEXT,
+    http_host      TEXT,
+    tls_sni        TEXT,
+    tls_alpn       TEXT,
+    ja4            TEXT,
+    policy         TEXT               -- the policy that held it (engine::policy); NULL: before v6
 );
 -- A block-range index: one row per written batch, the rowid range it took
 -- and the span of its end times. Rows arrive roughly in end order, so a
@@ -64,6 +78,30 @@ ALTER TABLE connections ADD COLUMN as_org TEXT;
 /// Versions 1 to 4 to 5: the stateless engine's `estimated` flag.
 const MIGRATE_4_TO_5: &str = "
 ALTER TABLE connections ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;
+";
+
+/// Versions 1 to 5 to 6: what the peer tried, and the policy. Rows written
+/// before kept only their first 48 bytes, escaped (`head`): that is enough
+/// to tell the protocol (an SSH banner, a request line, a TLS handshake
+/// record), not to fill the other fields, which stay NULL.
+const MIGRATE_5_TO_6: &str = r"
+ALTER TABLE connections ADD COLUMN protocol TEXT;
+ALTER TABLE connections ADD COLUMN software TEXT;
+ALTER TABLE connections ADD COLUMN ssh_version TEXT;
+ALTER TABLE connections ADD COLUMN ssh_comments TEXT;
+ALTER TABLE connections ADD COLUMN http_method TEXT;
+ALTER TABLE connections ADD COLUMN http_path TEXT;
+ALTER TABLE connections ADD COLUMN http_host TEXT;
+ALTER TABLE connections ADD COLUMN tls_sni TEXT;
+ALTER TABLE connections ADD COLUMN tls_alpn TEXT;
+ALTER TABLE connections ADD COLUMN ja4 TEXT;
+ALTER TABLE connections ADD COLUMN policy TEXT;
+UPDATE connections SET protocol = CASE
+    WHEN head = '' AND bytes_received = 0 THEN 'silent'
+    WHEN head GLOB 'SSH-[0-9]*' THEN 'ssh'
+    WHEN head GLOB '\x16\x03*' THEN 'tls'
+    WHEN head GLOB '[A-Z]* /*' OR head GLOB '[A-Z]* [*]*' OR head GLOB '[A-Z]* http*' THEN 'http'
+    ELSE 'other' END;
 ";
 
 const MIGRATE_1_TO_2: &str = "
@@ -100,6 +138,25 @@ pub fn engaged_bound_expr(c: &Connection) -> rusqlite::Result<&'static str> {
     } else {
         "0"
     })
+}
+
+/// SQL for a row's protocol in `c`'s schema: the column (NULL there only
+/// if written by hand), or for a file older than version 6 (read-only, not
+/// migrated) what the migration would give.
+pub fn protocol_expr(c: &Connection) -> rusqlite::Result<&'static str> {
+    Ok(if has_column(c, "protocol")? {
+        "coalesce(protocol, 'other')"
+    } else {
+        r"(CASE WHEN head = '' AND bytes_received = 0 THEN 'silent' WHEN head GLOB 'SSH-[0-9]*' THEN 'ssh'
+            WHEN head GLOB '\x16\x03*' THEN 'tls'
+            WHEN head GLOB '[A-Z]* /*' OR head GLOB '[A-Z]* [*]*' OR head GLOB '[A-Z]* http*' THEN 'http'
+            ELSE 'other' END)"
+    })
+}
+
+/// True when the file has the classifier's columns (schema 6).
+pub fn has_client(c: &Connection) -> rusqlite::Result<bool> {
+    has_column(c, "software")
 }
 
 fn has_column(c: &Connection, name: &str) -> rusqlite::Result<bool> {
@@ -152,10 +209,13 @@ pub fn open_for_writing(path: &Path) -> Result<Connection, HistoryError> {
         .map_err(|e| db_err(path, "cannot configure", e))?;
     let version = check_schema(&c, path)?;
     let migrate = match version {
-        1 => format!("{MIGRATE_1_TO_2}{MIGRATE_TO_3}{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}"),
-        2 => format!("{MIGRATE_TO_3}{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}"),
-        3 => format!("{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}"),
-        4 => MIGRATE_4_TO_5.to_string(),
+        1 => format!(
+            "{MIGRATE_1_TO_2}{MIGRATE_TO_3}{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}{MIGRATE_5_TO_6}"
+        ),
+        2 => format!("{MIGRATE_TO_3}{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}{MIGRATE_5_TO_6}"),
+        3 => format!("{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}{MIGRATE_5_TO_6}"),
+        4 => format!("{MIGRATE_4_TO_5}{MIGRATE_5_TO_6}"),
+        5 => MIGRATE_5_TO_6.to_string(),
         _ => String::new(),
     };
     // A real write, so a read-only directory or file fails now.

@@ -38,6 +38,8 @@ pub struct Window {
     /// (see `schema::engaged_expr`).
     engaged: &'static str,
     bound: &'static str,
+    /// SQL for a row's protocol (see `schema::protocol_expr`).
+    protocol: &'static str,
 }
 
 /// The condition every window query uses: `?1..?2` the end times, `?3..?4`
@@ -54,6 +56,7 @@ impl Window {
             hi,
             engaged: super::schema::engaged_expr(c)?,
             bound: super::schema::engaged_bound_expr(c)?,
+            protocol: super::schema::protocol_expr(c)?,
         })
     }
 
@@ -249,6 +252,61 @@ pub fn top_ports(c: &Connection, w: &Window, limit: usize) -> rusqlite::Result<V
     rows.collect()
 }
 
+/// Rows per protocol the peers spoke (`classify::Protocol`), most engaged
+/// time first.
+pub fn by_protocol(c: &Connection, w: &Window) -> rusqlite::Result<Vec<Group<String>>> {
+    let mut st = c.prepare(&format!(
+        "SELECT {p}, count(*), sum({e}), sum(held_secs) FROM connections WHERE {IN_WINDOW}
+         GROUP BY 1 ORDER BY sum({e}) DESC, count(*) DESC, 1",
+        p = w.protocol,
+        e = w.engaged
+    ))?;
+    let rows = st.query_map(w.params(), |r| {
+        Ok(Group {
+            key: r.get(0)?,
+            connections: count(r.get(1)?),
+            engaged_secs: r.get(2)?,
+            held_secs: r.get(3)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The `limit` client programs whose attackers lost the most time: the
+/// software they name (SSH version, HTTP User-Agent), else their TLS
+/// fingerprint (JA4), with the protocol and distinct hosts. Rows naming
+/// none are left out; empty for files older than schema 6.
+pub fn top_clients(
+    c: &Connection,
+    w: &Window,
+    limit: usize,
+) -> rusqlite::Result<Vec<(Group<String>, String, u64)>> {
+    if !super::schema::has_client(c)? {
+        return Ok(Vec::new());
+    }
+    let mut st = c.prepare(&format!(
+        "SELECT coalesce(software, ja4) AS client, {p}, count(*), sum({e}), sum(held_secs),
+                count(DISTINCT peer_ip)
+         FROM connections WHERE {IN_WINDOW} AND coalesce(software, ja4) IS NOT NULL
+         GROUP BY 1, 2 ORDER BY sum({e}) DESC, count(*) DESC, 1, 2 LIMIT {limit}",
+        p = w.protocol,
+        e = w.engaged
+    ))?;
+    let rows = st.query_map(w.params(), |r| {
+        Ok((
+            Group {
+                key: r.get(0)?,
+                connections: count(r.get(2)?),
+                engaged_secs: r.get(3)?,
+                held_secs: r.get(4)?,
+            },
+            r.get(1)?,
+            count(r.get(5)?),
+        ))
+    })?;
+    rows.collect()
+}
+
 /// Rows per end reason, most first.
 pub fn end_reasons(c: &Connection, w: &Window) -> rusqlite::Result<Vec<Group<String>>> {
     let mut st = c.prepare(&format!(
@@ -294,14 +352,15 @@ pub fn for_each_end(
 /// Rows per multi-row `INSERT` statement: one statement execution per
 /// chunk instead of per row roughly halves SQLite's per-row cost.
 const ROWS_PER_STATEMENT: usize = 50;
-const COLUMNS: usize = 19;
+const COLUMNS: usize = 30;
 
 fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO connections (start_time, end_time, held_secs, listener, peer_ip, peer_port,
             local, orig_ip, orig_port, bytes_received, fin_after_secs, end_reason, head,
             country, asn, as_org, engaged_secs, engaged_bound,
-            estimated) VALUES ",
+            estimated, protocol, software, ssh_version, ssh_comments, http_method,
+            http_path, http_host, tls_sni, tls_alpn, ja4, policy) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
@@ -422,6 +481,18 @@ fn bind_row(
     st.raw_bind_parameter(i + 17, r.engaged_secs)?;
     st.raw_bind_parameter(i + 18, i64::from(r.engaged_upper_bound))?;
     st.raw_bind_parameter(i + 19, r.estimated)?;
+    let c = &r.client;
+    st.raw_bind_parameter(i + 20, c.protocol.as_str())?;
+    st.raw_bind_parameter(i + 21, c.software.as_deref())?;
+    st.raw_bind_parameter(i + 22, c.ssh_version.as_deref())?;
+    st.raw_bind_parameter(i + 23, c.ssh_comments.as_deref())?;
+    st.raw_bind_parameter(i + 24, c.http_method.as_deref())?;
+    st.raw_bind_parameter(i + 25, c.http_path.as_deref())?;
+    st.raw_bind_parameter(i + 26, c.http_host.as_deref())?;
+    st.raw_bind_parameter(i + 27, c.tls_sni.as_deref())?;
+    st.raw_bind_parameter(i + 28, c.tls_alpn.as_deref())?;
+    st.raw_bind_parameter(i + 29, c.ja4.as_deref())?;
+    st.raw_bind_parameter(i + 30, (!r.policy.is_empty()).then_some(r.policy.as_str()))?;
     Ok(())
 }
 

@@ -2,8 +2,8 @@
 
 use super::{percentile, utc_day};
 use super::{
-    AsnRow, Bucket, CountryRow, DayRow, HostRow, PortRow, ReasonRow, Report, Totals, HIST_EDGES,
-    TOP_N,
+    AsnRow, Bucket, ClientRow, CountryRow, DayRow, HostRow, PortRow, ProtocolRow, ReasonRow,
+    Report, Totals, HIST_EDGES, TOP_N,
 };
 use crate::stats::history::store::{self, Window};
 use rusqlite::Connection;
@@ -132,6 +132,27 @@ pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Repor
         })
         .collect();
 
+    let protocols = store::by_protocol(c, &w)?
+        .into_iter()
+        .map(|g| ProtocolRow {
+            protocol: g.key,
+            connections: g.connections,
+            engaged_secs: g.engaged_secs,
+            held_secs: g.held_secs,
+        })
+        .collect();
+    let clients = store::top_clients(c, &w, TOP_N)?
+        .into_iter()
+        .map(|(g, protocol, hosts)| ClientRow {
+            client: g.key,
+            protocol,
+            connections: g.connections,
+            hosts,
+            engaged_secs: g.engaged_secs,
+            held_secs: g.held_secs,
+        })
+        .collect();
+
     Ok(Report {
         since,
         until,
@@ -144,6 +165,8 @@ pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Repor
         top_countries,
         top_asns,
         time_basis: "engaged",
+        protocols,
+        clients,
     })
 }
 

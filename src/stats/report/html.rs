@@ -327,6 +327,41 @@ figure{margin:1em 0}figcaption{font-weight:600;margin-bottom:.3em}
         }
         o.push_str("</table>\n");
     }
+    if !r.protocols.is_empty() {
+        o.push_str("<h2>What they tried, by attacker time wasted</h2>\n");
+        o.push_str(r#"<table id="protocols"><tr><th>protocol</th><th class="n">connections</th><th class="n">engaged (s)</th><th class="n">held (s)</th></tr>"#);
+        for p in &r.protocols {
+            let _ = write!(
+                o,
+                r#"<tr data-protocol="{}"><td>{}</td><td class="n">{}</td><td class="n">{:.1}</td><td class="n">{:.1}</td></tr>"#,
+                esc(&p.protocol),
+                esc(&p.protocol),
+                p.connections,
+                p.engaged_secs,
+                p.held_secs
+            );
+        }
+        o.push_str("</table>\n");
+    }
+    if !r.clients.is_empty() {
+        o.push_str("<h2>Top client software by attacker time wasted</h2>\n");
+        o.push_str(r#"<table id="clients"><tr><th>client</th><th>protocol</th><th class="n">connections</th><th class="n">hosts</th><th class="n">engaged (s)</th><th class="n">held (s)</th></tr>"#);
+        for c in &r.clients {
+            // Attacker text: stored escaped, HTML-escaped on top.
+            let _ = write!(
+                o,
+                r#"<tr data-client="{}"><td>{}</td><td>{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{:.1}</td><td class="n">{:.1}</td></tr>"#,
+                esc(&c.client),
+                esc(&c.client),
+                esc(&c.protocol),
+                c.connections,
+                c.hosts,
+                c.engaged_secs,
+                c.held_secs
+            );
+        }
+        o.push_str("</table>\n");
+    }
     o.push_str("<h2>End reasons</h2>\n");
     o.push_str(r#"<table id="end-reasons"><tr><th>reason</th><th class="n">connections</th></tr>"#);
     for e in &r.end_reasons {

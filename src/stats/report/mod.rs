@@ -54,6 +54,32 @@ pub struct Report {
     /// What the country and ASN tables rank by: `"engaged"` (seconds the
     /// attackers were stuck; `held_secs` is shown next to it).
     pub time_basis: &'static str,
+    /// Every protocol the peers spoke (`ssh`, `http`, `tls`, `other`,
+    /// `silent`; see [`crate::classify`]), by engaged time.
+    pub protocols: Vec<ProtocolRow>,
+    /// Top [`TOP_N`] client programs by engaged time: the software they
+    /// name (SSH version, HTTP User-Agent), else their TLS JA4. Escaped
+    /// text, as stored.
+    pub clients: Vec<ClientRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProtocolRow {
+    pub protocol: String,
+    pub connections: u64,
+    pub engaged_secs: f64,
+    pub held_secs: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClientRow {
+    /// The software or fingerprint, escaped (attacker text).
+    pub client: String,
+    pub protocol: String,
+    pub connections: u64,
+    pub hosts: u64,
+    pub engaged_secs: f64,
+    pub held_secs: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

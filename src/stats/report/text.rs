@@ -136,6 +136,51 @@ pub fn render_text(r: &Report) -> String {
             );
         }
     }
+    if !r.protocols.is_empty() {
+        let _ = writeln!(o, "\nWhat they tried (protocol) by attacker time wasted");
+        let _ = writeln!(
+            o,
+            "  {:<8} {:>8} {:>12} {:>12}",
+            "PROTOCOL", "CONNS", "ENGAGED", "HELD"
+        );
+        for p in &r.protocols {
+            let _ = writeln!(
+                o,
+                "  {:<8} {:>8} {:>12} {:>12}",
+                p.protocol,
+                p.connections,
+                fmt_hold(p.engaged_secs),
+                fmt_hold(p.held_secs)
+            );
+        }
+    }
+    if !r.clients.is_empty() {
+        let _ = writeln!(o, "\nTop client software by attacker time wasted");
+        let _ = writeln!(
+            o,
+            "  {:<48} {:<8} {:>8} {:>8} {:>12} {:>12}",
+            "CLIENT", "PROTOCOL", "CONNS", "HOSTS", "ENGAGED", "HELD"
+        );
+        for c in &r.clients {
+            // Stored escaped (printable ASCII); cut to the column.
+            let name: String = c
+                .client
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(48)
+                .collect();
+            let _ = writeln!(
+                o,
+                "  {:<48} {:<8} {:>8} {:>8} {:>12} {:>12}",
+                name,
+                c.protocol,
+                c.connections,
+                c.hosts,
+                fmt_hold(c.engaged_secs),
+                fmt_hold(c.held_secs)
+            );
+        }
+    }
     let _ = writeln!(o, "\nEnd reasons");
     for e in &r.end_reasons {
         let _ = writeln!(o, "  {:<16} {:>8}", e.reason, e.connections);
