@@ -33,6 +33,16 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
             &ServeOverrides::default(),
             cfg.serve.as_ref().map(|s| (s, src)),
         )?;
+        let policies = match &serve.engine {
+            crate::config::EngineConfig::Socket(s) => &s.options.policies,
+            crate::config::EngineConfig::Stateless(o) => &o.policies,
+        };
+        if policies.all().any(|p| !p.is_silent()) {
+            for (port, p) in &policies.ports {
+                println!("serve: policy for port {port}: {p}");
+            }
+            println!("serve: policy for other ports: {}", policies.default);
+        }
         if !serve.stats.geoip.is_empty() {
             let files: Vec<String> = serve
                 .stats
