@@ -399,3 +399,99 @@ fn syn_delay_completes_on_a_retransmitted_syn() {
     );
     assert!(direct.0 < Duration::from_millis(500), "{:?}", direct.0);
 }
+
+/// A takeover hands each bait connection over with its position: the
+/// stream goes on (one status line, then well-formed header lines across
+/// the switch) instead of starting again.
+#[test]
+fn bait_goes_on_where_it_stopped_after_a_takeover() {
+    let dir = std::env::temp_dir().join(format!("tarpit-baittk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ctl = dir.join("control.sock");
+    let ctl = ctl.to_str().unwrap();
+    let args = ["--control", ctl, "--policy", "default:bait=http,drip=100ms"];
+    let mut old = Proc::serve(&[&["--listen", "127.0.0.1:0"][..], &args].concat());
+    let mut c = TcpStream::connect(old.addr()).unwrap();
+    let mut got: Vec<u8> = arrivals(&mut c, Duration::from_millis(1500))
+        .into_iter()
+        .flat_map(|x| x.1)
+        .collect();
+    let _new = Proc::serve(&[&["--listen", "127.0.0.1:1", "--takeover"][..], &args].concat());
+    wait_for(15.0, "old process exits", || {
+        old.child.try_wait().ok().flatten()
+    });
+    let after: Vec<u8> = arrivals(&mut c, Duration::from_millis(3000))
+        .into_iter()
+        .flat_map(|x| x.1)
+        .collect();
+    assert!(after.len() >= 8, "the new process drips: {after:?}");
+    got.extend(after);
+    let text = String::from_utf8(got).unwrap();
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 1, "{text:?}");
+    // After the status line: header lines, the last one unfinished, with
+    // the syntax intact across the switch (a restart would repeat the
+    // status line; another stream would break a line's shape).
+    assert!(
+        header_prefix(&text["HTTP/1.1 200 OK\r\n".len()..]),
+        "{text:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `text` is zero or more `X-name: value\r\n` lines (name lowercase,
+/// value alphanumeric) followed by the beginning of one more.
+fn header_prefix(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        // "X-"
+        for want in [b'X', b'-'] {
+            if i == b.len() {
+                return true;
+            }
+            if b[i] != want {
+                return false;
+            }
+            i += 1;
+        }
+        let start = i;
+        while i < b.len() && b[i].is_ascii_lowercase() {
+            i += 1;
+        }
+        if i == b.len() {
+            return true;
+        }
+        if i == start {
+            return false;
+        }
+        for want in [b':', b' '] {
+            if i == b.len() {
+                return true;
+            }
+            if b[i] != want {
+                return false;
+            }
+            i += 1;
+        }
+        let start = i;
+        while i < b.len() && b[i].is_ascii_alphanumeric() {
+            i += 1;
+        }
+        if i == b.len() {
+            return true;
+        }
+        if i == start {
+            return false;
+        }
+        for want in [b'\r', b'\n'] {
+            if i == b.len() {
+                return true;
+            }
+            if b[i] != want {
+                return false;
+            }
+            i += 1;
+        }
+    }
+    true
+}
