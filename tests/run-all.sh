@@ -37,6 +37,7 @@ command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v sshpass >/dev/null 2>&1 || need+=(sshpass)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl)  # classify test: a real HTTP(S) client
 # tests/geoip.rs builds MaxMind DB files with PyPI's mmdb-writer and reads the
 # GeoLite2 file that PyPI's maxminddb-geolite2 ships (in a venv, below).
 command -v python3 >/dev/null 2>&1 || need+=(python3)
