@@ -87,3 +87,63 @@ fn one_ipv6_48_cannot_take_the_budget_from_other_hosts() {
         drop(flood);
     });
 }
+
+#[test]
+fn a_flooding_hosts_records_are_summarised_and_the_history_keeps_them_all() {
+    let dir = support::stats::TempDir::new("recgate");
+    let db = dir.path().join("h.db");
+    let mut p = support::serve::Proc::serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--per-ip",
+        "0",
+        "--records-per-host",
+        "3",
+        "--records-per-sec",
+        "0",
+        "--history",
+        db.to_str().unwrap(),
+    ]);
+    let from = |src: &str| {
+        let s = connect_from(src, p.addr());
+        std::thread::sleep(Duration::from_millis(20));
+        support::stats::reset(s);
+    };
+    for _ in 0..10 {
+        from("127.0.0.1");
+    }
+    from("127.0.0.2");
+    from("127.0.0.2");
+    let st = p.term(10.0);
+    assert!(st.success(), "{st}");
+    let recs = p.records();
+    let of = |ip: &str| {
+        recs.iter()
+            .filter(|r| {
+                r["peer"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with(&format!("{ip}:")))
+            })
+            .count()
+    };
+    assert_eq!((of("127.0.0.1"), of("127.0.0.2")), (3, 2), "{}", p.log());
+    let sum: Vec<_> = p
+        .json()
+        .into_iter()
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("records suppressed"))
+        })
+        .collect();
+    assert_eq!(sum.len(), 1, "{}", p.log());
+    assert_eq!(
+        (sum[0]["suppressed"].as_u64(), sum[0]["hosts"].as_u64()),
+        (Some(7), Some(1))
+    );
+    let rows: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM connections", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 12, "every connection is a history row");
+}

@@ -84,6 +84,14 @@ pub struct ServeArgs {
     /// 5,000,000; 0 = no cap).
     #[arg(long, value_name = "ROWS")]
     pub history_max_rows: Option<u64>,
+    /// Connection records logged per second for all hosts together, in
+    /// bursts of 5 s worth; the rest is summarised (default 200; 0 = all).
+    #[arg(long, value_name = "N")]
+    pub records_per_sec: Option<u32>,
+    /// Connection records one host (IPv4 address, IPv6 /64) may log in a
+    /// burst, then one a second; the rest is summarised (default 100; 0 = all).
+    #[arg(long, value_name = "N")]
+    pub records_per_host: Option<u32>,
     /// Engine: `socket` (default) or `stateless` (needs the raw-priority
     /// nftables log+drop rules, see `tarpit watch` with engine = "stateless").
     #[arg(long, value_enum, value_name = "ENGINE")]
@@ -140,6 +148,8 @@ impl ServeArgs {
             history: a.history,
             history_days: a.history_days,
             history_max_rows: a.history_max_rows,
+            records_per_sec: a.records_per_sec,
+            records_per_host: a.records_per_host,
             engine: a.engine.map(|e| match e {
                 Engine::Socket => EngineKind::Socket,
                 Engine::Stateless => EngineKind::Stateless,

@@ -53,6 +53,11 @@ pub struct ServeSection {
     pub history_days: Option<u32>,
     /// Most rows the history keeps (the oldest go first); 0 = no cap.
     pub history_max_rows: Option<u64>,
+    /// Connection records logged per second, all hosts (0 = no limit).
+    pub records_per_sec: Option<u32>,
+    /// Connection records a host may log in a burst, then one a second
+    /// (0 = no limit).
+    pub records_per_host: Option<u32>,
     /// MaxMind DB files (GeoLite2-Country/-City/-ASN, DB-IP lite): each
     /// history row gets its peer's country, ASN and AS organisation.
     pub geoip: Option<Vec<Spanned<String>>>,
@@ -131,6 +136,8 @@ pub struct ServeOverrides {
     pub history: Option<PathBuf>,
     pub history_days: Option<u32>,
     pub history_max_rows: Option<u64>,
+    pub records_per_sec: Option<u32>,
+    pub records_per_host: Option<u32>,
     pub engine: Option<EngineKind>,
     pub nflog_group: Option<u16>,
     pub flow_cap: Option<usize>,
@@ -150,6 +157,8 @@ pub struct ServeConfig {
     pub privileges: Privileges,
     /// Take over from the server answering on the control socket.
     pub takeover: bool,
+    /// How many connection records are logged under a flood.
+    pub records: crate::engine::gate::RecordLimits,
 }
 
 /// The engine and its settings.
@@ -233,6 +242,16 @@ impl ServeConfig {
                 group: o.group.clone().or_else(|| section?.group.clone()),
             },
             takeover: o.takeover,
+            records: crate::engine::gate::RecordLimits {
+                per_sec: o
+                    .records_per_sec
+                    .or_else(|| section?.records_per_sec)
+                    .unwrap_or(crate::engine::gate::RecordLimits::default().per_sec),
+                per_host: o
+                    .records_per_host
+                    .or_else(|| section?.records_per_host)
+                    .unwrap_or(crate::engine::gate::RecordLimits::default().per_host),
+            },
         })
     }
 }

@@ -72,10 +72,14 @@ impl Error {
 
 /// Runs `tarpit serve` until SIGTERM/SIGINT (or a handover).
 pub fn serve(cfg: ServeConfig) -> Result<(), Error> {
-    match cfg.engine {
+    crate::engine::gate::set_limits(cfg.records);
+    let r = match cfg.engine {
         EngineConfig::Socket(s) => socket::run(s, &cfg.stats, &cfg.privileges, cfg.takeover),
         EngineConfig::Stateless(o) => stateless::run(o, &cfg.stats, &cfg.privileges),
-    }
+    };
+    // What the gate still holds back is said before the process ends.
+    crate::engine::gate::flush();
+    r
 }
 
 /// Switches to the configured user/group (nothing configured: stays).

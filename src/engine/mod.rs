@@ -12,6 +12,7 @@
 //! the one [`snapshot_handler`] (and [`totals_handler`]) serve on the
 //! control socket.
 
+pub mod gate;
 pub mod policy;
 pub mod record;
 pub mod socket;
@@ -228,6 +229,10 @@ pub struct FlowFacts {
 /// `ssh_version`, `ssh_comments`, `http_method`, `http_path`, `http_host`,
 /// `tls_sni`, `tls_alpn`, `ja4` (already escaped; see [`crate::classify`]).
 pub fn emit_record(r: &ConnRecord, flow: Option<FlowFacts>) {
+    // Under a flood some lines are held back and summarised (see `gate`).
+    if !gate::admit(r.peer.ip()) {
+        return;
+    }
     // A `None` field is left out of the event altogether.
     let head = flow.is_none().then(|| tracing::field::display(&r.head));
     let c = &r.client;
