@@ -450,6 +450,47 @@ fn cpu_secs(pid: u32) -> f64 {
     ticks as f64 / 100.0
 }
 
+/// Where a process's resident memory is: anonymous vs file-backed (the
+/// binary's pages), and the largest mappings.
+fn memory_breakdown(pid: u32) -> String {
+    let roll = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let kb = |k: &str| {
+        roll.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut maps: Vec<(u64, String)> = Vec::new();
+    let mut name = String::new();
+    for l in smaps.lines() {
+        if l.split_whitespace()
+            .next()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            name = format!("{} {}", f[0], f.get(5).copied().unwrap_or("[anon]"));
+        } else if let Some(v) = l.strip_prefix("Rss:") {
+            let r: u64 = v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
+            maps.push((r, name.clone()));
+        }
+    }
+    maps.sort_by(|a, b| b.0.cmp(&a.0));
+    let top: Vec<String> = maps
+        .iter()
+        .take(6)
+        .map(|(r, n)| format!("{:.1} MiB {n}", *r as f64 / 1024.0))
+        .collect();
+    format!(
+        "Rss {:.1} MiB = anonymous {:.1} + file-backed and ring {:.1}; largest mappings: {}",
+        kb("Rss:") as f64 / 1024.0,
+        kb("Anonymous:") as f64 / 1024.0,
+        kb("Rss:").saturating_sub(kb("Anonymous:")) as f64 / 1024.0,
+        top.join("; ")
+    )
+}
+
 fn rss(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -603,6 +644,7 @@ fn hold(n: usize, extra: &[String]) {
         },
         rss0 as f64 / 1048576.0
     );
+    println!("  idle tarpit memory: {}", memory_breakdown(pid));
     let exe = std::env::current_exe().expect("current exe");
     let started = Instant::now();
     let mut clients: Vec<Child> = Vec::new();
@@ -685,9 +727,14 @@ fn hold(n: usize, extra: &[String]) {
         conntrack_count(&lab.server),
     );
     println!(
-        "  counters: ignored {} rejected {}",
-        v["counters"]["ignored"], v["counters"]["rejected"]
+        "  counters: ignored {} rejected {} flows_evicted {} send_errors {} overruns {}",
+        v["counters"]["ignored"],
+        v["counters"]["rejected"],
+        v["counters"]["flows_evicted"],
+        v["counters"]["send_errors"],
+        v["counters"]["overruns"]
     );
+    println!("  tarpit memory: {}", memory_breakdown(pid));
     // Keep them answered: the clients' persist timers back off to one
     // probe per 2 minutes; CPU and answers per second over successive
     // windows as they do.

@@ -202,7 +202,7 @@ const VNET_HDR_LEN: usize = 10;
 /// Largest frame (link-layer header included) [`RingSender::push`] takes.
 pub const RING_MAX_FRAME: usize = RING_FRAME_SIZE as usize - RING_DATA_OFFSET - VNET_HDR_LEN;
 /// Frames queued before [`RingSender::push`] kicks the kernel by itself.
-pub const RING_KICK: u32 = 256;
+pub const RING_KICK: u32 = 64;
 
 /// A send-only `SOCK_RAW` packet socket with a `PACKET_TX_RING`: replies
 /// are written, link-layer header included, into a ring shared with the

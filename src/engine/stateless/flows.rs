@@ -8,7 +8,7 @@
 //! least-recently-seen list: when full, the flow not heard from longest is
 //! evicted (and reported, so its record is not lost, and counted).
 //!
-//! Memory follows the load. Each flow costs [`FLOW_BYTES`] (52) bytes plus
+//! Memory follows the load. Each flow costs [`FLOW_BYTES`] (48) bytes plus
 //! 4 bytes of index: the flows live in one array filled from the front
 //! (freed slots are reused first), and the index is a linear-hashing table
 //! of chain heads that grows by one bucket per flow added — splitting one
@@ -30,8 +30,9 @@ use std::hash::Hasher;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 const NONE: u32 = u32::MAX;
-/// Local address index meaning "more local addresses than we track".
-const LOCAL_UNKNOWN: u16 = u16::MAX;
+/// Local address index meaning "more local addresses than we track" (255
+/// are: a tarpit host has a handful).
+const LOCAL_UNKNOWN: u8 = u8::MAX;
 /// Buckets of a fresh index (a power of two).
 const INITIAL_BUCKETS: usize = 64;
 
@@ -48,16 +49,17 @@ struct Flow {
     peer: [u8; 16],
     peer_port: u16,
     local_port: u16,
-    local: u16,
+    local: u8,
     flags: u8,
-    _spare: u8,
     /// Largest payload the peer offered in one segment.
     bytes: u16,
     /// Seconds from `first` to the first FIN (saturating).
     fin_after: u16,
+    /// Segments answered (saturating: a peer probing every 2 minutes takes
+    /// 91 days to get there).
+    answered: u16,
     first: u32,
     last: u32,
-    answered: u32,
     /// Least-recently-seen list: `prev` is more recent, `next` older. The
     /// free list reuses `next`.
     prev: u32,
@@ -71,7 +73,7 @@ pub const FLOW_BYTES: usize = std::mem::size_of::<Flow>();
 /// Bytes of index per flow (one bucket head per flow at most).
 pub const INDEX_BYTES_PER_FLOW: usize = std::mem::size_of::<u32>();
 
-const _: () = assert!(FLOW_BYTES == 52);
+const _: () = assert!(FLOW_BYTES == 48);
 
 /// What a flow looked like, in plain types (for records and snapshots).
 #[derive(Debug, Clone, PartialEq)]
@@ -132,7 +134,7 @@ pub struct FlowTable {
     free: u32,
     keys: (u64, u64),
     locals: Vec<IpAddr>,
-    local_ids: HashMap<IpAddr, u16>,
+    local_ids: HashMap<IpAddr, u8>,
     tick_per_sec: u32,
     evictions: u64,
 }
@@ -232,7 +234,6 @@ impl FlowTable {
                     local_port: key.local_port,
                     local: key.local,
                     flags,
-                    _spare: 0,
                     bytes: 0,
                     fin_after: 0,
                     first: now,
@@ -357,7 +358,7 @@ impl FlowTable {
             local: SocketAddr::new(local_ip, f.local_port),
             first: f.first,
             last: f.last,
-            answered: f.answered,
+            answered: u32::from(f.answered),
             bytes: f.bytes,
             fin_after_secs: (f.flags & F_FIN != 0).then_some(f.fin_after),
             estimated: f.flags & F_ESTIMATED != 0,
@@ -373,7 +374,7 @@ impl FlowTable {
         let local = match self.local_ids.get(&t.dst) {
             Some(&id) => id,
             None if self.locals.len() < usize::from(LOCAL_UNKNOWN) => {
-                let id = self.locals.len() as u16;
+                let id = self.locals.len() as u8;
                 self.locals.push(t.dst);
                 self.local_ids.insert(t.dst, id);
                 id
@@ -403,7 +404,7 @@ impl FlowTable {
         h.write(&k.peer);
         h.write_u16(k.peer_port);
         h.write_u16(k.local_port);
-        h.write_u16(k.local);
+        h.write_u8(k.local);
         h.finish()
     }
 
@@ -552,7 +553,7 @@ struct Key {
     peer: [u8; 16],
     peer_port: u16,
     local_port: u16,
-    local: u16,
+    local: u8,
 }
 
 #[cfg(test)]
@@ -766,8 +767,31 @@ mod tests {
         let f = ft.iter().next().unwrap();
         assert_eq!(f.peer, "[fd77::2]:5".parse::<SocketAddr>().unwrap());
         assert_eq!(f.local, "[fd77::1]:22".parse::<SocketAddr>().unwrap());
-        // 52 B per flow plus 4 B of index.
-        assert!(ft.bytes_at_capacity() <= 1000 * 56 + 64 * 4);
-        assert!(ft.bytes_used() <= 56 + 64 * 4);
+        // 48 B per flow plus 4 B of index.
+        assert!(ft.bytes_at_capacity() <= 1000 * 52 + 64 * 4);
+        assert!(ft.bytes_used() <= 52 + 64 * 4);
+    }
+
+    #[test]
+    fn answers_saturate_and_many_local_addresses_fall_back_to_unknown() {
+        let mut ft = FlowTable::new(1000, 10);
+        for n in 0..70_000u32 {
+            ft.observe(&t(1), n, answered());
+        }
+        assert_eq!(ft.iter().next().unwrap().answered, u32::from(u16::MAX));
+        // 255 local addresses are told apart; past that, unspecified.
+        let mut ft = FlowTable::new(1000, 10);
+        for k in 0..300u32 {
+            let x = Tuple {
+                src: "10.77.0.2".parse().unwrap(),
+                dst: IpAddr::V4(std::net::Ipv4Addr::from(0x0a4e_0000 + k)),
+                src_port: 5,
+                dst_port: 22,
+            };
+            ft.observe(&x, k, answered());
+        }
+        let unknown = ft.iter().filter(|f| f.local.ip().is_unspecified()).count();
+        // The 45 past the limit share one key: one flow.
+        assert_eq!((ft.len(), unknown), (256, 1));
     }
 }
