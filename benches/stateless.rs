@@ -476,7 +476,7 @@ fn memory_breakdown(pid: u32) -> String {
             maps.push((r, name.clone()));
         }
     }
-    maps.sort_by(|a, b| b.0.cmp(&a.0));
+    maps.sort_by_key(|m| std::cmp::Reverse(m.0));
     let top: Vec<String> = maps
         .iter()
         .take(6)

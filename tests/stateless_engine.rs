@@ -898,3 +898,40 @@ fn a_syn_flood_does_not_stop_held_connections_being_answered() {
     lab.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn clients_with_partial_checksums_are_held_too() {
+    if !privileged("clients_with_partial_checksums_are_held_too") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tp-slc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("control.sock");
+    // veth's default: checksums left to "hardware" that never computes them,
+    // as from a container on this host.
+    let mut lab = Lab::new(
+        "slc",
+        &LabConfig {
+            extra_args: vec!["--control".into(), sock.display().to_string()],
+            checksum_offload: true,
+            ..Default::default()
+        },
+    );
+    let src: IpAddr = lab.v4(2).parse().unwrap();
+    let server: SocketAddr = format!("{}:22", lab.v4(1)).parse().unwrap();
+    let conns = connect_many(&lab, src, server, 5, 100);
+    for c in &conns {
+        assert_eq!(tarpit::sys::outq(c.as_raw_fd()).unwrap(), 100);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let c = counters(&sock);
+    assert!(
+        c["partial_checksums"].as_u64().unwrap_or(0) >= 5,
+        "the handshake ACKs came with partial checksums: {c}"
+    );
+    assert_eq!(c["rejected"].get("bad_checksum"), None, "{c}");
+    assert!(c["flows"].as_u64().unwrap_or(0) >= 5, "{c}");
+    drop(conns);
+    lab.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -34,6 +34,9 @@ pub struct LabConfig {
     /// Install the firewall module's stateless rules (false: the test installs
     /// its own, e.g. through the firewall module).
     pub rules: bool,
+    /// Leave the attacker veth's checksum offload on: its TCP segments then
+    /// carry partial checksums, as from a local container.
+    pub checksum_offload: bool,
 }
 
 impl Default for LabConfig {
@@ -44,6 +47,7 @@ impl Default for LabConfig {
             decoy_ports: vec![],
             extra_args: vec![],
             rules: true,
+            checksum_offload: false,
         }
     }
 }
@@ -72,9 +76,10 @@ impl Lab {
         }
         // Checksums in full on the wire, as from a real NIC: veth would
         // otherwise leave them to "hardware" that does not exist.
-        attacker.run(&format!(
-            "ip link set {ib} up && ethtool -K {ib} tx off >/dev/null"
-        ));
+        attacker.run(&format!("ip link set {ib} up"));
+        if !cfg.checksum_offload {
+            attacker.run(&format!("ethtool -K {ib} tx off >/dev/null"));
+        }
         // The rules `tarpit watch` installs with `engine = "stateless"`.
         let rules = NftConfig {
             mode: TrapMode::Stateless { group: GROUP },

@@ -84,6 +84,10 @@ pub struct Counters {
     pub overruns: u64,
     /// Malformed netlink messages.
     pub bad_messages: u64,
+    /// Segments whose TCP checksum was the pseudo-header sum alone (a local
+    /// sender's CHECKSUM_PARTIAL), taken as they are.
+    #[serde(default)]
+    pub partial_checksums: u64,
     pub key_generation: u64,
     pub flows: u64,
     pub flow_capacity: u64,
@@ -204,8 +208,11 @@ impl Core {
     /// (at least [`super::packet::MAX_REPLY`] bytes).
     pub fn handle(&mut self, pkt: &[u8], now: u32, out: &mut [u8]) -> Outcome {
         self.counters.packets += 1;
-        let outcome = match Segment::parse(pkt) {
-            Ok(seg) => self.decide(&seg, now, out),
+        let outcome = match Segment::parse_noting_partial(pkt) {
+            Ok((seg, partial)) => {
+                self.counters.partial_checksums += u64::from(partial);
+                self.decide(&seg, now, out)
+            }
             Err(r) => Outcome::Rejected(r),
         };
         match outcome {

@@ -13,7 +13,13 @@
 //!   on TCP, and parsing them is where bugs live;
 //! * fragments — a SYN or ACK never needs fragmenting; reassembly would be
 //!   per-flow state;
-//! * bad IPv4 header or TCP checksums — corrupt or forged.
+//! * bad IPv4 header or TCP checksums — corrupt. One wrong TCP checksum is
+//!   let through: the pseudo-header sum alone, which is what a local
+//!   container's kernel leaves for the "hardware" of its veth to complete
+//!   (CHECKSUM_PARTIAL; nfnetlink_log does not say whether the kernel
+//!   verified a packet). A forger can compute a right checksum as easily, so
+//!   this gives nothing away: ACKs are answered only with a valid cookie
+//!   either way. [`Segment::parse_noting_partial`] tells which it was.
 //!
 //! nfnetlink_log copies at most the rule's `snaplen` bytes. When the copy is
 //! shorter than the packet, the TCP checksum cannot be recomputed; such
@@ -79,6 +85,12 @@ impl<'a> Segment<'a> {
     /// Checks an IP packet (starting at the IP header) once and returns the
     /// TCP segment in it.
     pub fn parse(buf: &'a [u8]) -> Result<Segment<'a>, Reject> {
+        Self::parse_noting_partial(buf).map(|(s, _)| s)
+    }
+
+    /// [`parse`](Self::parse), also saying whether the TCP checksum was a
+    /// partial one (see the module documentation).
+    pub fn parse_noting_partial(buf: &'a [u8]) -> Result<(Segment<'a>, bool), Reject> {
         let Some(&first) = buf.first() else {
             return Err(Reject::Truncated);
         };
@@ -116,15 +128,22 @@ impl<'a> Segment<'a> {
             return Err(Reject::Malformed);
         }
         let complete = l4.len() == claimed_l4_len;
+        let mut partial = false;
         if complete && !t.verify_checksum(src, dst) {
-            return Err(Reject::BadChecksum);
+            if !t.has_partial_checksum(src, dst) {
+                return Err(Reject::BadChecksum);
+            }
+            partial = true;
         }
-        Ok(Segment {
-            src,
-            dst,
-            tcp: tcp::Repr::parse(&t),
-            payload_len: claimed_l4_len - t.header_len(),
-        })
+        Ok((
+            Segment {
+                src,
+                dst,
+                tcp: tcp::Repr::parse(&t),
+                payload_len: claimed_l4_len - t.header_len(),
+            },
+            partial,
+        ))
     }
 
     /// Addresses and ports as sent.
@@ -311,6 +330,37 @@ mod tests {
         let mut odd = Segment::reply(&tuple4(), 1, 2, ACK, None);
         odd.payload_len = 1;
         assert_eq!(odd.emit(&mut out), None);
+    }
+
+    #[test]
+    fn partial_checksums_from_local_senders_pass_and_are_noted() {
+        for (src, dst) in [("10.77.0.2", "10.77.0.1"), ("fd77::2", "fd77::1")] {
+            let (src, dst): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+            let t = Tuple {
+                src,
+                dst,
+                src_port: 40000,
+                dst_port: 22,
+            };
+            let mut out = [0u8; MAX_REPLY];
+            let n = Segment::reply(&t, 7, 9, tcp::SYN, Some(1460))
+                .emit(&mut out)
+                .unwrap();
+            let ip = if src.is_ipv4() { 20 } else { 40 };
+            let l4 = n - ip;
+            // What a CHECKSUM_PARTIAL sender leaves: the pseudo-header sum.
+            let partial = !checksum::compute(checksum::pseudo_header(src, dst, 6, l4), &[]);
+            out[ip + 16..ip + 18].copy_from_slice(&partial.to_be_bytes());
+            let (s, was_partial) = Segment::parse_noting_partial(&out[..n]).expect("accepted");
+            assert!(was_partial);
+            assert_eq!(s.tcp.seq_number, 7);
+            // Anything else wrong is still refused.
+            out[ip + 17] ^= 1;
+            assert_eq!(
+                Segment::parse_noting_partial(&out[..n]).err(),
+                Some(Reject::BadChecksum)
+            );
+        }
     }
 
     #[test]

@@ -147,6 +147,16 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let b = self.buffer.as_ref();
         checksum::compute(checksum::pseudo_header(src, dst, PROTO_TCP, b.len()), b) == 0
     }
+
+    /// The checksum field holds only the pseudo-header sum (folded, not
+    /// inverted): what Linux leaves there for a CHECKSUM_PARTIAL segment,
+    /// completed by the NIC on the way out — or never, when the sender is
+    /// a local container whose veth "offloads" it.
+    pub fn has_partial_checksum(&self, src: IpAddr, dst: IpAddr) -> bool {
+        let len = self.buffer.as_ref().len();
+        self.checksum()
+            == !checksum::compute(checksum::pseudo_header(src, dst, PROTO_TCP, len), &[])
+    }
 }
 
 impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
