@@ -438,13 +438,11 @@ pub fn error_detail(body: &[u8]) -> String {
         .ok()
         .and_then(|v| v["errors"][0]["detail"].as_str().map(str::to_string));
     let s = d.unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
-    let mut out: String = s
-        .chars()
-        .take(200)
-        .collect::<String>()
-        .escape_debug()
-        .collect();
-    if s.chars().count() > 200 {
+    // Escaped first, then cut: escapes (`\0`, `\u{1b}`) are longer than
+    // what they stand for (found by the report_answer fuzz target).
+    let esc: String = s.escape_debug().collect();
+    let mut out: String = esc.chars().take(200).collect();
+    if esc.chars().count() > 200 {
         out.push('…');
     }
     out
@@ -749,6 +747,13 @@ mod tests {
             outcome(Protocol::Webhook, &http(404, None, ""), 0, Some(2), now),
             Outcome::Rejected(_)
         ));
+    }
+
+    #[test]
+    fn error_details_stay_short_once_escaped() {
+        let d = error_detail(&[0u8; 300]);
+        assert!(d.chars().count() <= 201, "{d}");
+        assert!(d.starts_with("\\0\\0") && d.ends_with('…'), "{d}");
     }
 
     #[test]
