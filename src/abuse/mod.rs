@@ -153,9 +153,15 @@ impl ServeReports {
             port: Some(r.original_dst.port()),
             engaged_secs: Some(r.engaged_secs),
             held_secs: Some(r.held_secs),
-            // Hook for issue 10 §4: a classified client in the record
-            // goes here first; the SSH banner is the fallback.
-            client: policy::client_from_head(&r.head),
+            // What the peer named itself (classified: the SSH
+            // softwareversion, the HTTP User-Agent), else an SSH banner
+            // in the head.
+            client: r
+                .client
+                .software
+                .as_deref()
+                .and_then(policy::clean_client)
+                .or_else(|| policy::client_from_head(&r.head)),
         })
     }
 }
