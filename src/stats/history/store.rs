@@ -98,6 +98,17 @@ fn count(v: i64) -> u64 {
     v.max(0) as u64
 }
 
+/// A `Group` keyed by `key` from the row's `count(*), sum(engaged), sum(held_secs)`
+/// columns, which start at column `first` (the shape every grouped query selects).
+fn group<K>(r: &rusqlite::Row<'_>, key: K, first: usize) -> rusqlite::Result<Group<K>> {
+    Ok(Group {
+        key,
+        connections: count(r.get(first)?),
+        engaged_secs: r.get(first + 1)?,
+        held_secs: r.get(first + 2)?,
+    })
+}
+
 /// Every row's `held_secs`, ascending.
 pub fn holds(c: &Connection, w: &Window) -> rusqlite::Result<Vec<f64>> {
     let mut st = c.prepare(&format!(
@@ -149,14 +160,7 @@ pub fn top_hosts(c: &Connection, w: &Window, limit: usize) -> rusqlite::Result<V
         "SELECT peer_ip, count(*), sum({e}), sum(held_secs) FROM connections WHERE {IN_WINDOW}
          GROUP BY peer_ip ORDER BY sum({e}) DESC, sum(held_secs) DESC, peer_ip LIMIT {limit}"
     ))?;
-    let rows = st.query_map(w.params(), |r| {
-        Ok(Group {
-            key: r.get(0)?,
-            connections: count(r.get(1)?),
-            engaged_secs: r.get(2)?,
-            held_secs: r.get(3)?,
-        })
-    })?;
+    let rows = st.query_map(w.params(), |r| group(r, r.get(0)?, 1))?;
     rows.collect()
 }
 
@@ -242,12 +246,7 @@ pub fn top_ports(c: &Connection, w: &Window, limit: usize) -> rusqlite::Result<V
         e = w.engaged
     ))?;
     let rows = st.query_map(w.params(), |r| {
-        Ok(Group {
-            key: r.get::<_, i64>(0)?.clamp(0, 65535) as u16,
-            connections: count(r.get(1)?),
-            engaged_secs: r.get(2)?,
-            held_secs: r.get(3)?,
-        })
+        group(r, r.get::<_, i64>(0)?.clamp(0, 65535) as u16, 1)
     })?;
     rows.collect()
 }
@@ -261,14 +260,7 @@ pub fn by_protocol(c: &Connection, w: &Window) -> rusqlite::Result<Vec<Group<Str
         p = w.protocol,
         e = w.engaged
     ))?;
-    let rows = st.query_map(w.params(), |r| {
-        Ok(Group {
-            key: r.get(0)?,
-            connections: count(r.get(1)?),
-            engaged_secs: r.get(2)?,
-            held_secs: r.get(3)?,
-        })
-    })?;
+    let rows = st.query_map(w.params(), |r| group(r, r.get(0)?, 1))?;
     rows.collect()
 }
 
@@ -293,16 +285,7 @@ pub fn top_clients(
         e = w.engaged
     ))?;
     let rows = st.query_map(w.params(), |r| {
-        Ok((
-            Group {
-                key: r.get(0)?,
-                connections: count(r.get(2)?),
-                engaged_secs: r.get(3)?,
-                held_secs: r.get(4)?,
-            },
-            r.get(1)?,
-            count(r.get(5)?),
-        ))
+        Ok((group(r, r.get(0)?, 2)?, r.get(1)?, count(r.get(5)?)))
     })?;
     rows.collect()
 }
@@ -314,14 +297,7 @@ pub fn end_reasons(c: &Connection, w: &Window) -> rusqlite::Result<Vec<Group<Str
          GROUP BY end_reason ORDER BY count(*) DESC, end_reason",
         e = w.engaged
     ))?;
-    let rows = st.query_map(w.params(), |r| {
-        Ok(Group {
-            key: r.get(0)?,
-            connections: count(r.get(1)?),
-            engaged_secs: r.get(2)?,
-            held_secs: r.get(3)?,
-        })
-    })?;
+    let rows = st.query_map(w.params(), |r| group(r, r.get(0)?, 1))?;
     rows.collect()
 }
 
