@@ -19,13 +19,20 @@
 //!
 //! Knobs: `EFFICACY_CAP` (seconds, default 240), `EFFICACY_GRACE` (at most
 //! this many seconds after the clients for the tarpit's figures to be final,
-//! default 380 − cap, at least 60; it ends as soon as they are), `EFFICACY_TOOLS` / `EFFICACY_TARGETS` (comma-separated names to
-//! run only some), `EFFICACY_PYENV` (the venv with PyPI paramiko, asyncssh
-//! and requests; default `target/efficacy-venv`, made by
-//! `benches/efficacy-tools.sh`), `EFFICACY_SERVE_ARGS` (replaces the serve
-//! flags below), `EFFICACY_KEEP` (keep the scratch directory: each client's
-//! output and each tarpit's records). A missing tool is skipped with a message saying how to
-//! install it.
+//! default 380 − cap, at least 60; it ends as soon as they are),
+//! `EFFICACY_TOOLS` / `EFFICACY_TARGETS` (comma-separated names as the
+//! tables print them, case-insensitive, e.g.
+//! `EFFICACY_TOOLS='ssh,nmap -sV' EFFICACY_TARGETS=DROP,silent,syn60`: run
+//! only those; an unknown name stops the bench and lists the known ones),
+//! `EFFICACY_PYENV` (the venv with PyPI paramiko, asyncssh and requests;
+//! default `target/efficacy-venv`, made by `benches/efficacy-tools.sh`),
+//! `EFFICACY_SERVE_ARGS` (replaces the serve flags below; the record-limit
+//! flags are added unless it names them), `EFFICACY_KEEP` (keep the scratch
+//! directory: each client's output and each tarpit's records). A missing
+//! tool is skipped with a message saying how to install it.
+//!
+//! Verdicts: two stuck times are the same within 2 s or 2 % (whichever is
+//! larger; see `support::efficacy::verdict` for the measured spread).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -86,6 +93,12 @@ const SERVE_ARGS: &[&str] = &[
     "--keepalive-max",
     "20s",
 ];
+
+/// Added to every tarpit target's flags (unless `EFFICACY_SERVE_ARGS`
+/// names them): no record-line rate limit, so every connection has its own
+/// record (the default limits summarise a host's records past a burst of
+/// 100, and nmap or ncrack under a policy open dozens to hundreds).
+const RECORD_ARGS: &[&str] = &["--records-per-sec", "0", "--records-per-host", "0"];
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -345,13 +358,29 @@ fn env_secs(name: &str, default: f64) -> f64 {
         .unwrap_or(default)
 }
 
-fn env_list(name: &str) -> Option<Vec<String>> {
-    std::env::var(name).ok().map(|v| {
-        v.split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    })
+/// The comma-separated names in `var` (`None` when unset or empty); exits
+/// naming the known ones when one of them is not among `known`
+/// (case-insensitive), so a typo never silently runs less.
+fn env_names<'a>(var: &str, known: impl Iterator<Item = &'a str> + Clone) -> Option<Vec<String>> {
+    let v = std::env::var(var).ok()?;
+    let names: Vec<String> = v
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    for n in &names {
+        if !known.clone().any(|k| k.eq_ignore_ascii_case(n)) {
+            eprintln!(
+                "efficacy: {var}: unknown name {n:?}; known: {}",
+                known.clone().collect::<Vec<_>>().join(", ")
+            );
+            std::process::exit(2);
+        }
+    }
+    Some(names)
 }
 
 fn main() {
@@ -374,12 +403,17 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/efficacy-venv"));
     let venv_py = pyenv.join("bin/python3");
-    let serve_args: Vec<String> = match std::env::var("EFFICACY_SERVE_ARGS") {
+    let mut serve_args: Vec<String> = match std::env::var("EFFICACY_SERVE_ARGS") {
         Ok(s) => s.split_whitespace().map(String::from).collect(),
         Err(_) => SERVE_ARGS.iter().map(|s| s.to_string()).collect(),
     };
-    let want_tools = env_list("EFFICACY_TOOLS");
-    let want_targets = env_list("EFFICACY_TARGETS");
+    for pair in RECORD_ARGS.chunks(2) {
+        if !serve_args.iter().any(|a| a == pair[0]) {
+            serve_args.extend(pair.iter().map(|s| s.to_string()));
+        }
+    }
+    let want_tools = env_names("EFFICACY_TOOLS", TOOLS.iter().map(|t| t.name));
+    let want_targets = env_names("EFFICACY_TARGETS", TARGETS.iter().map(|t| t.0));
     remove_stale_namespaces();
 
     // Which tools can run here (the python check also compiles the modules
@@ -387,7 +421,7 @@ fn main() {
     let mut tools: Vec<(usize, &Tool, String)> = vec![];
     for (i, t) in TOOLS.iter().enumerate() {
         if let Some(w) = &want_tools {
-            if !w.iter().any(|n| n == t.name) {
+            if !w.iter().any(|n| n.eq_ignore_ascii_case(t.name)) {
                 continue;
             }
         }
@@ -417,7 +451,7 @@ fn main() {
         .filter(|(_, (n, k))| {
             let wanted = want_targets
                 .as_ref()
-                .is_none_or(|w| w.iter().any(|x| x == n));
+                .is_none_or(|w| w.iter().any(|x| x.eq_ignore_ascii_case(n)));
             let endlessh_ok = !matches!(k, Kind::Endlessh) || which("endlessh");
             if wanted && !endlessh_ok {
                 println!("SKIP target endlessh: endlessh not found (apt-get install endlessh)");
@@ -853,7 +887,7 @@ fn report(
         .collect();
     let _ = writeln!(
         s,
-        "\nbest policy vs best of {} (stuck seconds; same = within 0.5 s), and engaged vs stuck - pre on every tarpit target",
+        "\nbest policy vs best of {} (stuck seconds; same = within 2 s or 2 %), and engaged vs stuck - pre on every tarpit target",
         PEERS.join("/")
     );
     let mut rows = vec![[
@@ -873,7 +907,7 @@ fn report(
         let bq = fig::best(peers.iter().map(|&k| (name(k), stuck(ti, k))));
         let cell = |b: Option<(&str, f64)>| b.map_or("-".into(), |(n, v)| format!("{n} {v:.1}"));
         let verdict = match (bp, bq) {
-            (Some((_, a)), Some((_, b))) => fig::compare(a, b, 0.5).label().to_string(),
+            (Some((_, a)), Some((_, b))) => fig::verdict(a, b).label().to_string(),
             _ => "-".into(),
         };
         let mut bad = vec![];
@@ -894,7 +928,7 @@ fn report(
                 _ => {}
             }
             if let Some(sk) = silent.filter(|&sk| sk != k) {
-                if fig::compare(stuck(ti, k), stuck(ti, sk), 0.5) == Verdict::Shorter {
+                if fig::verdict(stuck(ti, k), stuck(ti, sk)) == Verdict::Shorter {
                     shorter.push(format!(
                         "{} holds {} {:.1} s, the silent trap {:.1} s",
                         name(k),
@@ -930,7 +964,7 @@ fn report(
         for (ti, (_, t, _)) in tools.iter().enumerate() {
             let bq = fig::best(peers.iter().map(|&q| (targets[q].1, stuck(ti, q))));
             if let Some((pn, pv)) = bq {
-                if fig::compare(stuck(ti, k), pv, 0.5) == Verdict::Shorter {
+                if fig::verdict(stuck(ti, k), pv) == Verdict::Shorter {
                     worse.push(format!("{} {:.1} < {pn} {pv:.1}", t.name, stuck(ti, k)));
                 }
             }

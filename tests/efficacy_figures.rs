@@ -107,6 +107,13 @@ fn verdicts_and_best_pick_the_longest_first_of_equals() {
     assert_eq!(compare(30.0, 10.0, 0.5), Verdict::Longer);
     assert_eq!(compare(10.2, 10.0, 0.5), Verdict::Same);
     assert_eq!(compare(2.0, 134.0, 0.5), Verdict::Shorter);
+    // The bench's tolerance: 2 s, or 2 % of the longer above 100 s.
+    assert_eq!(verdict(211.3, 212.2), Verdict::Same);
+    assert_eq!(verdict(36.8, 34.7), Verdict::Longer);
+    assert_eq!(verdict(10.1, 12.0), Verdict::Same);
+    assert_eq!(verdict(21.5, 240.0), Verdict::Shorter);
+    assert_eq!(verdict(234.0, 240.0), Verdict::Shorter);
+    assert_eq!(verdict(236.0, 240.0), Verdict::Same);
     assert_eq!(best([("a", 1.0), ("b", 5.0), ("c", 5.0)]), Some(("b", 5.0)));
     assert_eq!(best(std::iter::empty()), None);
 }
