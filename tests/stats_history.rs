@@ -894,4 +894,10 @@ fn version_5_history_gets_protocols_from_heads() {
     assert_eq!(after.protocols[0].engaged_secs, 9.0);
     assert_eq!(after.protocols.len(), 5);
     assert!(after.clients.is_empty());
+    // No policy recorded before version 6: all of it the silent trap, read
+    // the same before and after the migration.
+    assert_eq!(before.policies, after.policies);
+    assert_eq!(after.policies.len(), 1);
+    assert_eq!(after.policies[0].policy, "silent");
+    assert_eq!(after.policies[0].connections, heads.len() as u64);
 }

@@ -66,6 +66,18 @@ const ROWS: &[(&str, u16, f64, EndReason, Option<f64>, u64, u64)] = &[
     ),
 ];
 
+/// The policy each row's port was held by: records name it (`Policy`'s
+/// `Display`); an empty one (rows from before policies) counts as silent.
+fn policy_of(port: u16) -> &'static str {
+    match port {
+        22 => "bait=ssh,drip=10s",
+        80 => "window=zero",
+        443 => "syn_delay=60s",
+        23 => "silent",
+        _ => "",
+    }
+}
+
 fn build_db(dir: &Path) -> PathBuf {
     let db = dir.join("history.db");
     let mut c = history::open_for_writing(&db).unwrap();
@@ -100,7 +112,7 @@ fn build_db(dir: &Path) -> PathBuf {
                 head: String::new(),
                 client: Default::default(),
                 estimated: false,
-                policy: String::new(),
+                policy: policy_of(port).into(),
             }
         })
         .collect();
@@ -254,6 +266,37 @@ fn report_figures_from_known_rows() {
         11
     );
 
+    // Per policy (hosts, engaged, of it upper bound, held): port 22's seven
+    // rows under bait (engaged 1200+900+2+3600+10+7200+15, held
+    // 1200+900+5+3600+45+7200+15); 443 under syn_delay; 23 ("silent") and
+    // 2222 (no policy recorded) together as silent; 80 under window=zero,
+    // whose row is the peer found gone (engaged 20 s, a bound). They add up
+    // to the totals.
+    let policies: Vec<(String, u64, u64, f64, f64, f64)> = r["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["policy"].as_str().unwrap().to_string(),
+                p["connections"].as_u64().unwrap(),
+                p["hosts"].as_u64().unwrap(),
+                p["engaged_secs"].as_f64().unwrap(),
+                p["engaged_upper_bound_secs"].as_f64().unwrap(),
+                p["held_secs"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        policies,
+        vec![
+            ("bait=ssh,drip=10s".into(), 7, 5, 12927.0, 0.0, 12965.0),
+            ("syn_delay=60s".into(), 1, 1, 120.0, 0.0, 120.0),
+            ("silent".into(), 2, 2, 30.5, 0.0, 30.5),
+            ("window=zero".into(), 1, 1, 20.0, 20.0, 60.0),
+        ]
+    );
+
     // The terminal report shows the same figures.
     let o = report(&db, &["--since", "7d"]);
     assert!(o.status.success());
@@ -267,6 +310,9 @@ fn report_figures_from_known_rows() {
         "(3600.0s)",
         "127.0.8.6",
         "peer_reset",
+        "Policies by attacker time wasted",
+        "bait=ssh,drip=10s",
+        "window=zero",
     ] {
         assert!(text.contains(needle), "{needle:?} missing in\n{text}");
     }
@@ -481,6 +527,36 @@ fn html_report_renders_and_matches_the_database() {
         assert_eq!(cells[2], format!("{:.2}", engaged / 3600.0), "day {day}");
         assert_eq!(cells[3], format!("{:.2}", held / 3600.0), "day {day}");
     }
+
+    let mut st = c
+        .prepare(
+            "SELECT coalesce(nullif(policy, ''), 'silent'), count(*), count(DISTINCT peer_ip),
+                    sum(engaged_secs), sum(held_secs)
+             FROM connections WHERE end_time >= ?1 GROUP BY 1",
+        )
+        .unwrap();
+    let mut n_policies = 0;
+    for row in st
+        .query_map([since], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, f64>(3)?,
+                r.get::<_, f64>(4)?,
+            ))
+        })
+        .unwrap()
+    {
+        let (policy, cnt, hosts, engaged, held) = row.unwrap();
+        let cells = row_cells(&dom, "data-policy", &policy);
+        assert_eq!(cells[1], cnt.to_string(), "policy {policy}");
+        assert_eq!(cells[2], hosts.to_string(), "policy {policy}");
+        assert_eq!(cells[3], format!("{engaged:.1}"), "policy {policy}");
+        assert_eq!(cells[5], format!("{held:.1}"), "policy {policy}");
+        n_policies += 1;
+    }
+    assert_eq!(n_policies, 4);
 
     // And it paints: a screenshot is a real, non-trivial PNG.
     let shot = dir.path().join("report.png");

@@ -154,6 +154,18 @@ pub fn protocol_expr(c: &Connection) -> rusqlite::Result<&'static str> {
     })
 }
 
+/// SQL for the policy that held a row (`engine::policy::Policy`'s
+/// `Display`) in `c`'s schema. Rows without one (written before policies
+/// existed, or a file older than version 6) were all held by the only
+/// behaviour there was then: the silent trap.
+pub fn policy_expr(c: &Connection) -> rusqlite::Result<&'static str> {
+    Ok(if has_column(c, "policy")? {
+        "coalesce(nullif(policy, ''), 'silent')"
+    } else {
+        "'silent'"
+    })
+}
+
 /// True when the file has the classifier's columns (schema 6).
 pub fn has_client(c: &Connection) -> rusqlite::Result<bool> {
     has_column(c, "software")

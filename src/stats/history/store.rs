@@ -40,6 +40,8 @@ pub struct Window {
     bound: &'static str,
     /// SQL for a row's protocol (see `schema::protocol_expr`).
     protocol: &'static str,
+    /// SQL for a row's policy (see `schema::policy_expr`).
+    policy: &'static str,
 }
 
 /// The condition every window query uses: `?1..?2` the end times, `?3..?4`
@@ -57,6 +59,7 @@ impl Window {
             engaged: super::schema::engaged_expr(c)?,
             bound: super::schema::engaged_bound_expr(c)?,
             protocol: super::schema::protocol_expr(c)?,
+            policy: super::schema::policy_expr(c)?,
         })
     }
 
@@ -261,6 +264,25 @@ pub fn by_protocol(c: &Connection, w: &Window) -> rusqlite::Result<Vec<Group<Str
         e = w.engaged
     ))?;
     let rows = st.query_map(w.params(), |r| group(r, r.get(0)?, 1))?;
+    rows.collect()
+}
+
+/// Rows per policy that held them (`silent`, `bait=ssh,drip=10s`, ...),
+/// most engaged time first, with their distinct hosts and the part of the
+/// engaged time that is an upper bound.
+pub fn by_policy(c: &Connection, w: &Window) -> rusqlite::Result<Vec<(Group<String>, u64, f64)>> {
+    let mut st = c.prepare(&format!(
+        "SELECT {p}, count(*), sum({e}), sum(held_secs), count(DISTINCT peer_ip),
+                sum(CASE WHEN {b} <> 0 THEN {e} ELSE 0.0 END)
+         FROM connections WHERE {IN_WINDOW}
+         GROUP BY 1 ORDER BY sum({e}) DESC, count(*) DESC, 1",
+        p = w.policy,
+        e = w.engaged,
+        b = w.bound
+    ))?;
+    let rows = st.query_map(w.params(), |r| {
+        Ok((group(r, r.get(0)?, 1)?, count(r.get(4)?), r.get(5)?))
+    })?;
     rows.collect()
 }
 

@@ -2,8 +2,8 @@
 
 use super::{percentile, utc_day};
 use super::{
-    AsnRow, Bucket, ClientRow, CountryRow, DayRow, HostRow, PortRow, ProtocolRow, ReasonRow,
-    Report, Totals, HIST_EDGES, TOP_N,
+    AsnRow, Bucket, ClientRow, CountryRow, DayRow, HostRow, PolicyRow, PortRow, ProtocolRow,
+    ReasonRow, Report, Totals, HIST_EDGES, TOP_N,
 };
 use crate::stats::history::store::{self, Window};
 use rusqlite::Connection;
@@ -152,6 +152,17 @@ pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Repor
             held_secs: g.held_secs,
         })
         .collect();
+    let policies = store::by_policy(c, &w)?
+        .into_iter()
+        .map(|(g, hosts, bound)| PolicyRow {
+            policy: g.key,
+            connections: g.connections,
+            hosts,
+            engaged_secs: g.engaged_secs,
+            engaged_upper_bound_secs: bound,
+            held_secs: g.held_secs,
+        })
+        .collect();
 
     Ok(Report {
         since,
@@ -167,6 +178,7 @@ pub fn compute(c: &Connection, since: f64, until: f64) -> rusqlite::Result<Repor
         time_basis: "engaged",
         protocols,
         clients,
+        policies,
     })
 }
 

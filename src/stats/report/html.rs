@@ -362,6 +362,24 @@ figure{margin:1em 0}figcaption{font-weight:600;margin-bottom:.3em}
         }
         o.push_str("</table>\n");
     }
+    if !r.policies.is_empty() {
+        o.push_str("<h2>Policies by attacker time wasted</h2>\n");
+        o.push_str(r#"<table id="policies"><tr><th>policy</th><th class="n">connections</th><th class="n">hosts</th><th class="n">engaged (s)</th><th class="n">of it upper bound (s)</th><th class="n">held (s)</th></tr>"#);
+        for p in &r.policies {
+            let _ = write!(
+                o,
+                r#"<tr data-policy="{}"><td>{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{:.1}</td><td class="n">{:.1}</td><td class="n">{:.1}</td></tr>"#,
+                esc(&p.policy),
+                esc(&p.policy),
+                p.connections,
+                p.hosts,
+                p.engaged_secs,
+                p.engaged_upper_bound_secs,
+                p.held_secs
+            );
+        }
+        o.push_str("</table>\n");
+    }
     o.push_str("<h2>End reasons</h2>\n");
     o.push_str(r#"<table id="end-reasons"><tr><th>reason</th><th class="n">connections</th></tr>"#);
     for e in &r.end_reasons {

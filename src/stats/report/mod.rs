@@ -61,6 +61,23 @@ pub struct Report {
     /// name (SSH version, HTTP User-Agent), else their TLS JA4. Escaped
     /// text, as stored.
     pub clients: Vec<ClientRow>,
+    /// Every policy that held connections (`silent`, `bait=ssh,drip=10s`,
+    /// `window=zero`, ... as records name them; see
+    /// [`crate::engine::policy`]), by engaged time: which one wastes the
+    /// most attacker time, and at what cost.
+    pub policies: Vec<PolicyRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyRow {
+    pub policy: String,
+    pub connections: u64,
+    pub hosts: u64,
+    pub engaged_secs: f64,
+    /// The part of `engaged_secs` that is an upper bound (peers found
+    /// gone; data stuck behind a zero window makes most of them so).
+    pub engaged_upper_bound_secs: f64,
+    pub held_secs: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

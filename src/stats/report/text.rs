@@ -181,6 +181,29 @@ pub fn render_text(r: &Report) -> String {
             );
         }
     }
+    if !r.policies.is_empty() {
+        let _ = writeln!(o, "\nPolicies by attacker time wasted");
+        let _ = writeln!(
+            o,
+            "  {:<44} {:>8} {:>8} {:>12} {:>12} {:>12}",
+            "POLICY", "CONNS", "HOSTS", "ENGAGED", "OF IT <=", "HELD"
+        );
+        for p in &r.policies {
+            // Ours (records name it), but read from a file: no control
+            // characters reach the terminal.
+            let name: String = p.policy.chars().filter(|c| !c.is_control()).collect();
+            let _ = writeln!(
+                o,
+                "  {:<44} {:>8} {:>8} {:>12} {:>12} {:>12}",
+                name,
+                p.connections,
+                p.hosts,
+                fmt_hold(p.engaged_secs),
+                fmt_hold(p.engaged_upper_bound_secs),
+                fmt_hold(p.held_secs)
+            );
+        }
+    }
     let _ = writeln!(o, "\nEnd reasons");
     for e in &r.end_reasons {
         let _ = writeln!(o, "  {:<16} {:>8}", e.reason, e.connections);
