@@ -186,6 +186,47 @@ fn misbehaving_control_clients_do_not_stall_trapping() {
 }
 
 #[test]
+fn live_rows_name_their_policy() {
+    let dir = TempDir::new("livepolicy");
+    let bait_port = free_port();
+    let listen = format!("127.0.0.1:{bait_port}");
+    let policy = format!("{bait_port}:bait=http,drip=10s");
+    let srv = Serve::start(
+        dir.path(),
+        &["--history", "off", "--listen", &listen, "--policy", &policy],
+    );
+    let silent = connect_from(Ipv4Addr::new(127, 0, 0, 30), srv.addr()).unwrap();
+    let bait = connect_from(
+        Ipv4Addr::new(127, 0, 0, 31),
+        ([127, 0, 0, 1], bait_port).into(),
+    )
+    .unwrap();
+    let (sp, bp) = (
+        silent.local_addr().unwrap().to_string(),
+        bait.local_addr().unwrap().to_string(),
+    );
+    let snap = poll(Duration::from_secs(10), || {
+        let s = srv.snapshot();
+        (conns(&s).len() == 2).then_some(s)
+    })
+    .expect("snapshot never showed both connections");
+    let cs = conns(&snap);
+    assert_eq!(find(&cs, &sp)["policy"], "silent");
+    assert_eq!(find(&cs, &bp)["policy"], "bait=http,drip=10s");
+    let table = String::from_utf8_lossy(&srv.stats(&[]).stdout).to_string();
+    assert!(table.lines().next().unwrap().contains("POLICY"), "{table}");
+    let row = |p: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(p))
+            .unwrap()
+            .to_string()
+    };
+    assert!(row(&sp).contains(" silent "), "{table}");
+    assert!(row(&bp).contains(" bait=http,drip=10s "), "{table}");
+}
+
+#[test]
 fn second_server_on_same_control_socket_is_refused() {
     let dir = TempDir::new("ctlinuse");
     let _a = Serve::start(dir.path(), NO_HISTORY);

@@ -211,6 +211,10 @@ pub struct LiveConn {
     /// byte count are estimates. Always false for the socket engine.
     #[serde(default)]
     pub estimated: bool,
+    /// The policy holding it, as its record will name it (see
+    /// `ConnRecord::policy`); empty from a server older than policies.
+    #[serde(default)]
+    pub policy: String,
 }
 
 /// Linux TCP state number to its `ss` name.

@@ -60,7 +60,7 @@ pub fn render_table_geo(
     sort_by_held(&mut conns);
     let mut header = vec![
         "PEER", "AIMED AT", "LISTENER", "HELD", "ENGAGED", "LEFT", "QUEUED", "RECEIVED", "CLOSE",
-        "STATE", "RTT", "PROTO", "CLIENT",
+        "STATE", "RTT", "POLICY", "PROTO", "CLIENT",
     ];
     if country.is_some() {
         header.push("CC");
@@ -84,6 +84,16 @@ pub fn render_table_geo(
                 },
                 c.state.clone(),
                 format!("{:.1}ms", f64::from(c.rtt_us) / 1000.0),
+                // Ours, but from the server's answer: no control characters.
+                match c
+                    .policy
+                    .chars()
+                    .filter(|ch| !ch.is_control())
+                    .collect::<String>()
+                {
+                    p if p.is_empty() => "-".into(),
+                    p => p,
+                },
                 c.client.protocol.to_string(),
                 // Escaped when classified (printable ASCII); cut to a column.
                 c.client
@@ -203,6 +213,7 @@ mod tests {
             state: "ESTABLISHED".into(),
             client: Default::default(),
             estimated: false,
+            policy: "silent".into(),
         }
     }
 
@@ -220,6 +231,7 @@ mod tests {
         by_reason.insert("lifetime".to_string(), 4);
         let mut ssh = conn("127.0.0.3:1001", 3700.0);
         ssh.client = crate::classify::classify(b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n");
+        ssh.policy = "bait=ssh,drip=10s".into();
         let snap = Snapshot {
             conns: vec![conn("127.0.0.2:1000", 5.0), ssh],
             totals: Totals {
@@ -239,9 +251,15 @@ mod tests {
         assert!(lines[0].starts_with("PEER"));
         assert!(lines[1].starts_with("127.0.0.3:1001"), "{t}");
         assert!(lines[1].contains("1h01m"));
-        assert!(lines[0].ends_with("PROTO   CLIENT"), "{t}");
-        assert!(lines[1].ends_with("ssh     OpenSSH_9.2p1"), "{t}");
-        assert!(lines[2].ends_with("silent  -"), "{t}");
+        assert!(
+            lines[0].ends_with("POLICY             PROTO   CLIENT"),
+            "{t}"
+        );
+        assert!(
+            lines[1].ends_with("bait=ssh,drip=10s  ssh     OpenSSH_9.2p1"),
+            "{t}"
+        );
+        assert!(lines[2].ends_with("silent             silent  -"), "{t}");
         assert!(lines[2].starts_with("127.0.0.2:1000"));
         assert!(lines[3].contains("held now 2"));
         assert!(lines[3].contains("trapped since start 6"));

@@ -614,12 +614,16 @@ impl Engine {
             head: escape_bytes(queued.get(..HEAD_BYTES).unwrap_or(queued)),
             client: classify(queued),
             estimated: false,
-            policy: self
-                .policy_names
-                .get(usize::from(h.policy))
-                .cloned()
-                .unwrap_or_default(),
+            policy: self.policy_name(h),
         }
+    }
+
+    /// The name of the policy holding `h`, for records and live rows.
+    fn policy_name(&self, h: &Held) -> String {
+        self.policy_names
+            .get(usize::from(h.policy))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The totals with the still-held connections' time: one pass over
@@ -672,6 +676,7 @@ impl Engine {
                 keepalive_idle_secs: ka.0,
                 keepalive_intvl_secs: ka.1,
                 estimated: false,
+                policy: self.policy_name(h),
             });
         }
         Snapshot {

@@ -419,12 +419,17 @@ impl Core {
             // the peer sent any.
             client: Identity::unseen(u64::from(f.bytes)),
             estimated: f.estimated,
-            policy: self
-                .policy_names
-                .get(usize::from(self.policies.index_of(f.local.port())))
-                .cloned()
-                .unwrap_or_default(),
+            policy: self.policy_name(f.local.port()),
         }
+    }
+
+    /// The name of the policy for connections to `port`, for records and
+    /// live rows.
+    fn policy_name(&self, port: u16) -> String {
+        self.policy_names
+            .get(usize::from(self.policies.index_of(port)))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Live view: the `limit` longest-held flows (longest first) and the
@@ -493,6 +498,7 @@ impl Core {
             keepalive_intvl_secs: 0,
             client: Identity::unseen(u64::from(f.bytes)),
             estimated: f.estimated,
+            policy: self.policy_name(f.local.port()),
         }
     }
 
