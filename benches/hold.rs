@@ -10,7 +10,10 @@
 //! `HOLD_MODE=bait` holds them under an ssh bait (`HOLD_DRIP`, default the
 //! policy's 10 s) and measures 20 s instead of 10: CPU-seconds per second
 //! of the drip (one small segment per connection per interval; the clients
-//! never read) and the bytes per connection with the wheel's links.
+//! never read) and the bytes per connection with the wheel's links. The
+//! clients never speak, so this bait starts at accept (`start=accept`);
+//! `HOLD_MODE=bait-wait` holds them under the default start instead (bait
+//! waiting for the peer to speak SSH, on EPOLLIN): what waiting costs.
 //!
 //! With `HOLD_SNAPSHOTS=K` the control socket is on (in a temp dir) and,
 //! once the connections are held, the bench asks K times each for the
@@ -53,10 +56,15 @@ fn main() {
     let mut extra: Vec<String> = std::env::var("HOLD_SERVE_ARGS")
         .map(|s| s.split_whitespace().map(String::from).collect())
         .unwrap_or_default();
-    let bait = std::env::var("HOLD_MODE").is_ok_and(|m| m == "bait");
+    let mode = std::env::var("HOLD_MODE").unwrap_or_default();
+    let bait = mode == "bait" || mode == "bait-wait";
+    let start = if mode == "bait" { ",start=accept" } else { "" };
     let drip = std::env::var("HOLD_DRIP").unwrap_or_else(|_| "10s".into());
     if bait {
-        extra.extend(["--policy".into(), format!("default:bait=ssh,drip={drip}")]);
+        extra.extend([
+            "--policy".into(),
+            format!("default:bait=ssh,drip={drip}{start}"),
+        ]);
     }
     let window = Duration::from_secs(if bait { 20 } else { 10 });
     let snapshots: usize = std::env::var("HOLD_SNAPSHOTS")
@@ -150,8 +158,10 @@ fn main() {
 
     let per_conn = (rss_held.saturating_sub(rss_idle)) as f64 / held.max(1) as f64;
     let cpu_pct = (cpu1 - cpu0) as f64 / 1e9 / wall * 100.0;
-    let mode = if bait {
-        format!("ssh bait, drip {drip}")
+    let mode = if mode == "bait-wait" {
+        format!("ssh bait, drip {drip}, waiting for peers that never speak")
+    } else if bait {
+        format!("ssh bait, drip {drip}, from accept")
     } else {
         "silent".into()
     };

@@ -1,7 +1,7 @@
-//! Per-port policies on real sockets: bait (ssh, http) drips one small
-//! segment per interval and nothing while the peer's window is closed;
-//! real clients whose timeout is per read stay stuck; records name the
-//! policy.
+//! Per-port policies on real sockets: bait (ssh, http) waits for the peer
+//! to speak its protocol, then drips one small segment per interval and
+//! nothing while the peer's window is closed; real clients whose timeout is
+//! per read stay stuck; records name the policy.
 
 mod support;
 
@@ -102,6 +102,76 @@ fn http_bait_is_a_status_line_then_header_lines_that_never_end() {
     assert!(!text.contains("\r\n\r\n"));
 }
 
+/// Bait waits for the peer to speak the bait's protocol. Against ssh bait a
+/// banner grabber (4 KiB of anything, then a read), a client that says
+/// nothing, an HTTP request and an unfinished `SS` get nothing at all and
+/// are held as by silence; `SS` then `H-2.0-…` gets the bait at once. Against
+/// http bait an SSH client gets nothing, a GET the status line.
+#[test]
+fn bait_waits_for_the_peer_to_speak_its_protocol() {
+    let mut ssh = Proc::serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--policy",
+        "default:bait=ssh,drip=200ms",
+    ]);
+    let mut http = Proc::serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--policy",
+        "default:bait=http,drip=200ms",
+    ]);
+    let connect = |p: &Proc, first: &[u8]| {
+        let mut c = TcpStream::connect(p.addr()).unwrap();
+        c.write_all(first).unwrap();
+        c
+    };
+    let mut muted = vec![
+        connect(&ssh, &[b'x'; 4096]),
+        connect(&ssh, b""),
+        connect(&ssh, b"GET / HTTP/1.1\r\n\r\n"),
+        connect(&ssh, b"SS"),
+        connect(&http, b"SSH-2.0-OpenSSH_9.2\r\n"),
+    ];
+    let mut late = connect(&ssh, b"SS");
+    let mut get = connect(&http, b"GET / HTTP/1.1\r\n");
+    let t0 = Instant::now();
+    let got = arrivals(&mut get, Duration::from_millis(1000));
+    assert_eq!(got[0].1, b"HTTP/1.1 200 OK\r\n", "{got:?}");
+    assert!(got[0].0 < 0.3 && got.len() >= 4, "{got:?}");
+    let quiet = arrivals(&mut late, Duration::from_millis(500));
+    assert!(quiet.is_empty(), "{quiet:?}");
+    late.write_all(b"H-2.0-OpenSSH_9.2\r\n").unwrap();
+    let bait = arrivals(&mut late, Duration::from_millis(1000));
+    // The first segment as soon as the identification is complete.
+    assert!(bait.first().is_some_and(|x| x.0 < 0.3), "{bait:?}");
+    assert!(bait.len() >= 4, "{bait:?}");
+    std::thread::sleep(Duration::from_millis(2500).saturating_sub(t0.elapsed()));
+    // 2.5 s, 12 drip intervals: not one byte for the others.
+    for c in &mut muted {
+        c.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 64];
+        match c.read(&mut b) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            r => panic!("a muted client read {r:?}"),
+        }
+    }
+    ssh.term(10.0);
+    http.term(10.0);
+    let mut r = ssh.records();
+    r.extend(http.records());
+    assert_eq!(r.len(), 7, "{r:?}");
+    for x in &r {
+        // Held until the shutdown, what they sent still unread.
+        assert_eq!(x["end"], "shutdown", "{x}");
+        assert!(x["held_secs"].as_f64().unwrap() >= 2.4, "{x}");
+    }
+    let heads: Vec<&str> = r.iter().filter_map(|x| x["head"].as_str()).collect();
+    assert!(heads.contains(&"SSH-2.0-OpenSSH_9.2\\r\\n"), "{heads:?}");
+    assert!(heads.contains(&"GET / HTTP/1.1\\r\\n"), "{heads:?}");
+    assert_eq!(heads.iter().filter(|h| h.starts_with("xxxx")).count(), 1);
+}
+
 /// python3 running `code`; returns how long it ran (killed at `cap`) and
 /// what it printed.
 fn python_for(code: &str, cap: Duration) -> (Duration, String) {
@@ -197,7 +267,8 @@ fn per_read_timeouts_keep_resetting() {
 /// While the client's window is closed (an nftables rule in the client's
 /// namespace zeroes the window it advertises), the server queues one
 /// segment and writes nothing more; once it opens, the drip goes on, one
-/// segment per interval.
+/// segment per interval. Bait starts at accept here: the client has not
+/// said a word.
 #[test]
 fn bait_writes_nothing_more_while_the_window_is_closed() {
     if !privileged("bait_writes_nothing_more_while_the_window_is_closed") {
@@ -217,7 +288,7 @@ fn bait_writes_nothing_more_while_the_window_is_closed() {
         "--listen",
         &format!("127.0.0.1:{port}"),
         "--policy",
-        "default:bait=ssh,drip=300ms",
+        "default:bait=ssh,drip=300ms,start=accept",
     ]);
     let _p = Proc::spawn(cmd);
     ns.run(&format!(
@@ -412,6 +483,7 @@ fn bait_goes_on_where_it_stopped_after_a_takeover() {
     let args = ["--control", ctl, "--policy", "default:bait=http,drip=100ms"];
     let mut old = Proc::serve(&[&["--listen", "127.0.0.1:0"][..], &args].concat());
     let mut c = TcpStream::connect(old.addr()).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\n").unwrap();
     let mut got: Vec<u8> = arrivals(&mut c, Duration::from_millis(1500))
         .into_iter()
         .flat_map(|x| x.1)
@@ -494,4 +566,61 @@ fn header_prefix(text: &str) -> bool {
         }
     }
     true
+}
+
+/// Bait's bytes waiting for an acknowledgement stop the keepalives, so a
+/// peer that vanished would be given up only after `tcp_retries2` (~15
+/// minutes). The bait's TCP_USER_TIMEOUT (keepalive idle + interval ×
+/// count: 1 + 1 × 3 = 4 s here) frees it as peer_timeout in that time; a
+/// live peer whose window is closed (it answers the zero-window probes) is
+/// still held after twice that.
+#[test]
+fn bait_frees_a_vanished_peer_at_the_user_timeout() {
+    if !privileged("bait_frees_a_vanished_peer_at_the_user_timeout") {
+        return;
+    }
+    let (_srv, cli, p) = pair(
+        "baitut",
+        66,
+        &[
+            "--listen",
+            "10.77.66.1:2222",
+            "--keepalive-min",
+            "1s",
+            "--keepalive-max",
+            "1s",
+            "--policy",
+            "default:bait=ssh,drip=300ms",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut gone, mut live) = cli.in_thread(|| {
+        let c = || TcpStream::connect(("10.77.66.1", 2222)).unwrap();
+        (c(), c())
+    });
+    for c in [&mut gone, &mut live] {
+        c.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
+        assert!(!arrivals(c, Duration::from_millis(700)).is_empty());
+    }
+    let (gp, lp) = (
+        gone.local_addr().unwrap().port(),
+        live.local_addr().unwrap().port(),
+    );
+    // `gone` vanishes (everything to it dropped); `live` answers, with its
+    // window closed.
+    cli.run(&format!(
+        "nft add table inet t && nft add chain inet t in '{{ type filter hook input priority 0; }}' && nft add rule inet t in tcp dport {gp} drop && nft add chain inet t out '{{ type filter hook output priority 0; }}' && nft add rule inet t out tcp sport {gp} drop && nft add rule inet t out tcp sport {lp} tcp window set 0"
+    ));
+    let t0 = Instant::now();
+    let r = p.wait_records(1, 15.0);
+    let freed = t0.elapsed().as_secs_f64();
+    eprintln!("vanished peer freed after {freed:.1} s: {}", r[0]);
+    assert_eq!(r[0]["end"], "peer_timeout", "{}", r[0]);
+    assert_eq!(r[0]["peer"], format!("10.77.66.2:{gp}"));
+    assert!((3.5..7.5).contains(&freed), "{freed}");
+    // The live one with its window closed: still held after more than the
+    // user timeout.
+    std::thread::sleep(Duration::from_secs(8).saturating_sub(t0.elapsed()));
+    assert_eq!(p.records().len(), 1, "{:?}", p.records());
+    drop(live);
 }

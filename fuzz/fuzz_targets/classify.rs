@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tarpit::classify::{classify, tls, Protocol, MAX_PATH, PEEK_BYTES};
+use tarpit::classify::{classify, opens, tls, Opening, Protocol, MAX_PATH, OPENING_BYTES, PEEK_BYTES};
 
 fuzz_target!(|data: &[u8]| {
     let data = data.get(..PEEK_BYTES).unwrap_or(data);
@@ -26,6 +26,16 @@ fuzz_target!(|data: &[u8]| {
     {
         assert!(t.bytes().all(|c| (0x20..0x7f).contains(&c)), "{t:?}");
         assert!(t.len() <= 4 * MAX_PATH + 8 * 4 * 32 + 8, "{}", t.len());
+    }
+    // The bait gate's prefix test needs no more than OPENING_BYTES and
+    // always decides once it has them.
+    for p in [Protocol::Ssh, Protocol::Http] {
+        let o = opens(p, data);
+        let short = data.get(..OPENING_BYTES).unwrap_or(data);
+        assert_eq!(o, opens(p, short));
+        if data.len() >= OPENING_BYTES {
+            assert_ne!(o, Opening::NotYet);
+        }
     }
     if let Some(j) = &id.ja4 {
         assert_eq!(j.len(), 36, "{j}");

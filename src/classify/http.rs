@@ -13,7 +13,7 @@
 //! client's. Headers are read until the blank line or the end of what was
 //! queued.
 
-use super::{text, Identity, Protocol, MAX_FIELD, MAX_PATH};
+use super::{prefix, text, Identity, Opening, Protocol, MAX_FIELD, MAX_PATH};
 
 /// Longest method we accept (`VERSION-CONTROL` is 15).
 const MAX_METHOD: usize = 20;
@@ -62,6 +62,33 @@ fn trim(mut v: &[u8]) -> &[u8] {
         v = rest;
     }
     v
+}
+
+/// The methods of RFC 9110 §9 and PATCH (RFC 5789), each with the space
+/// that ends it: what a request line opens with.
+const OPENINGS: [&[u8]; 9] = [
+    b"GET ",
+    b"HEAD ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+];
+
+/// Whether `b` starts an HTTP/1.x request line: one of [`OPENINGS`].
+pub fn opens(b: &[u8]) -> Opening {
+    let mut any = Opening::No;
+    for m in OPENINGS {
+        match prefix(b, m) {
+            Opening::Yes => return Opening::Yes,
+            Opening::NotYet => any = Opening::NotYet,
+            Opening::No => {}
+        }
+    }
+    any
 }
 
 /// `Some` when `b` starts with an HTTP/1.x request line.

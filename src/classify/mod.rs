@@ -166,6 +166,43 @@ pub fn classify(queued: &[u8]) -> Identity {
     }
 }
 
+/// Whether the start of a queue opens a given protocol (see [`opens`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// It does.
+    Yes,
+    /// It does not, whatever follows.
+    No,
+    /// Too few bytes to tell (none yet, or a prefix of an opening).
+    NotYet,
+}
+
+/// Bytes [`opens`] needs at most to decide (`OPTIONS ` and `CONNECT `).
+pub const OPENING_BYTES: usize = 8;
+
+/// Whether `queued` begins the way a client of `protocol` begins: SSH its
+/// identification string (`SSH-`, RFC 4253 §4.2), HTTP a request line (a
+/// method of RFC 9110 §9 and a space). A cheap prefix test on at most
+/// [`OPENING_BYTES`] — what bait waits for before it answers — where
+/// [`classify`] parses the whole queue. Other protocols never open.
+pub fn opens(protocol: Protocol, queued: &[u8]) -> Opening {
+    match protocol {
+        Protocol::Ssh => ssh::opens(queued),
+        Protocol::Http => http::opens(queued),
+        _ => Opening::No,
+    }
+}
+
+/// [`Opening`] of `queued` against one fixed opening `want`.
+fn prefix(queued: &[u8], want: &[u8]) -> Opening {
+    let n = queued.len().min(want.len());
+    match (queued.get(..n) == want.get(..n), n == want.len()) {
+        (false, _) => Opening::No,
+        (true, true) => Opening::Yes,
+        (true, false) => Opening::NotYet,
+    }
+}
+
 /// Attacker bytes as a field: at most `max` of them, escaped.
 pub fn text(b: &[u8], max: usize) -> String {
     escape_bytes(b.get(..max).unwrap_or(b))
@@ -247,6 +284,42 @@ mod tests {
         assert_eq!(classify(b"\r\n").protocol, Protocol::Other);
         assert_eq!(Identity::unseen(0).protocol, Protocol::Silent);
         assert_eq!(Identity::unseen(3).protocol, Protocol::Other);
+    }
+
+    #[test]
+    fn openings() {
+        use Opening::*;
+        for (p, b, want) in [
+            (Protocol::Ssh, &b""[..], NotYet),
+            (Protocol::Ssh, b"SS", NotYet),
+            (Protocol::Ssh, b"SSH-", Yes),
+            (Protocol::Ssh, b"SSH-2.0-OpenSSH_9.2\r\n", Yes),
+            (Protocol::Ssh, b"ssh-", No),
+            (Protocol::Ssh, b"SSX", No),
+            (Protocol::Ssh, b"GET / HTTP/1.1\r\n", No),
+            (Protocol::Http, b"", NotYet),
+            (Protocol::Http, b"G", NotYet),
+            (Protocol::Http, b"GET", NotYet),
+            (Protocol::Http, b"GET ", Yes),
+            (Protocol::Http, b"GET / HTTP/1.1\r\n", Yes),
+            (Protocol::Http, b"OPTIONS * HTTP/1.1", Yes),
+            (Protocol::Http, b"CONNECT a:443 HTTP/1.1", Yes),
+            (Protocol::Http, b"P", NotYet),
+            (Protocol::Http, b"PATCH /", Yes),
+            (Protocol::Http, b"PUT /", Yes),
+            (Protocol::Http, b"POS", NotYet),
+            (Protocol::Http, b"GETX", No),
+            (Protocol::Http, b"get /", No),
+            (Protocol::Http, b"PROPFIND /", No),
+            (Protocol::Http, b"\x16\x03\x01", No),
+            (Protocol::Http, b"SSH-2.0-x", No),
+            (Protocol::Tls, b"\x16\x03\x01", No),
+        ] {
+            assert_eq!(opens(p, b), want, "{p} {b:?}");
+        }
+        // Deciding never needs more than OPENING_BYTES.
+        let long = b"OPTIONS * HTTP/1.1\r\n";
+        assert_eq!(opens(Protocol::Http, &long[..OPENING_BYTES]), Yes);
     }
 
     #[test]

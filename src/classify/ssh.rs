@@ -10,10 +10,16 @@
 //! and a line the peer has not finished (no LF yet): its start is still an
 //! SSH client's.
 
-use super::{text, Identity, Protocol, MAX_FIELD};
+use super::{prefix, text, Identity, Opening, Protocol, MAX_FIELD};
 
 /// The longest identification line, CR LF included (RFC 4253 §4.2).
 const MAX_LINE: usize = 255;
+
+/// Whether `b` starts an identification string: `SSH-` (a server may send
+/// other lines first, a client may not).
+pub fn opens(b: &[u8]) -> Opening {
+    prefix(b, b"SSH-")
+}
 
 /// `Some` when `b` starts with an identification string.
 pub fn identify(b: &[u8]) -> Option<Identity> {

@@ -9,7 +9,7 @@
 //! not a setting silently ignored.
 
 use super::{parse_duration, ConfigError, Source};
-use crate::engine::policy::{self, Bait, Policies, Policy};
+use crate::engine::policy::{self, Bait, BaitStart, Policies, Policy};
 use crate::engine::socket::ServeOptions;
 use crate::engine::stateless::StatelessOptions;
 use serde::Deserialize;
@@ -88,6 +88,9 @@ pub struct PolicySection {
     pub bait: Option<Spanned<String>>,
     /// Interval between two bait segments.
     pub drip: Option<Spanned<String>>,
+    /// `"peer"` (the default: once the peer speaks the bait's protocol) or
+    /// `"accept"`.
+    pub bait_start: Option<Spanned<String>>,
     /// `"zero"` (or `"normal"`).
     pub window: Option<Spanned<String>>,
     pub syn_delay: Option<Spanned<String>>,
@@ -506,6 +509,7 @@ fn policies(a: &ServeOverrides, file: File) -> Result<Policies, ConfigError> {
             let p = policy_from(
                 text(&e.bait),
                 duration(&e.drip, &at(".drip"), src)?,
+                text(&e.bait_start),
                 text(&e.window),
                 duration(&e.syn_delay, &at(".syn_delay"), src)?,
             )
@@ -513,6 +517,7 @@ fn policies(a: &ServeOverrides, file: File) -> Result<Policies, ConfigError> {
                 let span = match k {
                     "bait" => e.bait.as_ref().map(Spanned::span),
                     "drip" => e.drip.as_ref().map(Spanned::span),
+                    "bait_start" => e.bait_start.as_ref().map(Spanned::span),
                     "window" => e.window.as_ref().map(Spanned::span),
                     _ => e.syn_delay.as_ref().map(Spanned::span),
                 };
@@ -545,10 +550,11 @@ fn text(x: &Option<Spanned<String>>) -> Option<&str> {
 }
 
 /// One policy from its parts; the error names the part (`bait`, `drip`,
-/// `window`, `syn_delay`).
+/// `bait_start`, `window`, `syn_delay`).
 fn policy_from(
     bait: Option<&str>,
     drip: Option<Duration>,
+    start: Option<&str>,
     window: Option<&str>,
     syn_delay: Option<Duration>,
 ) -> Result<Policy, (&'static str, String)> {
@@ -574,6 +580,14 @@ fn policy_from(
             ),
         ));
     }
+    let bait_start = match (bait, start) {
+        (_, None) => BaitStart::default(),
+        (None, Some(_)) => return Err(("bait_start", "bait_start needs a bait".into())),
+        (Some(_), Some(s)) => BaitStart::parse(s).ok_or((
+            "bait_start",
+            format!("unknown bait_start {s:?}; use \"peer\" or \"accept\""),
+        ))?,
+    };
     let window_zero = match window {
         None | Some("normal") => false,
         Some("zero") => true,
@@ -584,6 +598,20 @@ fn policy_from(
             ))
         }
     };
+    if bait.is_some() && window_zero && bait_start == BaitStart::Peer {
+        // Named where the user wrote it: the start if given, else the window.
+        return Err((
+            if start.is_some() {
+                "bait_start"
+            } else {
+                "window"
+            },
+            "window = \"zero\" keeps the peer's bytes out, so bait would wait for \
+             them for ever; set bait_start = \"accept\" (--policy: start=accept) \
+             to bait from the accept on"
+                .into(),
+        ));
+    }
     if let Some(d) = syn_delay {
         if d < Duration::from_secs(1) || d > policy::SYN_DELAY_MAX {
             return Err((
@@ -595,6 +623,7 @@ fn policy_from(
     Ok(Policy {
         bait,
         drip,
+        bait_start,
         window_zero,
         syn_delay,
     })
@@ -602,7 +631,8 @@ fn policy_from(
 
 /// Parses a `--policy` value: `PORT:SPEC` or `default:SPEC`, where SPEC is
 /// `key=value` pairs separated by commas (`22:bait=ssh,drip=10s`,
-/// `80:window=zero,syn_delay=30s`, `default:silent`).
+/// `22:bait=ssh,start=accept,window=zero`, `80:window=zero,syn_delay=30s`,
+/// `default:silent`).
 pub fn parse_policy_flag(s: &str) -> Result<(Option<u16>, Policy), String> {
     let (port, spec) = s
         .split_once(':')
@@ -616,28 +646,36 @@ pub fn parse_policy_flag(s: &str) -> Result<(Option<u16>, Policy), String> {
                 .ok_or_else(|| format!("{p:?} is not a port (1-65535) or \"default\""))?,
         ),
     };
-    let (mut bait, mut drip, mut window, mut syn_delay) = (None, None, None, None);
+    let (mut bait, mut drip, mut start, mut window, mut syn_delay) = (None, None, None, None, None);
     for kv in spec.split(',').map(str::trim).filter(|x| !x.is_empty()) {
         if kv == "silent" {
             continue;
         }
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| format!("{kv:?}: use key=value (bait, drip, window, syn_delay)"))?;
+        let (k, v) = kv.split_once('=').ok_or_else(|| {
+            format!("{kv:?}: use key=value (bait, drip, start, window, syn_delay)")
+        })?;
         match k.trim() {
             "bait" => bait = Some(v.trim().to_string()),
             "drip" => drip = Some(parse_duration(v)?),
+            "start" => start = Some(v.trim().to_string()),
             "window" => window = Some(v.trim().to_string()),
             "syn_delay" => syn_delay = Some(parse_duration(v)?),
             other => {
                 return Err(format!(
-                    "unknown policy key {other:?}; use bait, drip, window, syn_delay"
+                    "unknown policy key {other:?}; use bait, drip, start, window, syn_delay"
                 ))
             }
         }
     }
-    let p = policy_from(bait.as_deref(), drip, window.as_deref(), syn_delay)
-        .map_err(|(k, m)| format!("{k}: {m}"))?;
+    let p = policy_from(
+        bait.as_deref(),
+        drip,
+        start.as_deref(),
+        window.as_deref(),
+        syn_delay,
+    )
+    // The flag's key for the start is `start`.
+    .map_err(|(k, m)| format!("{}: {m}", if k == "bait_start" { "start" } else { k }))?;
     Ok((port, p))
 }
 
@@ -969,7 +1007,7 @@ mod tests {
 
     #[test]
     fn policies_from_the_file_and_flags() {
-        let text = "[serve.policy]\n\"22\" = { bait = \"ssh\", syn_delay = \"60s\" }\n\"80\" = { bait = \"http\", drip = \"2s\", window = \"zero\" }\ndefault = { window = \"zero\" }\n";
+        let text = "[serve.policy]\n\"22\" = { bait = \"ssh\", syn_delay = \"60s\" }\n\"80\" = { bait = \"http\", drip = \"2s\", bait_start = \"accept\", window = \"zero\" }\ndefault = { window = \"zero\" }\n";
         let s = socket_of(resolve(text, &ServeOverrides::default()).unwrap());
         let ps = &s.options.policies;
         assert!(ps.default.window_zero && ps.default.bait.is_none());
@@ -977,7 +1015,9 @@ mod tests {
         assert_eq!(ssh.bait, Some(Bait::Ssh));
         assert_eq!(ssh.drip, Bait::Ssh.default_drip());
         assert_eq!(ssh.syn_delay, Some(Duration::from_secs(60)));
+        assert_eq!(ssh.bait_start, BaitStart::Peer);
         let http = *ps.get(ps.index_of(80));
+        assert_eq!(http.bait_start, BaitStart::Accept);
         assert_eq!(
             (http.bait, http.drip),
             (Some(Bait::Http), Duration::from_secs(2))
@@ -1038,6 +1078,27 @@ mod tests {
                 2,
                 "serve.policy.default.syn_delay",
             ),
+            (
+                "[serve.policy]\n\"22\" = { bait = \"ssh\", bait_start = \"later\" }\n",
+                2,
+                "serve.policy.22.bait_start",
+            ),
+            (
+                "[serve.policy]\n\"22\" = { bait_start = \"accept\" }\n",
+                2,
+                "serve.policy.22.bait_start",
+            ),
+            // Window zero keeps out the bytes bait would wait for.
+            (
+                "[serve.policy]\n\n\"22\" = { bait = \"ssh\", window = \"zero\" }\n",
+                3,
+                "serve.policy.22.window",
+            ),
+            (
+                "[serve.policy]\n\"22\" = { bait = \"ssh\", bait_start = \"peer\", window = \"zero\" }\n",
+                2,
+                "serve.policy.22.bait_start",
+            ),
         ] {
             let e = resolve(text, &d).unwrap_err();
             assert_eq!(
@@ -1060,9 +1121,24 @@ mod tests {
             "22:drip=1s",
             "22:speed=1",
             "x:bait=ssh",
+            "22:bait=ssh,start=later",
+            "22:start=accept",
         ] {
             assert!(parse_policy_flag(bad).is_err(), "{bad}");
         }
+        let e = parse_policy_flag("22:bait=ssh,window=zero").unwrap_err();
+        assert!(e.contains("start=accept"), "{e}");
+        let e = resolve(
+            "[serve.policy]\n\"22\" = { bait = \"ssh\", window = \"zero\" }\n",
+            &d,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("bait_start = \"accept\""), "{e}");
+        let (_, p) = parse_policy_flag("22:bait=ssh,start=accept,window=zero").unwrap();
+        assert_eq!((p.bait_start, p.window_zero), (BaitStart::Accept, true));
+        assert_eq!(p.to_string(), "bait=ssh,drip=10s,start=accept,window=zero");
+        let (_, p) = parse_policy_flag("22:bait=ssh,start=peer").unwrap();
+        assert_eq!(p.bait_start, BaitStart::Peer);
         assert_eq!(
             parse_policy_flag("default:silent").unwrap(),
             (None, Policy::SILENT)

@@ -45,6 +45,14 @@ impl Bait {
         }
     }
 
+    /// The protocol whose opening (`crate::classify::opens`) starts it.
+    pub fn protocol(self) -> crate::classify::Protocol {
+        match self {
+            Bait::Ssh => crate::classify::Protocol::Ssh,
+            Bait::Http => crate::classify::Protocol::Http,
+        }
+    }
+
     /// The interval chosen from measurement (README, "Policies"): SSH 10 s
     /// is under paramiko's 15 s per read before the first line ends (it
     /// restarts its clock on every `recv` that returns bytes); HTTP 4 s is
@@ -54,6 +62,39 @@ impl Bait {
         match self {
             Bait::Ssh => Duration::from_secs(10),
             Bait::Http => Duration::from_secs(4),
+        }
+    }
+}
+
+/// When bait begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BaitStart {
+    /// Once the bytes the peer queued open the bait's protocol (SSH `SSH-`,
+    /// HTTP a request line): silent until then, and for good if they open
+    /// anything else. A banner grabber (writes anything, quits on the first
+    /// byte it reads) is then held as by silence instead of freed by our
+    /// first segment.
+    #[default]
+    Peer,
+    /// At accept, without waiting: for clients that wait for the server to
+    /// speak first (libssh), and the only start window zero allows (the
+    /// peer's bytes never arrive).
+    Accept,
+}
+
+impl BaitStart {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BaitStart::Peer => "peer",
+            BaitStart::Accept => "accept",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BaitStart> {
+        match s {
+            "peer" => Some(BaitStart::Peer),
+            "accept" => Some(BaitStart::Accept),
+            _ => None,
         }
     }
 }
@@ -71,6 +112,8 @@ pub struct Policy {
     pub bait: Option<Bait>,
     /// Interval between two bait segments of one connection.
     pub drip: Duration,
+    /// When bait begins (ignored without bait).
+    pub bait_start: BaitStart,
     /// Advertise a zero window from the SYN/ACK on.
     pub window_zero: bool,
     /// Complete the handshake only on a SYN at least this long after the
@@ -83,6 +126,7 @@ impl Policy {
     pub const SILENT: Policy = Policy {
         bait: None,
         drip: Duration::ZERO,
+        bait_start: BaitStart::Peer,
         window_zero: false,
         syn_delay: None,
     };
@@ -93,8 +137,8 @@ impl Policy {
 }
 
 impl fmt::Display for Policy {
-    /// `silent`, or e.g. `bait=ssh,drip=10s,window=zero,syn_delay=60s`: the
-    /// `policy` field of records.
+    /// `silent`, or e.g. `bait=ssh,drip=10s,start=accept,window=zero,syn_delay=60s`:
+    /// the `policy` field of records (`start` only when it is `accept`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_silent() {
             return f.write_str("silent");
@@ -103,6 +147,9 @@ impl fmt::Display for Policy {
         if let Some(b) = self.bait {
             parts.push(format!("bait={}", b.as_str()));
             parts.push(format!("drip={}", human(self.drip)));
+            if self.bait_start == BaitStart::Accept {
+                parts.push("start=accept".to_string());
+            }
         }
         if self.window_zero {
             parts.push("window=zero".to_string());
@@ -201,11 +248,20 @@ mod tests {
         let p = Policy {
             bait: Some(Bait::Http),
             drip: Duration::from_millis(1500),
+            bait_start: BaitStart::Accept,
             window_zero: true,
             syn_delay: Some(Duration::from_secs(60)),
         };
         assert_eq!(
             p.to_string(),
+            "bait=http,drip=1500ms,start=accept,window=zero,syn_delay=60s"
+        );
+        let peer = Policy {
+            bait_start: BaitStart::Peer,
+            ..p
+        };
+        assert_eq!(
+            peer.to_string(),
             "bait=http,drip=1500ms,window=zero,syn_delay=60s"
         );
     }

@@ -20,6 +20,7 @@ pub mod ev {
     pub const RDHUP: u32 = EventFlags::RDHUP.bits();
     pub const HUP: u32 = EventFlags::HUP.bits();
     pub const ERR: u32 = EventFlags::ERR.bits();
+    pub const IN: u32 = EventFlags::IN.bits();
 }
 
 /// EPOLLERR and EPOLLHUP are always reported; these are the bits we ask for.
@@ -51,7 +52,18 @@ impl Epoll {
         Ok(())
     }
 
-    /// Changes the token of an already watched `fd`.
+    /// Watches `fd` as [`Epoll::add`] does, and for bytes arriving too
+    /// (EPOLLIN, edge-triggered: one event per arriving segment; bytes
+    /// queued already are reported at once). For a bait connection waiting
+    /// for its peer to speak; [`Epoll::modify`] ends the reading interest.
+    pub fn add_reading(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let flags = INTEREST.union(EventFlags::IN);
+        epoll::add(&self.fd, borrow(fd), EventData::new_u64(token), flags)?;
+        Ok(())
+    }
+
+    /// Changes the token of an already watched `fd` (and watches it for the
+    /// peer closing or failing only, no longer for bytes arriving).
     pub fn modify(&self, fd: RawFd, token: u64) -> io::Result<()> {
         epoll::modify(&self.fd, borrow(fd), EventData::new_u64(token), INTEREST)?;
         Ok(())

@@ -31,5 +31,5 @@ pub use netns::{enter_netns, exec_in_netns};
 pub use process::{drop_privileges, mem_total_bytes, raise_nofile_limit, rss_bytes, with_umask};
 pub use tcp::{
     inq, keepalive_times, original_dst, outq, peek, send_nonblocking, set_bind_address_no_port,
-    set_keepalive_idle, take_error, tcp_info, TcpInfo,
+    set_keepalive_idle, set_user_timeout, take_error, tcp_info, TcpInfo,
 };

@@ -30,10 +30,14 @@ pub struct TcpInfo {
     /// Milliseconds since we last sent data (`tcpi_last_data_sent`; since the
     /// handshake when we never did).
     pub last_data_sent_ms: u32,
+    /// The peer's receive window as it last advertised it, bytes
+    /// (`tcpi_snd_wnd`, Linux 5.4); `None` from an older kernel.
+    pub snd_wnd: Option<u32>,
 }
 
 /// Linux `struct tcp_info` layout up to the fields we read (stable ABI,
-/// append-only since 2.6; `bytes_received` and `segs_in` arrived in 4.1/4.2).
+/// append-only since 2.6; `bytes_received` and `segs_in` arrived in 4.1/4.2,
+/// `snd_wnd` in 5.4).
 #[repr(C)]
 #[derive(Default)]
 struct RawTcpInfo {
@@ -75,6 +79,22 @@ struct RawTcpInfo {
     bytes_received: u64,
     segs_out: u32,
     segs_in: u32,
+    notsent_bytes: u32,
+    min_rtt: u32,
+    data_segs_in: u32,
+    data_segs_out: u32,
+    delivery_rate: u64,
+    busy_time: u64,
+    rwnd_limited: u64,
+    sndbuf_limited: u64,
+    delivered: u32,
+    delivered_ce: u32,
+    bytes_sent: u64,
+    bytes_retrans: u64,
+    dsack_dups: u32,
+    reord_seen: u32,
+    rcv_ooopack: u32,
+    snd_wnd: u32,
 }
 
 /// Reads `TCP_INFO` without touching the data stream.
@@ -95,7 +115,9 @@ pub fn tcp_info(fd: RawFd) -> io::Result<TcpInfo> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    let full = len as usize >= size_of::<RawTcpInfo>();
+    let len = len as usize;
+    let full = len >= std::mem::offset_of!(RawTcpInfo, notsent_bytes);
+    let has_wnd = len >= size_of::<RawTcpInfo>();
     Ok(TcpInfo {
         state: raw.state,
         rtt_us: raw.rtt,
@@ -105,6 +127,7 @@ pub fn tcp_info(fd: RawFd) -> io::Result<TcpInfo> {
         last_ack_recv_ms: raw.last_ack_recv,
         probes: raw.probes,
         last_data_sent_ms: raw.last_data_sent,
+        snd_wnd: has_wnd.then_some(raw.snd_wnd),
     })
 }
 
@@ -256,6 +279,29 @@ pub fn set_keepalive_idle(fd: RawFd, secs: u32) -> io::Result<()> {
             libc::TCP_KEEPIDLE,
             (&v as *const libc::c_int).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets TCP_USER_TIMEOUT (milliseconds, 0 = the kernel's default): how long
+/// data we sent may stay unacknowledged before the kernel gives the
+/// connection up (ETIMEDOUT), in place of `tcp_retries2` (~15 minutes).
+/// With keepalives on it also bounds how long their probes may go
+/// unanswered.
+pub fn set_user_timeout(fd: RawFd, ms: u32) -> io::Result<()> {
+    let v: libc::c_uint = ms;
+    // SAFETY: `v` is a readable unsigned int of the length passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            (&v as *const libc::c_uint).cast(),
+            size_of::<libc::c_uint>() as libc::socklen_t,
         )
     };
     if rc != 0 {

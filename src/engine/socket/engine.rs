@@ -16,11 +16,20 @@
 //! `table`) and writes each one small segment — only when everything it was
 //! sent before has been acknowledged (`SIOCOUTQ` is 0), so a peer whose
 //! window is closed is sent nothing more.
+//!
+//! Bait waits for the peer (the default `bait_start`): the connection is
+//! registered for EPOLLIN too, each arriving segment wakes us once and we
+//! peek (never read) its first [`OPENING_BYTES`]; once they open the bait's
+//! protocol the reading interest is dropped and the drip begins, once they
+//! open anything else it is dropped and the connection stays silent. A peer
+//! that sends nothing costs nothing, where looking on the drip wheel would
+//! cost one peek per connection per look.
 
 use super::bait;
-use super::table::{Held, Table};
+use super::table::{Held, Table, F_BAIT_OFF, F_BAIT_ON, F_UT_OFF};
 use super::{handover, Command, ServeOptions};
-use crate::classify::{classify, Identity, PEEK_BYTES};
+use crate::classify::{classify, opens, Identity, Opening, OPENING_BYTES, PEEK_BYTES};
+use crate::engine::policy::BaitStart;
 use crate::engine::record::{
     engaged, escape_bytes, tcp_state_name, ConnRecord, EndFacts, EndReason, LiveConn,
 };
@@ -298,9 +307,16 @@ impl Engine {
                 h.mark_fin(start.saturating_add((fin * 10.0) as u32));
             }
             // The policy follows this process's configuration; bait goes on
-            // where the old process stopped.
+            // where the old process stopped. Whether it had begun need not
+            // travel: a bait that sent bytes had begun, and one that had not
+            // is decided again from the same unread queue.
             h.policy = self.opts.policies.index_of(f.original_dst.port());
             (h.drip_line, h.drip_off) = f.bait_pos;
+            let p = *self.opts.policies.get(h.policy);
+            let waits = p.bait.is_some() && p.bait_start == BaitStart::Peer && f.bait_pos == (0, 0);
+            if p.bait.is_some() && !waits {
+                h.flags |= F_BAIT_ON;
+            }
             while self.table.len() >= self.max_conns {
                 match self.table.oldest() {
                     Some(old) => self.release(old, EndReason::EvictedGlobal),
@@ -309,10 +325,11 @@ impl Engine {
             }
             let slot = self.table.insert(h);
             self.next_due = self.next_due.min(h.deadline);
-            if let Err(e) = self.epoll.get_ref().add(fd, u64::from(slot)) {
+            if let Err(e) = self.watch(fd, slot, waits) {
                 tracing::warn!(error = %e, peer = %f.peer, "cannot watch inherited connection");
             }
-            if self.opts.policies.get(h.policy).bait.is_some() {
+            if h.flags & F_BAIT_ON != 0 {
+                self.bait_begins(fd, p.drip);
                 self.table.drip_at(slot, now.saturating_add(1));
             }
             // Held here from now on; it ends here too (the gauge counts it).
@@ -444,17 +461,24 @@ impl Engine {
             now.saturating_add(life_ticks),
         );
         h.policy = self.opts.policies.index_of(orig.port());
+        let p = *self.opts.policies.get(h.policy);
+        let waits = p.bait.is_some() && p.bait_start == BaitStart::Peer;
+        if p.bait.is_some() && !waits {
+            h.flags |= F_BAIT_ON;
+        }
         let slot = self.table.insert(h);
         self.next_due = self.next_due.min(h.deadline);
-        if let Err(e) = self.epoll.get_ref().add(fd, u64::from(slot)) {
+        if let Err(e) = self.watch(fd, slot, waits) {
             tracing::warn!(error = %e, %peer, "cannot watch connection; dropping it");
             if let Some(h) = self.table.remove(slot) {
                 sys::close(h.fd);
             }
             return;
         }
-        if self.opts.policies.get(h.policy).bait.is_some() {
-            // The first segment goes out on the next tick.
+        if h.flags & F_BAIT_ON != 0 {
+            // Bait from the accept on: the first segment goes out on the
+            // next tick.
+            self.bait_begins(fd, p.drip);
             self.table.drip_at(slot, now.saturating_add(1));
         }
         self.totals.trapped += 1;
@@ -463,6 +487,59 @@ impl Engine {
             o.trapped(label);
         }
         tracing::debug!(%peer, %orig, listener = %label, lifetime_secs = life.as_secs(), "trapped");
+    }
+
+    /// Registers a held socket with the epoll set; `reading` also for the
+    /// bytes arriving (a bait waiting for its peer, see [`Engine::gate`]).
+    fn watch(&self, fd: i32, slot: u32, reading: bool) -> io::Result<()> {
+        let ep = self.epoll.get_ref();
+        if reading {
+            ep.add_reading(fd, u64::from(slot))
+        } else {
+            ep.add(fd, u64::from(slot))
+        }
+    }
+
+    /// Bytes arrived on a bait connection waiting for its peer: peek (never
+    /// read) their start. If they open the bait's protocol the bait begins,
+    /// its first segment at once; if they open anything else it never does.
+    /// Either way the connection is no longer watched for bytes; too few to
+    /// tell (a part of `SSH-`), it waits for the next segment.
+    fn gate(&mut self, slot: u32, now: u32) {
+        let Some(h) = self.table.get_mut(slot) else {
+            return;
+        };
+        let Some(b) = self.opts.policies.get(h.policy).bait else {
+            return;
+        };
+        if h.flags & (F_BAIT_ON | F_BAIT_OFF) != 0 {
+            return;
+        }
+        let mut head = [0u8; OPENING_BYTES];
+        let n = sys::peek(h.fd, &mut head).unwrap_or(0);
+        let on = match opens(b.protocol(), head.get(..n).unwrap_or_default()) {
+            Opening::NotYet => return,
+            Opening::Yes => true,
+            Opening::No => false,
+        };
+        h.flags |= if on { F_BAIT_ON } else { F_BAIT_OFF };
+        let (fd, policy) = (h.fd, h.policy);
+        if let Err(e) = self.epoll.get_ref().modify(fd, u64::from(slot)) {
+            tracing::debug!(error = %e, "cannot stop watching a bait connection's bytes");
+        }
+        if on {
+            self.bait_begins(fd, self.opts.policies.get(policy).drip);
+            self.drip(slot, now);
+        }
+    }
+
+    /// A bait connection is about to send its first byte: see
+    /// [`user_timeout`].
+    fn bait_begins(&self, fd: i32, drip: Duration) {
+        let ms = user_timeout(fd, drip, self.opts.keepalive_count);
+        if let Err(e) = sys::set_user_timeout(fd, ms) {
+            tracing::debug!(error = %e, "cannot set the bait's user timeout");
+        }
     }
 
     /// Writes a bait connection's next segment, unless what it was sent
@@ -478,8 +555,18 @@ impl Engine {
         let Some(b) = p.bait else {
             return;
         };
+        if h.flags & F_BAIT_ON == 0 {
+            return;
+        }
         let next = now.saturating_add(ticks(p.drip).max(1));
         if sys::outq(h.fd).unwrap_or(1) == 0 {
+            if h.flags & F_UT_OFF != 0 {
+                // The window opened and our segment was acknowledged.
+                let ms = user_timeout(h.fd, p.drip, self.opts.keepalive_count);
+                if sys::set_user_timeout(h.fd, ms).is_ok() {
+                    h.flags &= !F_UT_OFF;
+                }
+            }
             let seed = bait::seed(&h.peer_ip, h.peer_port);
             let pos = bait::Pos {
                 line: h.drip_line,
@@ -495,13 +582,30 @@ impl Engine {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => return,
             }
+        } else if h.flags & F_UT_OFF == 0 && sys::tcp_info(h.fd).is_ok_and(|i| i.snd_wnd == Some(0))
+        {
+            // Unacknowledged because the peer's window is closed: it is
+            // alive (it advertised the zero window and answers our
+            // zero-window probes), yet Linux (since 5.11) would give it up
+            // at the user timeout, as it aborts zero-window probing that
+            // long without an open window. The timeout is off until the
+            // segment is acknowledged; the kernel holds the connection as
+            // long as its probes are answered (RFC 1122 §4.2.2.17), as it
+            // holds a silent one.
+            if sys::set_user_timeout(h.fd, 0).is_ok() {
+                h.flags |= F_UT_OFF;
+            }
         }
         self.table.drip_at(slot, next);
     }
 
-    /// A peer tried to close (FIN), reset, or stopped answering keepalives.
+    /// A peer tried to close (FIN), reset, or stopped answering keepalives;
+    /// or, on a bait connection waiting for its peer, bytes arrived.
     fn peer_event(&mut self, slot: u32, bits: u32) {
         let now = self.now_ticks();
+        if bits & sys::ev::IN != 0 {
+            self.gate(slot, now);
+        }
         let Some(h) = self.table.get_mut(slot) else {
             return;
         };
@@ -568,8 +672,7 @@ impl Engine {
             reset_by_probe: info.probes > 0,
             // We wrote bait after the peer's last packet and got an RST for
             // it: its program had closed (a FIN stuck behind a zero window).
-            reset_by_bait: self.opts.policies.get(h.policy).bait.is_some()
-                && info.last_data_sent_ms < silent_ms,
+            reset_by_bait: h.flags & F_BAIT_ON != 0 && info.last_data_sent_ms < silent_ms,
         });
         // Under window zero the peer's FIN can never be sent (it needs one
         // byte of window), so without a FIN or a spontaneous RST we cannot
@@ -695,6 +798,22 @@ fn live_client(fd: i32, bytes_received: u64) -> Identity {
     let mut queued = [0u8; PEEK_BYTES];
     let n = sys::peek(fd, &mut queued).unwrap_or(0);
     classify(queued.get(..n).unwrap_or_default())
+}
+
+/// TCP_USER_TIMEOUT of a bait connection, ms. Bait bytes waiting for an
+/// acknowledgement stop the keepalives (the kernel sends none while it
+/// retransmits), so without it a peer that vanished would be given up only
+/// by `tcp_retries2` (~15 minutes). This is what the keepalives would have
+/// allowed — idle + interval × count — and at least three drip intervals,
+/// so the drip sees a closed window before it runs out: a vanished peer
+/// ends `peer_timeout` then.
+fn user_timeout(fd: i32, drip: Duration, count: u32) -> u32 {
+    let (idle, intvl) = sys::keepalive_times(fd).unwrap_or((0, 0));
+    let ka = u64::from(idle)
+        .saturating_add(u64::from(intvl).saturating_mul(u64::from(count)))
+        .saturating_mul(1000);
+    let drips = u64::try_from(drip.as_millis()).unwrap_or(u64::MAX);
+    ka.max(drips.saturating_mul(3)).min(u64::from(u32::MAX)) as u32
 }
 
 /// IPv4-mapped IPv6 addresses are IPv4 peers.

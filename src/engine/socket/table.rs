@@ -38,6 +38,15 @@ pub const NIL: u32 = u32::MAX;
 
 /// Flag: the peer sent FIN (tried to close).
 pub const F_FIN: u8 = 1;
+/// Flag: bait has begun (the peer opened the bait's protocol, or the
+/// policy starts it at accept): the connection is on the drip wheel.
+pub const F_BAIT_ON: u8 = 2;
+/// Flag: the peer opened something else than the bait's protocol: this
+/// bait connection stays silent for good.
+pub const F_BAIT_OFF: u8 = 4;
+/// Flag: the bait's user timeout is off while the peer's window is closed
+/// (see `engine`).
+pub const F_UT_OFF: u8 = 8;
 
 /// Buckets of the drip wheel (ticks of 100 ms: 409.6 s, more than the
 /// longest drip interval, [`crate::engine::policy::DRIP_MAX`]).
