@@ -59,6 +59,10 @@ const TARGETS: &[(&str, Kind)] = &[
     ("endlessh", Kind::Endlessh),
     ("silent", Kind::Tarpit("")),
     ("bait", Kind::Tarpit("22:bait=ssh 80:bait=http")),
+    (
+        "bait-accept",
+        Kind::Tarpit("22:bait=ssh,start=accept 80:bait=http,start=accept"),
+    ),
     ("window0", Kind::Tarpit("default:window=zero")),
     ("syn60", Kind::Tarpit("default:syn_delay=60s")),
     (
@@ -67,7 +71,8 @@ const TARGETS: &[(&str, Kind)] = &[
     ),
     (
         "bait+window0",
-        Kind::Tarpit("22:bait=ssh,window=zero 80:bait=http,window=zero"),
+        // Window zero keeps the peer's bytes out: bait can only start at accept.
+        Kind::Tarpit("22:bait=ssh,start=accept,window=zero 80:bait=http,start=accept,window=zero"),
     ),
 ];
 
