@@ -473,7 +473,8 @@ fn syn_delay_completes_on_a_retransmitted_syn() {
 
 /// A takeover hands each bait connection over with its position: the
 /// stream goes on (one status line, then well-formed header lines across
-/// the switch) instead of starting again.
+/// the switch) instead of starting again. One still waiting for its peer
+/// goes on waiting, and gets its status line when it speaks.
 #[test]
 fn bait_goes_on_where_it_stopped_after_a_takeover() {
     let dir = std::env::temp_dir().join(format!("tarpit-baittk-{}", std::process::id()));
@@ -484,6 +485,7 @@ fn bait_goes_on_where_it_stopped_after_a_takeover() {
     let mut old = Proc::serve(&[&["--listen", "127.0.0.1:0"][..], &args].concat());
     let mut c = TcpStream::connect(old.addr()).unwrap();
     c.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    let mut waiting = TcpStream::connect(old.addr()).unwrap();
     let mut got: Vec<u8> = arrivals(&mut c, Duration::from_millis(1500))
         .into_iter()
         .flat_map(|x| x.1)
@@ -492,10 +494,23 @@ fn bait_goes_on_where_it_stopped_after_a_takeover() {
     wait_for(15.0, "old process exits", || {
         old.child.try_wait().ok().flatten()
     });
+    // Nothing yet, from either process.
+    let quiet = arrivals(&mut waiting, Duration::from_millis(300));
+    assert!(quiet.is_empty(), "{quiet:?}");
+    waiting.write_all(b"HEAD / HTTP/1.1\r\n").unwrap();
     let after: Vec<u8> = arrivals(&mut c, Duration::from_millis(3000))
         .into_iter()
         .flat_map(|x| x.1)
         .collect();
+    let spoke: Vec<u8> = arrivals(&mut waiting, Duration::from_millis(300))
+        .into_iter()
+        .flat_map(|x| x.1)
+        .collect();
+    let spoke = String::from_utf8(spoke).unwrap();
+    assert!(
+        spoke.starts_with("HTTP/1.1 200 OK\r\nX-") && spoke.len() > 30,
+        "{spoke:?}"
+    );
     assert!(after.len() >= 8, "the new process drips: {after:?}");
     got.extend(after);
     let text = String::from_utf8(got).unwrap();

@@ -244,6 +244,7 @@ impl Engine {
                         keepalive_idle: ka.0,
                         keepalive_intvl: ka.1,
                         bait_pos: (h.drip_line, h.drip_off),
+                        bait_on: Some(h.flags & F_BAIT_ON != 0),
                     },
                 )
             })
@@ -307,13 +308,14 @@ impl Engine {
                 h.mark_fin(start.saturating_add((fin * 10.0) as u32));
             }
             // The policy follows this process's configuration; bait goes on
-            // where the old process stopped. Whether it had begun need not
-            // travel: a bait that sent bytes had begun, and one that had not
-            // is decided again from the same unread queue.
+            // where the old process stopped. One that had not begun is
+            // decided again from the same unread queue (so is one that met
+            // another protocol: it stays silent).
             h.policy = self.opts.policies.index_of(f.original_dst.port());
             (h.drip_line, h.drip_off) = f.bait_pos;
             let p = *self.opts.policies.get(h.policy);
-            let waits = p.bait.is_some() && p.bait_start == BaitStart::Peer && f.bait_pos == (0, 0);
+            let begun = f.bait_on.unwrap_or(f.bait_pos != (0, 0));
+            let waits = p.bait.is_some() && p.bait_start == BaitStart::Peer && !begun;
             if p.bait.is_some() && !waits {
                 h.flags |= F_BAIT_ON;
             }

@@ -49,6 +49,11 @@ pub struct Facts {
     /// stopped; absent from older processes.
     #[serde(default)]
     pub bait_pos: (u8, u8),
+    /// Whether bait had begun (a bait waiting for its peer had not; one
+    /// that met another protocol never will). `None` from older processes:
+    /// then a position past the start says it had.
+    #[serde(default)]
+    pub bait_on: Option<bool>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -405,6 +410,7 @@ mod decoder_tests {
             keepalive_idle: 60,
             keepalive_intvl: 10,
             bait_pos: (0, 0),
+            bait_on: None,
         }
     }
 
