@@ -192,6 +192,7 @@ fn rec(peer: &str, held: f64) -> ConnRecord {
         held_secs: held,
         engaged_secs: held,
         engaged_upper_bound: false,
+        syn_wait_secs: 0.0,
         bytes_received: 0,
         fin_after_secs: None,
         end: EndReason::Lifetime,

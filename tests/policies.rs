@@ -6,7 +6,7 @@
 mod support;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::netns::{privileged, Netns};
@@ -426,16 +426,115 @@ fn window_zero_gets_nothing_acknowledged() {
     assert_eq!(n["policy"], "silent");
 }
 
-/// syn_delay = 2s: the client's first SYN (t = 0) and its retransmission at
-/// 1 s are dropped, the first at or after 2 s completes the handshake (2 s
-/// on Linux ≥ 6.7, whose first SYN retransmissions are 1 s apart; 3 s on
-/// older kernels). A port without the policy connects at once.
+/// What the two clients of the syn_delay tests met.
+#[derive(Debug)]
+struct Delayed {
+    /// The quick client's first connect (3 s timeout): how long, whether
+    /// it got through.
+    quick_first: (Duration, bool),
+    /// Its retry from a new port: how long, connected, still held 1.5 s
+    /// later (a read timed out rather than ending).
+    quick_retry: (Duration, bool, bool),
+    /// The patient client's connect (30 s timeout).
+    patient: (Duration, bool),
+}
+
+/// A client from `quick` with a 3 s connect timeout that retries once from
+/// a new port (medusa, ncrack, a scanner), and one from `patient` that
+/// waits up to 30 s, in parallel inside `ns`. Each connection that gets
+/// through is held 1.5 s and then closed (FIN).
+fn delayed_clients(
+    ns: &Netns,
+    quick: (std::net::IpAddr, SocketAddr),
+    patient: (std::net::IpAddr, SocketAddr),
+) -> Delayed {
+    use socket2::{Domain, Socket, Type};
+    fn connect(
+        src: std::net::IpAddr,
+        dst: SocketAddr,
+        t: Duration,
+    ) -> (Duration, Option<TcpStream>) {
+        let s = Socket::new(Domain::for_address(dst), Type::STREAM, None).unwrap();
+        s.bind(&SocketAddr::new(src, 0).into()).unwrap();
+        let t0 = Instant::now();
+        let r = s.connect_timeout(&dst.into(), t);
+        (t0.elapsed(), r.ok().map(|()| s.into()))
+    }
+    fn held(mut s: TcpStream) -> bool {
+        s.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        let mut b = [0u8; 16];
+        matches!(s.read(&mut b), Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
+    }
+    ns.in_thread(move || {
+        let p = std::thread::spawn(move || {
+            let (t, s) = connect(patient.0, patient.1, Duration::from_secs(30));
+            let ok = s.is_some();
+            if let Some(s) = s {
+                held(s);
+            }
+            (t, ok)
+        });
+        let first = connect(quick.0, quick.1, Duration::from_secs(3));
+        let retry = connect(quick.0, quick.1, Duration::from_secs(3));
+        let retry_held = retry.1.map(held);
+        Delayed {
+            quick_first: (first.0, first.1.is_some()),
+            quick_retry: (retry.0, retry_held.is_some(), retry_held == Some(true)),
+            patient: p.join().unwrap(),
+        }
+    })
+}
+
+/// What both engines must show: the quick client gives up on the delayed
+/// handshake, its retry from a new port is accepted at once and held; the
+/// patient one is accepted only after its port's delay D (4 s), its record
+/// counts the wait (between D and 2·D + 2 s) in engaged, which then exceeds
+/// held.
+fn assert_delayed(d: &Delayed, recs: &[serde_json::Value], quick_ip: &str, patient_ip: &str) {
+    assert!(
+        !d.quick_first.1 && d.quick_first.0 >= Duration::from_millis(2900),
+        "{d:?}"
+    );
+    assert!(d.quick_retry.1 && d.quick_retry.2, "{d:?}");
+    assert!(d.quick_retry.0 < Duration::from_millis(500), "{d:?}");
+    assert!(d.patient.1, "{d:?}");
+    assert!(
+        d.patient.0 >= Duration::from_secs(4) && d.patient.0 < Duration::from_secs(10),
+        "{d:?}"
+    );
+    let of = |ip: &str| -> Vec<&serde_json::Value> {
+        recs.iter()
+            .filter(|r| r["peer"].as_str().unwrap().starts_with(&format!("{ip}:")))
+            .collect()
+    };
+    let (q, p) = (of(quick_ip), of(patient_ip));
+    assert_eq!((q.len(), p.len()), (1, 1), "{recs:?}");
+    assert_eq!(q[0]["syn_wait_secs"].as_f64(), Some(0.0), "{:?}", q[0]);
+    assert_eq!(q[0]["policy"], "syn_delay=10s");
+    let wait = p[0]["syn_wait_secs"].as_f64().unwrap();
+    let engaged = p[0]["engaged_secs"].as_f64().unwrap();
+    let held = p[0]["held_secs"].as_f64().unwrap();
+    assert!((3.5..=10.5).contains(&wait), "syn_wait {wait}: {:?}", p[0]);
+    // The wait is within what the client saw (connect time), ±0.6 s
+    // (whole seconds in the socket engine, ticks of the FIN in the stateless one).
+    assert!(
+        (wait - d.patient.0.as_secs_f64()).abs() <= 0.6,
+        "{wait} vs {d:?}"
+    );
+    assert!(engaged >= wait + 1.0 && engaged > held, "{:?}", p[0]);
+}
+
+/// syn_delay (socket engine, nftables): a port without the policy connects
+/// at once; a client that gives up on the delay and retries is exempt from
+/// then on (its address in `syn_fast4`); the patient one's wait is counted
+/// (first SYN read from the rules' nflog group).
 #[test]
-fn syn_delay_completes_on_a_retransmitted_syn() {
-    if !privileged("syn_delay_completes_on_a_retransmitted_syn") {
+fn syn_delay_exempts_a_retrying_client_and_counts_a_patient_ones_wait() {
+    if !privileged("syn_delay_exempts_a_retrying_client_and_counts_a_patient_ones_wait") {
         return;
     }
-    let (srv, cli, _p) = pair(
+    let (srv, cli, mut p) = pair(
         "sd",
         62,
         &[
@@ -443,32 +542,90 @@ fn syn_delay_completes_on_a_retransmitted_syn() {
             "10.77.62.1:2282",
             "--listen",
             "10.77.62.1:2283",
+            "--listen",
+            "10.77.62.1:2284",
             "--policy",
-            "2282:syn_delay=2s",
+            "2282:syn_delay=10s",
+            "--policy",
+            "2283:syn_delay=4s",
         ],
     );
-    let _ = srv;
-    let (delayed, direct) = cli.in_thread(|| {
+    cli.run("for d in $(ls /sys/class/net | grep ^vb); do ip addr add 10.77.62.3/24 dev $d; done");
+    let direct = cli.in_thread(|| {
         let t = Instant::now();
-        let d = TcpStream::connect_timeout(
-            &"10.77.62.1:2282".parse().unwrap(),
-            Duration::from_secs(20),
-        );
-        let delayed = (t.elapsed(), d.is_ok());
-        let t = Instant::now();
-        let n = TcpStream::connect_timeout(
-            &"10.77.62.1:2283".parse().unwrap(),
-            Duration::from_secs(20),
-        );
-        (delayed, (t.elapsed(), n.is_ok()))
+        let n =
+            TcpStream::connect_timeout(&"10.77.62.1:2284".parse().unwrap(), Duration::from_secs(5));
+        (t.elapsed(), n.is_ok())
     });
-    assert!(delayed.1 && direct.1, "{delayed:?} {direct:?}");
     assert!(
-        delayed.0 >= Duration::from_secs(2) && delayed.0 < Duration::from_millis(4500),
-        "connected after {:?}",
-        delayed.0
+        direct.1 && direct.0 < Duration::from_millis(500),
+        "{direct:?}"
     );
-    assert!(direct.0 < Duration::from_millis(500), "{:?}", direct.0);
+    let d = delayed_clients(
+        &cli,
+        (
+            "10.77.62.2".parse().unwrap(),
+            "10.77.62.1:2282".parse().unwrap(),
+        ),
+        (
+            "10.77.62.3".parse().unwrap(),
+            "10.77.62.1:2283".parse().unwrap(),
+        ),
+    );
+    let fast = srv.run("nft list set inet tarpit syn_fast4");
+    let fast = String::from_utf8_lossy(&fast.stdout).to_string();
+    assert!(
+        fast.contains("10.77.62.2") && !fast.contains("10.77.62.3"),
+        "{fast}"
+    );
+    p.term(10.0);
+    let recs: Vec<_> = p
+        .records()
+        .into_iter()
+        .filter(|r| !r["local"].as_str().unwrap().ends_with(":2284"))
+        .collect();
+    assert_delayed(&d, &recs, "10.77.62.2", "10.77.62.3");
+}
+
+/// The same against the stateless engine (its own bounded tables).
+#[test]
+fn stateless_syn_delay_exempts_a_retrying_client_and_counts_a_patient_ones_wait() {
+    if !privileged("stateless_syn_delay_exempts_a_retrying_client_and_counts_a_patient_ones_wait") {
+        return;
+    }
+    let mut lab = support::lab::Lab::new(
+        "sds",
+        &support::lab::LabConfig {
+            trapped_hosts: vec![2, 3],
+            extra_args: [
+                "--policy",
+                "22:syn_delay=10s",
+                "--policy",
+                "80:syn_delay=4s",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Default::default()
+        },
+    );
+    let d = delayed_clients(
+        &lab.attacker,
+        (
+            lab.v4(2).parse().unwrap(),
+            format!("{}:22", lab.v4(1)).parse().unwrap(),
+        ),
+        (
+            lab.v4(3).parse().unwrap(),
+            format!("{}:80", lab.v4(1)).parse().unwrap(),
+        ),
+    );
+    let log = lab.stop();
+    let recs: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["target"] == "tarpit::record")
+        .collect();
+    assert_delayed(&d, &recs, &lab.v4(2), &lab.v4(3));
 }
 
 /// A takeover hands each bait connection over with its position: the

@@ -23,6 +23,7 @@ fn rec(peer: &str, start: SystemTime, held: f64) -> ConnRecord {
         held_secs: held,
         engaged_secs: held,
         engaged_upper_bound: false,
+        syn_wait_secs: 0.0,
         bytes_received: 3,
         fin_after_secs: None,
         end: EndReason::Lifetime,
@@ -587,7 +588,7 @@ fn version_1_history_is_migrated_and_windows_match_a_full_scan() {
     // Version 1 goes through 2 (blocks) and 3 (the GeoIP columns) to 4
     // (engaged) to 5 (the stateless engine's `estimated` flag, 0 for the
     // old rows).
-    assert_eq!(q(&c, "PRAGMA user_version"), 6);
+    assert_eq!(q(&c, "PRAGMA user_version"), 7);
     assert_eq!(
         q(&c, "SELECT count(*) FROM connections WHERE estimated != 0"),
         0
@@ -715,7 +716,7 @@ fn version_2_history_gets_engaged_columns_in_place() {
     assert!((before.totals.held_hours - 350.0 / 3600.0).abs() < 1e-9);
     let c = history::open_for_writing(&db).unwrap();
     let q = |sql: &str| -> f64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
-    assert_eq!(q("PRAGMA user_version"), 6.0);
+    assert_eq!(q("PRAGMA user_version"), 7.0);
     assert_eq!(q("SELECT sum(engaged_secs) FROM connections"), 153.0);
     assert_eq!(q("SELECT sum(engaged_bound) FROM connections"), 0.0);
     drop(c);
@@ -800,6 +801,34 @@ fn what_the_peer_tried_is_a_column() {
     assert_eq!(got[2].0 .0, "silent");
 }
 
+/// The seconds a syn_delay kept a client waiting are a column (schema 7),
+/// part of the row's engaged time.
+#[test]
+fn the_handshake_wait_is_a_column() {
+    let dir = TempDir::new("histsynwait");
+    let db = dir.path().join("h.db");
+    let mut c = history::open_for_writing(&db).unwrap();
+    let now = SystemTime::now();
+    let rows = [
+        ConnRecord {
+            syn_wait_secs: 61.5,
+            engaged_secs: 71.5,
+            ..rec("127.0.7.1:1", now, 10.0)
+        },
+        rec("127.0.7.2:1", now, 20.0),
+    ];
+    history::insert_batch(&mut c, &rows).unwrap();
+    let mut st = c
+        .prepare("SELECT syn_wait_secs, engaged_secs, held_secs FROM connections ORDER BY peer_ip")
+        .unwrap();
+    let got: Vec<(f64, f64, f64)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, [(61.5, 71.5, 10.0), (0.0, 20.0, 20.0)]);
+}
+
 /// A version-5 file (no classifier columns) reads as if migrated and is
 /// upgraded in place: each old row's protocol from its escaped `head`.
 #[test]
@@ -865,7 +894,14 @@ fn version_5_history_gets_protocols_from_heads() {
     let v: i64 = c
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(v, 6);
+    assert_eq!(v, 7);
+    // No wait was counted before schema 7.
+    let waited: f64 = c
+        .query_row("SELECT sum(syn_wait_secs) FROM connections", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(waited, 0.0);
     let mut st = c
         .prepare("SELECT protocol, policy, software FROM connections ORDER BY id")
         .unwrap();

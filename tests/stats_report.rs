@@ -106,6 +106,7 @@ fn build_db(dir: &Path) -> PathBuf {
                 held_secs: held,
                 engaged_secs,
                 engaged_upper_bound,
+                syn_wait_secs: 0.0,
                 bytes_received: bytes,
                 fin_after_secs: fin,
                 end,

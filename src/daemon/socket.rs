@@ -57,15 +57,27 @@ pub fn run(
     }
     let labels: Vec<String> = bound.iter().map(|b| b.label.clone()).collect();
     policy_rules(&opts, &labels)?;
+    let syn_log = syn_log(&opts);
     let stats = stats::prepare(stats_cfg, &labels)?;
     // Root is no longer needed; no thread has started yet.
     super::drop_privileges(privileges)?;
     stats.start_threads()?;
+    let syn_log = syn_log.and_then(|(log, sock)| match log.spawn_reader(sock) {
+        Ok(()) => Some(log),
+        Err(e) => {
+            tracing::warn!(error = %e, "syn_delay: cannot start the SYN log reader; handshake waits go uncounted");
+            None
+        }
+    });
 
     let can_hand_over = stats_cfg.control.is_some();
     super::runtime()?.block_on(async move {
         let server = Server::inherit(opts.clone(), bound, inherited_conns, stats.observers(), max_conns)
             .map_err(Error::Engine)?;
+        let server = match syn_log {
+            Some(l) => server.with_syn_log(l),
+            None => server,
+        };
         let handle = server.handle();
         let stats = stats.start(handle.clone());
         tracing::info!(pid = std::process::id(), max_conns, per_ip = opts.per_ip, lifetime = ?opts.lifetime, keepalive = ?opts.keepalive, "serving");
@@ -113,6 +125,25 @@ fn policy_rules(opts: &ServeOptions, labels: &[String]) -> Result<(), Error> {
         tracing::info!(ports = ?ports, "policy rules installed (nftables)");
     }
     Ok(())
+}
+
+/// With a syn_delay policy: the nflog group its rules log first SYNs to,
+/// bound while still privileged (see `engine::socket::synlog`). Not fatal:
+/// without it (the group taken by another process) the delays still work,
+/// only their seconds are not counted.
+fn syn_log(
+    opts: &ServeOptions,
+) -> Option<(engine::synlog::SynLog, crate::engine::nflog::NflogSocket)> {
+    use crate::engine::nflog::{Batching, NflogSocket};
+    let longest = opts.policies.all().filter_map(|p| p.syn_delay).max()?;
+    let group = crate::firewall::policy::SYN_LOG_GROUP;
+    match NflogSocket::bind(group, Batching::default(), 1 << 20) {
+        Ok(sock) => Some((engine::synlog::SynLog::new(longest), sock)),
+        Err(e) => {
+            tracing::warn!(group, error = %e, "syn_delay: cannot bind the SYN log group; handshake waits go uncounted");
+            None
+        }
+    }
 }
 
 /// Confirms a received handover and waits for the old process to exit.

@@ -13,6 +13,7 @@
 //! control socket.
 
 pub mod gate;
+pub mod nflog;
 pub mod policy;
 pub mod record;
 pub mod socket;
@@ -221,7 +222,7 @@ pub struct FlowFacts {
 /// the tests, the history import and operators parse.
 ///
 /// Fields in order: `listener`, `peer`, `local`, `original_dst`, `start`
-/// (RFC 3339, ms), `held_secs`, `engaged_secs`, `engaged_upper_bound`, `bytes_received`, `peer_tried_close`,
+/// (RFC 3339, ms), `held_secs`, `engaged_secs`, `engaged_upper_bound`, `syn_wait_secs`, `bytes_received`, `peer_tried_close`,
 /// `fin_after_secs` (only when the peer tried to close), `answered` and
 /// `estimated` (stateless engine only), `policy`, `end`, `head` (socket engine only:
 /// the stateless engine never sees payload it could show), `protocol`, and
@@ -249,6 +250,7 @@ pub fn emit_record(r: &ConnRecord, flow: Option<FlowFacts>) {
         held_secs = r.held_secs,
         engaged_secs = r.engaged_secs,
         engaged_upper_bound = r.engaged_upper_bound,
+        syn_wait_secs = r.syn_wait_secs,
         bytes_received = r.bytes_received,
         peer_tried_close = r.fin_after_secs.is_some(),
         fin_after_secs = r.fin_after_secs,
@@ -538,6 +540,7 @@ mod tests {
             held_secs: 12.5,
             engaged_secs: 3.5,
             engaged_upper_bound: false,
+            syn_wait_secs: 0.0,
             bytes_received: 7,
             fin_after_secs: fin,
             end: EndReason::PeerReset,
@@ -564,6 +567,7 @@ mod tests {
                 "held_secs",
                 "engaged_secs",
                 "engaged_upper_bound",
+                "syn_wait_secs",
                 "bytes_received",
                 "peer_tried_close",
                 "policy",
@@ -587,7 +591,7 @@ mod tests {
         let (v, fields) = emitted(&rec(Some(3.5)), None);
         assert_eq!(v["fields"]["fin_after_secs"], 3.5);
         assert_eq!(v["fields"]["peer_tried_close"], true);
-        assert_eq!(fields[11], "fin_after_secs");
+        assert_eq!(fields[12], "fin_after_secs");
     }
 
     #[test]
@@ -609,6 +613,7 @@ mod tests {
                 "held_secs",
                 "engaged_secs",
                 "engaged_upper_bound",
+                "syn_wait_secs",
                 "bytes_received",
                 "peer_tried_close",
                 "fin_after_secs",

@@ -106,6 +106,13 @@ pub const DRIP_MAX: Duration = Duration::from_secs(300);
 /// retransmissions (tcp_syn_retries = 6); longer would only act as DROP.
 pub const SYN_DELAY_MAX: Duration = Duration::from_secs(600);
 
+/// How long an address that gave up on a delayed handshake and retried is
+/// exempt from syn_delay: an hour covers a brute-force tool's or a
+/// scanner's whole run (nmap's SYN scan, then its `-sV` connects, minutes
+/// apart), so it keeps meeting the silent trap instead of a delay it has
+/// shown it will not sit out; after that a new run is delayed once again.
+pub const SYN_EXEMPT_SECS: u32 = 3600;
+
 /// What one port's connections meet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Policy {

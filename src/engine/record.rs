@@ -90,6 +90,13 @@ pub struct ConnRecord {
     /// program gave up, so it ends at the last packet seen from the peer.
     #[serde(default)]
     pub engaged_upper_bound: bool,
+    /// Seconds the client spent in SYN retransmissions before we accepted
+    /// it, because of a syn_delay policy (its first SYN to the accept); 0
+    /// when not delayed. Part of `engaged_secs` — the attacker lost them —
+    /// but not of `held_secs`: they cost us nothing, so engaged may exceed
+    /// held.
+    #[serde(default)]
+    pub syn_wait_secs: f64,
     /// Bytes the peer sent that we never read (TCP_INFO `bytes_received`).
     pub bytes_received: u64,
     /// Seconds after `start` at which the peer tried to close (sent FIN), if it did.

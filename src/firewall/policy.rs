@@ -13,18 +13,36 @@
 //!   only SYNs that would reach our listeners are delayed and a real service
 //!   on the same port never is). A client's first SYN puts its
 //!   `address . port` into `syn_wait` (timeout D) and `syn_seen` (timeout
-//!   2·D + 5 s) and is dropped; while in `syn_wait`, its retransmissions are
-//!   dropped too; once `syn_wait` has forgotten it but `syn_seen` has not —
-//!   D after its first SYN — the next retransmission passes and the
-//!   handshake completes. Retransmissions back off exponentially, so the
-//!   first one at or after D comes before 2·D + 1 s. A full set (more than
-//!   [`SET_SIZE`] clients waiting) lets SYNs through undelayed rather than
-//!   dropping them for ever.
+//!   2·D + 5 s), its address into `syn_addr` (timeout 2·D + 5 s), and is
+//!   dropped; while in `syn_wait`, its retransmissions are dropped too; once
+//!   `syn_wait` has forgotten it but `syn_seen` has not — D after its first
+//!   SYN — the next retransmission passes and the handshake completes.
+//!   Retransmissions back off exponentially, so the first one at or after D
+//!   comes before 2·D + 1 s.
+//!
+//!   Adaptive: a SYN from a *new* port of an address that still has a delay
+//!   pending (in `syn_addr`) is a client that gave up on the delayed
+//!   handshake and retries (medusa's and ncrack's short connect timeouts,
+//!   nmap's SYN scan retransmitting from a new port, then its `-sV`
+//!   connects). Delaying it again would free it as DROP does; instead it
+//!   passes at once and its address goes into `syn_fast` for
+//!   [`SYN_EXEMPT_SECS`](crate::engine::policy::SYN_EXEMPT_SECS), whose SYNs all pass: such a client meets the silent
+//!   trap, never less.
+//!
+//!   A full set (more than [`SET_SIZE`] entries) lets SYNs through
+//!   undelayed rather than dropping them for ever: an `add` to a full set
+//!   ends the rule before its `drop`, so the first SYN's adds come last to
+//!   `syn_wait` (the set that makes the retransmissions drop), and the
+//!   exemption is added by a rule of its own before the one that passes.
+//!
+//! The first SYN of a delayed handshake is also copied to nflog group
+//! [`SYN_LOG_GROUP`] (`log group`), so that `tarpit serve` can count the
+//! seconds the client spent waiting (see `crate::engine::socket::synlog`).
 
 use std::fmt::Write as _;
 
 use super::{batch, FwError, NftConfig};
-use crate::engine::policy::Policies;
+use crate::engine::policy::{Policies, SYN_EXEMPT_SECS as FAST_SECS};
 
 /// Output-hook chain (window zero).
 pub const OUT_CHAIN: &str = "policy_out";
@@ -32,6 +50,8 @@ pub const OUT_CHAIN: &str = "policy_out";
 pub const IN_CHAIN: &str = "policy_in";
 /// Most clients in each syn_delay set.
 pub const SET_SIZE: u32 = 262_144;
+/// The nflog group the first SYN of a delayed handshake is logged to.
+pub const SYN_LOG_GROUP: u16 = 7710;
 
 /// `{ 2222, 2223 }`
 fn port_set(ports: &[u16]) -> String {
@@ -61,14 +81,18 @@ pub fn policy_commands(
     let l = port_set(listen_ports);
     let _ = writeln!(out, "add table inet {t}");
     for (name, ty) in [
-        ("syn_wait4", "ipv4_addr"),
-        ("syn_seen4", "ipv4_addr"),
-        ("syn_wait6", "ipv6_addr"),
-        ("syn_seen6", "ipv6_addr"),
+        ("syn_wait4", "ipv4_addr . inet_service"),
+        ("syn_seen4", "ipv4_addr . inet_service"),
+        ("syn_addr4", "ipv4_addr"),
+        ("syn_fast4", "ipv4_addr"),
+        ("syn_wait6", "ipv6_addr . inet_service"),
+        ("syn_seen6", "ipv6_addr . inet_service"),
+        ("syn_addr6", "ipv6_addr"),
+        ("syn_fast6", "ipv6_addr"),
     ] {
         let _ = writeln!(
             out,
-            "add set inet {t} {name} {{ type {ty} . inet_service; size {SET_SIZE}; flags dynamic, timeout; }}"
+            "add set inet {t} {name} {{ type {ty}; size {SET_SIZE}; flags dynamic, timeout; }}"
         );
     }
     let _ = writeln!(
@@ -114,11 +138,20 @@ pub fn policy_commands(
                     "add rule inet {t} {IN_CHAIN} tcp dport {l} {prefix}{syn} {rest}"
                 );
             };
+            // Exempt addresses pass; a retransmission waits or passes.
+            r(format!("{saddr} @syn_fast{v} return"), out);
             r(format!("{key} @syn_wait{v} drop"), out);
             r(format!("{key} @syn_seen{v} return"), out);
+            // A new port while a delay is pending: gave up and retried.
+            r(
+                format!("{saddr} @syn_addr{v} add @syn_fast{v} {{ {saddr} timeout {FAST_SECS}s }}"),
+                out,
+            );
+            r(format!("{saddr} @syn_addr{v} return"), out);
+            // A first SYN: logged (for the wait's start), remembered, dropped.
             r(
                 format!(
-                    "meta nfproto {nf} add @syn_wait{v} {{ {key} timeout {wait}s }} add @syn_seen{v} {{ {key} timeout {seen}s }} drop"
+                    "meta nfproto {nf} add @syn_seen{v} {{ {key} timeout {seen}s }} add @syn_addr{v} {{ {saddr} timeout {seen}s }} add @syn_wait{v} {{ {key} timeout {wait}s }} log group {SYN_LOG_GROUP} drop"
                 ),
                 out,
             );
@@ -185,11 +218,47 @@ mod tests {
             "add rule inet tarpit policy_out tcp sport { 22, 2222 } ct original proto-dst 80 tcp window set 0\n"
         ), "{s}");
         assert!(s.contains("add rule inet tarpit policy_in tcp dport { 22, 2222 } ct original proto-dst 22 tcp flags & (syn | ack) == syn ip saddr . tcp sport @syn_wait4 drop\n"), "{s}");
-        assert!(s.contains("add @syn_wait6 { ip6 saddr . tcp sport timeout 60s } add @syn_seen6 { ip6 saddr . tcp sport timeout 125s } drop\n"), "{s}");
+        // Port 22's IPv4 rules, in order: exempt addresses pass, a
+        // retransmission waits or passes, a new port of an address with a
+        // delay pending passes and exempts the address, a first SYN is
+        // remembered (syn_wait last: a full set lets it through), logged
+        // and dropped.
+        let pre = "add rule inet tarpit policy_in tcp dport { 22, 2222 } ct original proto-dst 22 tcp flags & (syn | ack) == syn ";
+        let v4: Vec<&str> = s
+            .lines()
+            .filter_map(|l| l.strip_prefix(pre))
+            .filter(|l| !l.contains("ip6") && !l.contains("ipv6"))
+            .collect();
+        assert_eq!(v4, [
+            "ip saddr @syn_fast4 return",
+            "ip saddr . tcp sport @syn_wait4 drop",
+            "ip saddr . tcp sport @syn_seen4 return",
+            "ip saddr @syn_addr4 add @syn_fast4 { ip saddr timeout 3600s }",
+            "ip saddr @syn_addr4 return",
+            "meta nfproto ipv4 add @syn_seen4 { ip saddr . tcp sport timeout 125s } add @syn_addr4 { ip saddr timeout 125s } add @syn_wait4 { ip saddr . tcp sport timeout 60s } log group 7710 drop",
+        ], "{s}");
+        assert!(
+            s.contains(
+                "add @syn_wait6 { ip6 saddr . tcp sport timeout 60s } log group 7710 drop\n"
+            ),
+            "{s}"
+        );
+        for set in [
+            "syn_addr6 { type ipv6_addr;",
+            "syn_fast4 { type ipv4_addr;",
+            "syn_seen4 { type ipv4_addr . inet_service;",
+        ] {
+            assert!(
+                s.contains(&format!(
+                    "add set inet tarpit {set} size 262144; flags dynamic, timeout; }}"
+                )),
+                "{set}: {s}"
+            );
+        }
         // Nothing for the silent default.
         assert!(!s.contains("tcp sport { 22, 2222 } tcp window set 0"));
-        // add chain, flush chain, six rules for port 22.
-        assert_eq!(s.matches(IN_CHAIN).count(), 8, "{s}");
+        // add chain, flush chain, six rules per family for port 22.
+        assert_eq!(s.matches(IN_CHAIN).count(), 14, "{s}");
     }
 
     #[test]
@@ -214,7 +283,7 @@ mod tests {
         let i80 = s.find("ct original proto-dst 80 return").unwrap();
         let idef = s.find("tcp dport { 2222 } tcp flags").unwrap();
         assert!(i80 < idef, "{s}");
-        assert!(s.contains("timeout 3s } add @syn_seen4 { ip saddr . tcp sport timeout 11s }"));
+        assert!(s.contains("add @syn_seen4 { ip saddr . tcp sport timeout 11s } add @syn_addr4 { ip saddr timeout 11s } add @syn_wait4 { ip saddr . tcp sport timeout 3s }"), "{s}");
     }
 
     #[test]

@@ -565,6 +565,7 @@ mod tests {
             held_secs: 90.0,
             engaged_secs: 12.5,
             engaged_upper_bound: false,
+            syn_wait_secs: 0.0,
             bytes_received: 7,
             fin_after_secs: None,
             end: EndReason::PeerReset,

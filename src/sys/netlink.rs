@@ -1,7 +1,7 @@
 //! A raw netlink socket (here: `NETLINK_NETFILTER`, for nfnetlink_log).
 //!
 //! Only the syscalls live here; building and parsing the messages is safe
-//! code in `crate::engine::stateless::nflog`.
+//! code in `crate::engine::nflog`.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};

@@ -78,6 +78,8 @@ pub(super) struct Engine {
     handed_over: bool,
     /// Each policy's `Display`, by index, for records.
     policy_names: Vec<String>,
+    /// First-SYN times of delayed handshakes (syn_delay), when read.
+    syn_log: Option<super::synlog::SynLog>,
 }
 
 impl Engine {
@@ -109,7 +111,13 @@ impl Engine {
             next_listener: 0,
             next_due: u32::MAX,
             handed_over: false,
+            syn_log: None,
         })
+    }
+
+    /// Where accepts find when a delayed client's first SYN came.
+    pub fn set_syn_log(&mut self, log: super::synlog::SynLog) {
+        self.syn_log = Some(log);
     }
 
     fn now_ticks(&self) -> u32 {
@@ -468,6 +476,11 @@ impl Engine {
         if p.bait.is_some() && !waits {
             h.flags |= F_BAIT_ON;
         }
+        if p.syn_delay.is_some() {
+            if let Some(first) = self.syn_log.as_ref().and_then(|l| l.take(peer)) {
+                h.syn_wait = first.elapsed().as_secs_f64().round().min(255.0) as u8;
+            }
+        }
         let slot = self.table.insert(h);
         self.next_due = self.next_due.min(h.deadline);
         if let Err(e) = self.watch(fd, slot, waits) {
@@ -683,6 +696,8 @@ impl Engine {
         if self.opts.policies.get(h.policy).window_zero && !h.fin_seen() && !spontaneous_rst {
             rec.engaged_upper_bound = true;
         }
+        // The handshake's wait cost us nothing and the attacker that much.
+        rec.engaged_secs += rec.syn_wait_secs;
         self.totals.add_ended(&rec);
         emit_record(&rec, None);
         for o in &self.observers {
@@ -713,6 +728,7 @@ impl Engine {
             held_secs: secs(now.saturating_sub(h.start)),
             engaged_secs: 0.0,
             engaged_upper_bound: false,
+            syn_wait_secs: f64::from(h.syn_wait),
             bytes_received: bytes,
             fin_after_secs: h.fin_seen().then(|| secs(u32::from(h.fin_after))),
             end,
@@ -741,7 +757,7 @@ impl Engine {
             let held = secs(now.saturating_sub(h.start));
             live_secs += held;
             let fin_after = h.fin_seen().then(|| secs(u32::from(h.fin_after)));
-            live_engaged += fin_after.unwrap_or(held).min(held);
+            live_engaged += fin_after.unwrap_or(held).min(held) + f64::from(h.syn_wait);
         }
         let mut totals = self.totals.clone();
         totals.held_now = self.table.len() as u64;
@@ -762,7 +778,7 @@ impl Engine {
             let ka = sys::keepalive_times(h.fd).unwrap_or((0, 0));
             let held = secs(now.saturating_sub(h.start));
             let fin_after = h.fin_seen().then(|| secs(u32::from(h.fin_after)));
-            let engaged = fin_after.unwrap_or(held).min(held);
+            let engaged = fin_after.unwrap_or(held).min(held) + f64::from(h.syn_wait);
             conns.push(LiveConn {
                 listener,
                 peer,

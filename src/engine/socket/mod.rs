@@ -9,6 +9,7 @@ mod bait;
 mod bind;
 mod engine;
 pub mod handover;
+pub mod synlog;
 pub mod table;
 
 use crate::engine::{Inbox, Observer, Snapshot, Totals};
@@ -215,6 +216,13 @@ impl Server {
         let mut s = Server::new(opts, listeners, observers, max_conns)?;
         s.engine.import(conns);
         Ok(s)
+    }
+
+    /// Counts delayed clients' SYN retransmissions in their records (see
+    /// [`synlog`]).
+    pub fn with_syn_log(mut self, log: synlog::SynLog) -> Self {
+        self.engine.set_syn_log(log);
+        self
     }
 
     pub fn handle(&self) -> Handle {

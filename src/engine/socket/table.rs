@@ -81,6 +81,10 @@ pub struct Held {
     /// Bait progress: line number and bytes of it sent (see `bait::Pos`).
     pub drip_line: u8,
     pub drip_off: u8,
+    /// Whole seconds the client spent in SYN retransmissions before the
+    /// accept (syn_delay; saturates at 255 s, beyond any client's SYN
+    /// retries), 0 when not delayed.
+    pub syn_wait: u8,
     ip_next: u32,
     age_prev: u32,
     age_next: u32,
@@ -123,6 +127,7 @@ impl Held {
             policy: 0,
             drip_line: 0,
             drip_off: 0,
+            syn_wait: 0,
             ip_next: NIL,
             age_prev: NIL,
             age_next: NIL,

@@ -88,6 +88,10 @@ pub struct Counters {
     /// sender's CHECKSUM_PARTIAL), taken as they are.
     #[serde(default)]
     pub partial_checksums: u64,
+    /// Clients that gave up on a delayed handshake and retried from a new
+    /// port, answered at once and exempt since (see `syndelay`).
+    #[serde(default)]
+    pub syn_delay_exempted: u64,
     pub key_generation: u64,
     pub flows: u64,
     pub flow_capacity: u64,
@@ -171,6 +175,7 @@ impl Core {
         c.key_generation = self.cookies.generation();
         c.flows = self.flows.len() as u64;
         c.flows_evicted = self.flows.evictions();
+        c.syn_delay_exempted = self.syn_delay.as_ref().map_or(0, |d| d.exempted());
         c
     }
 
@@ -284,6 +289,9 @@ impl Core {
         // A flow first seen mid-stream was trapped before (then evicted or
         // expired from the table): not a new trap.
         if o.new && !seen.midstream {
+            if let Some(d) = self.syn_delay.as_mut() {
+                d.accepted(&t, now);
+            }
             self.totals.trapped += 1;
             for ob in &self.observers {
                 ob.trapped(&self.label);
@@ -371,7 +379,11 @@ impl Core {
     }
 
     fn end(&mut self, f: FlowInfo, end: u32, reason: EndReason) {
-        let rec = self.record(&f, end, reason);
+        let wait = self
+            .syn_delay
+            .as_mut()
+            .map_or(0, |d| d.take_wait(f.peer, f.local.port()));
+        let rec = self.record(&f, end, reason, wait);
         self.totals.add_ended(&rec);
         emit_record(
             &rec,
@@ -389,7 +401,9 @@ impl Core {
         wall_at(self.epoch_wall, t)
     }
 
-    fn record(&self, f: &FlowInfo, end: u32, reason: EndReason) -> ConnRecord {
+    /// `wait`: ticks the handshake was delayed (syn_delay), counted in
+    /// engaged.
+    fn record(&self, f: &FlowInfo, end: u32, reason: EndReason, wait: u32) -> ConnRecord {
         let held_secs = secs(end.max(f.last).saturating_sub(f.first));
         let fin_after_secs = f.fin_after_secs.map(f64::from);
         // The flow table sees every packet: a flow gone silent ends at its
@@ -402,6 +416,7 @@ impl Core {
             reset_by_probe: false,
             reset_by_bait: false,
         });
+        let syn_wait_secs = secs(wait);
         ConnRecord {
             listener: self.label.clone(),
             peer: f.peer,
@@ -409,8 +424,9 @@ impl Core {
             original_dst: f.local,
             start: self.wall(f.first),
             held_secs,
-            engaged_secs,
+            engaged_secs: engaged_secs + syn_wait_secs,
             engaged_upper_bound,
+            syn_wait_secs,
             bytes_received: u64::from(f.bytes),
             fin_after_secs,
             end: reason,

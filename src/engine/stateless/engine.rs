@@ -10,9 +10,9 @@
 //! the key file (loaded at start, saved after every rotation).
 
 use super::core::{Core, Counters, Outcome, Rotated};
-use super::nflog::{self, Message, NflogSocket, ParseError};
 use super::packet::MAX_REPLY;
 use super::StatelessOptions;
+use crate::engine::nflog::{self, Message, NflogSocket, ParseError};
 use crate::engine::{Clock, Extras, Inbox, Observer, Page, Snapshot, Totals};
 use crate::ratelimit::RateLimit;
 use crate::sys::netlink::Netlink;

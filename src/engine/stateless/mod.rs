@@ -18,12 +18,12 @@ pub mod core;
 pub mod engine;
 pub mod flows;
 pub mod keyfile;
-pub mod nflog;
 pub mod packet;
 pub mod syndelay;
 pub mod wire;
 
 pub use self::core::{Counters, Outcome};
+use crate::engine::nflog;
 pub use engine::{control_extras, Handle, StatelessServer};
 
 use std::time::Duration;

@@ -3,28 +3,71 @@
 //! 4-tuple — a client's retransmission — so a client with separate connect
 //! and read timeouts loses both.
 //!
-//! Bounded state: a fixed table of [`SLOTS`] entries (8 bytes each: a tag
-//! of the tuple's keyed hash and the tick of its first SYN), indexed by that
-//! hash, whatever the SYN rate. A flood overwrites entries; a client whose
-//! entry was overwritten starts waiting again (its connect is delayed more,
-//! never less), which only costs the flood's own clients.
+//! Adaptive, as the socket engine's nftables rules (`crate::firewall::policy`):
+//! a SYN of a *new* tuple from an address that still has a delay pending is
+//! a client that gave up on the delayed handshake and retries (short connect
+//! timeouts: medusa, ncrack; nmap's SYN scan retransmitting from a new
+//! port). Delaying it again would free it as DROP does, so it is answered at
+//! once and the address is exempt for [`FAST_SECS`]: such a client meets the
+//! silent trap, never less.
+//!
+//! Bounded state, whatever the SYN rate: fixed tables indexed by a keyed
+//! hash, 8 bytes an entry (a tag of the hash and a tick) — [`SLOTS`]
+//! handshakes being delayed, [`ADDR_SLOTS`] addresses with a delay pending
+//! and as many exempt ones, and [`SLOTS`] waits of accepted handshakes kept
+//! for their records (written only by completed handshakes, so a SYN flood
+//! never overwrites them). A flood overwrites the others: a client whose
+//! entry was overwritten starts waiting again or loses its exemption (its
+//! connect is delayed more), which only costs the flood's own clients; a
+//! wait overwritten before its record is written is recorded as 0.
 
 use super::packet::Tuple;
 use crate::engine::policy::Policies;
-use crate::engine::ticks;
+use crate::engine::{ticks, TICKS_PER_SEC};
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
+use std::net::{IpAddr, SocketAddr};
 
-/// Entries in the table (512 KiB).
+pub use crate::engine::policy::SYN_EXEMPT_SECS as FAST_SECS;
+
+/// Entries in the handshake table and in the waits table (512 KiB each).
 pub const SLOTS: usize = 1 << 16;
+/// Entries in each address table (128 KiB each).
+pub const ADDR_SLOTS: usize = 1 << 14;
+const FAST_TICKS: u32 = FAST_SECS * TICKS_PER_SEC;
 
 pub struct SynDelay {
     /// Delay in ticks per policy index (0 = none).
     delays: Vec<u32>,
     policies: Policies,
-    /// (tag, first SYN tick); tag 0 = empty.
+    /// Handshakes being delayed: (tag, first SYN tick); tag 0 = empty.
     table: Vec<(u32, u32)>,
+    /// Addresses with a delay pending: (tag, latest first SYN tick).
+    addrs: Vec<(u32, u32)>,
+    /// Exempt addresses: (tag, tick they were exempted).
+    fast: Vec<(u32, u32)>,
+    /// Accepted delayed handshakes: (tag, ticks from first SYN to accept).
+    waits: Vec<(u32, u32)>,
     keys: (u64, u64),
+    exempted: u64,
+}
+
+/// (index, tag) of `hash` in a table of `slots` entries.
+fn slot(hash: u64, slots: usize) -> (usize, u32) {
+    ((hash as usize) & (slots - 1), ((hash >> 32) as u32) | 1)
+}
+
+fn ip_bytes(ip: IpAddr, b: &mut [u8; 16]) -> usize {
+    match ip {
+        IpAddr::V4(a) => {
+            b[..4].copy_from_slice(&a.octets());
+            4
+        }
+        IpAddr::V6(a) => {
+            b.copy_from_slice(&a.octets());
+            16
+        }
+    }
 }
 
 impl SynDelay {
@@ -42,31 +85,119 @@ impl SynDelay {
             delays,
             policies: policies.clone(),
             table: vec![(0, 0); SLOTS],
+            addrs: vec![(0, 0); ADDR_SLOTS],
+            fast: vec![(0, 0); ADDR_SLOTS],
+            waits: vec![(0, 0); SLOTS],
             keys: (rand::Rng::random(&mut r), rand::Rng::random(&mut r)),
+            exempted: 0,
         })
+    }
+
+    fn hasher(&self, domain: u8) -> SipHasher13 {
+        let mut h = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
+        h.write_u8(domain);
+        h
+    }
+
+    fn tuple_hash(&self, t: &Tuple) -> u64 {
+        let mut h = self.hasher(0);
+        let (b, n) = t.key_bytes();
+        h.write(&b[..n]);
+        h.finish()
+    }
+
+    fn addr_hash(&self, ip: IpAddr) -> u64 {
+        let mut h = self.hasher(1);
+        let mut b = [0u8; 16];
+        let n = ip_bytes(ip, &mut b);
+        h.write(&b[..n]);
+        h.finish()
+    }
+
+    /// A flow's key for its wait: the peer and our port (a record knows
+    /// those even when it lost our address).
+    fn flow_hash(&self, peer: SocketAddr, local_port: u16) -> u64 {
+        let mut h = self.hasher(2);
+        let mut b = [0u8; 16];
+        let n = ip_bytes(peer.ip(), &mut b);
+        h.write(&b[..n]);
+        h.write_u16(peer.port());
+        h.write_u16(local_port);
+        h.finish()
+    }
+
+    fn delay(&self, port: u16) -> u32 {
+        let idx = self.policies.index_of(port);
+        self.delays.get(usize::from(idx)).copied().unwrap_or(0)
     }
 
     /// Whether a SYN of `t` arriving at tick `now` is answered.
     pub fn pass(&mut self, t: &Tuple, now: u32) -> bool {
-        let idx = self.policies.index_of(t.dst_port);
-        let delay = self.delays.get(usize::from(idx)).copied().unwrap_or(0);
+        let delay = self.delay(t.dst_port);
         if delay == 0 {
             return true;
         }
-        let mut h = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
-        let (b, n) = t.key_bytes();
-        h.write(&b[..n]);
-        let hash = h.finish();
-        let slot = &mut self.table[(hash as usize) & (SLOTS - 1)];
-        let tag = ((hash >> 32) as u32) | 1;
-        let age = now.wrapping_sub(slot.1);
+        let (i, tag) = slot(self.tuple_hash(t), SLOTS);
+        let s = self.table[i];
         // Forgotten after 2·delay + 5 s: the retransmission at or after the
         // delay comes well before (backoff at most doubles).
-        if slot.0 == tag && age <= 2 * delay + 50 {
-            return age >= delay;
+        if s.0 == tag && now.wrapping_sub(s.1) <= 2 * delay + 50 {
+            return now.wrapping_sub(s.1) >= delay;
         }
-        *slot = (tag, now);
+        let (a, atag) = slot(self.addr_hash(t.src), ADDR_SLOTS);
+        let f = self.fast[a];
+        if f.0 == atag && now.wrapping_sub(f.1) <= FAST_TICKS {
+            return true;
+        }
+        let p = self.addrs[a];
+        if p.0 == atag && now.wrapping_sub(p.1) <= 2 * delay + 50 {
+            // A new port while a delay is pending: gave up and retried.
+            self.fast[a] = (atag, now);
+            self.exempted += 1;
+            return true;
+        }
+        self.table[i] = (tag, now);
+        self.addrs[a] = (atag, now);
         false
+    }
+
+    /// A handshake of `t` completed at `now` (its ACK made a new flow): if
+    /// its SYN was delayed, keeps the ticks from its first SYN to now for
+    /// the record ([`SynDelay::take_wait`]).
+    pub fn accepted(&mut self, t: &Tuple, now: u32) {
+        let delay = self.delay(t.dst_port);
+        if delay == 0 {
+            return;
+        }
+        let (i, tag) = slot(self.tuple_hash(t), SLOTS);
+        let s = self.table[i];
+        let age = now.wrapping_sub(s.1);
+        // Delayed (not exempt: exempt tuples are never in the table), and
+        // the ACK no later than a lost SYN/ACK's retransmissions allow.
+        if s.0 == tag && age >= delay && age <= 4 * delay + 300 {
+            let (w, wtag) = slot(
+                self.flow_hash(SocketAddr::new(t.src, t.src_port), t.dst_port),
+                SLOTS,
+            );
+            self.waits[w] = (wtag, age);
+        }
+    }
+
+    /// Ticks the flow of `peer` to our `local_port` waited for its
+    /// handshake (0 when it was not delayed or its entry was overwritten);
+    /// forgets them.
+    pub fn take_wait(&mut self, peer: SocketAddr, local_port: u16) -> u32 {
+        let (w, wtag) = slot(self.flow_hash(peer, local_port), SLOTS);
+        if self.waits[w].0 != wtag {
+            return 0;
+        }
+        std::mem::take(&mut self.waits[w]).1
+    }
+
+    /// Addresses exempted so far: clients that gave up on a delayed
+    /// handshake and retried.
+    pub fn exempted(&self) -> u64 {
+        self.exempted
     }
 }
 
@@ -85,8 +216,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn answers_the_retransmission_after_the_delay_only() {
+    fn delay3() -> SynDelay {
         let mut ps = Policies::default();
         ps.set_port(
             22,
@@ -95,18 +225,62 @@ mod tests {
                 ..Policy::SILENT
             },
         );
-        let mut d = SynDelay::new(&ps).unwrap();
+        SynDelay::new(&ps).unwrap()
+    }
+
+    #[test]
+    fn answers_the_retransmission_after_the_delay_only() {
+        let mut d = delay3();
         let a = tuple(40000, 22);
         assert!(!d.pass(&a, 100)); // first SYN
         assert!(!d.pass(&a, 110)); // retransmission at 1 s
         assert!(!d.pass(&a, 129));
         assert!(d.pass(&a, 130)); // 3 s after the first
         assert!(d.pass(&a, 131)); // and its own retransmissions
-                                  // Another port: no delay; another client: its own wait.
+                                  // Another port: no delay.
         assert!(d.pass(&tuple(40000, 80), 100));
-        assert!(!d.pass(&tuple(40001, 22), 131));
         // Long after: a new first SYN.
         assert!(!d.pass(&a, 100 + 30 + 30 + 51 + 1000));
+        assert_eq!(d.exempted(), 0);
         assert!(SynDelay::new(&Policies::default()).is_none());
+    }
+
+    #[test]
+    fn a_client_that_retries_from_a_new_port_is_exempt_for_an_hour() {
+        let mut d = delay3();
+        assert!(!d.pass(&tuple(40000, 22), 100));
+        // Gave up after 2 s, retries from a new port: answered at once.
+        assert!(d.pass(&tuple(40001, 22), 120));
+        assert_eq!(d.exempted(), 1);
+        // Every later connect of that address too, for an hour ...
+        assert!(d.pass(&tuple(40002, 22), 120 + FAST_TICKS));
+        // ... then it is delayed once again.
+        assert!(!d.pass(&tuple(40003, 22), 121 + FAST_TICKS));
+        // Another address has its own wait; a new port of the same address
+        // long after its delay ended is a new first SYN.
+        let mut other = tuple(40000, 22);
+        other.src = "10.77.0.3".parse().unwrap();
+        assert!(!d.pass(&other, 200));
+        other.src_port = 40001;
+        assert!(!d.pass(&other, 200 + 111));
+    }
+
+    #[test]
+    fn the_wait_of_an_accepted_delayed_handshake_goes_to_its_record_once() {
+        let mut d = delay3();
+        let a = tuple(40000, 22);
+        let peer = SocketAddr::new(a.src, a.src_port);
+        assert!(!d.pass(&a, 100));
+        assert!(d.pass(&a, 140));
+        d.accepted(&a, 141);
+        assert_eq!(d.take_wait(peer, 22), 41);
+        assert_eq!(d.take_wait(peer, 22), 0);
+        // Exempt and undelayed handshakes waited nothing.
+        let b = tuple(40001, 22);
+        assert!(d.pass(&b, 150));
+        d.accepted(&b, 151);
+        assert_eq!(d.take_wait(SocketAddr::new(b.src, b.src_port), 22), 0);
+        d.accepted(&tuple(40000, 80), 151);
+        assert_eq!(d.take_wait(SocketAddr::new(a.src, 40000), 80), 0);
     }
 }

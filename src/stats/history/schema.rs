@@ -18,7 +18,10 @@ use std::time::Duration;
 /// 6: what the peer tried (`protocol`, `software` and the SSH/HTTP/TLS
 /// fields of [`crate::classify::Identity`], escaped) and the `policy`
 /// that held it; older rows get a protocol from their `head`.
-const SCHEMA_VERSION: i64 = 6;
+/// 7: `syn_wait_secs` (seconds a syn_delay kept the client in SYN
+/// retransmissions; part of `engaged_secs`), 0 in older rows (no delay was
+/// counted then).
+const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS connections (
@@ -52,7 +55,8 @@ CREATE TABLE IF NOT EXISTS connections (
     tls_sni        TEXT,
     tls_alpn       TEXT,
     ja4            TEXT,
-    policy         TEXT               -- the policy that held it (engine::policy); NULL: before v6
+    policy         TEXT,              -- the policy that held it (engine::policy); NULL: before v6
+    syn_wait_secs  REAL    NOT NULL DEFAULT 0   -- in SYN retransmissions before the accept (syn_delay); in engaged_secs
 );
 -- A block-range index: one row per written batch, the rowid range it took
 -- and the span of its end times. Rows arrive roughly in end order, so a
@@ -102,6 +106,11 @@ UPDATE connections SET protocol = CASE
     WHEN head GLOB '\x16\x03*' THEN 'tls'
     WHEN head GLOB '[A-Z]* /*' OR head GLOB '[A-Z]* [*]*' OR head GLOB '[A-Z]* http*' THEN 'http'
     ELSE 'other' END;
+";
+
+/// Versions 1 to 6 to 7: the handshake's wait (none was counted before).
+const MIGRATE_6_TO_7: &str = "
+ALTER TABLE connections ADD COLUMN syn_wait_secs REAL NOT NULL DEFAULT 0;
 ";
 
 const MIGRATE_1_TO_2: &str = "
@@ -222,12 +231,15 @@ pub fn open_for_writing(path: &Path) -> Result<Connection, HistoryError> {
     let version = check_schema(&c, path)?;
     let migrate = match version {
         1 => format!(
-            "{MIGRATE_1_TO_2}{MIGRATE_TO_3}{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}{MIGRATE_5_TO_6}"
+            "{MIGRATE_1_TO_2}{MIGRATE_TO_3}{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}{MIGRATE_5_TO_6}{MIGRATE_6_TO_7}"
         ),
-        2 => format!("{MIGRATE_TO_3}{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}{MIGRATE_5_TO_6}"),
-        3 => format!("{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}{MIGRATE_5_TO_6}"),
-        4 => format!("{MIGRATE_4_TO_5}{MIGRATE_5_TO_6}"),
-        5 => MIGRATE_5_TO_6.to_string(),
+        2 => format!(
+            "{MIGRATE_TO_3}{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}{MIGRATE_5_TO_6}{MIGRATE_6_TO_7}"
+        ),
+        3 => format!("{MIGRATE_3_TO_4}{MIGRATE_4_TO_5}{MIGRATE_5_TO_6}{MIGRATE_6_TO_7}"),
+        4 => format!("{MIGRATE_4_TO_5}{MIGRATE_5_TO_6}{MIGRATE_6_TO_7}"),
+        5 => format!("{MIGRATE_5_TO_6}{MIGRATE_6_TO_7}"),
+        6 => MIGRATE_6_TO_7.to_string(),
         _ => String::new(),
     };
     // A real write, so a read-only directory or file fails now.

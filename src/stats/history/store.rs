@@ -350,7 +350,7 @@ pub fn for_each_end(
 /// Rows per multi-row `INSERT` statement: one statement execution per
 /// chunk instead of per row roughly halves SQLite's per-row cost.
 const ROWS_PER_STATEMENT: usize = 50;
-const COLUMNS: usize = 30;
+const COLUMNS: usize = 31;
 
 fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
@@ -358,7 +358,7 @@ fn insert_sql(rows: usize) -> String {
             local, orig_ip, orig_port, bytes_received, fin_after_secs, end_reason, head,
             country, asn, as_org, engaged_secs, engaged_bound,
             estimated, protocol, software, ssh_version, ssh_comments, http_method,
-            http_path, http_host, tls_sni, tls_alpn, ja4, policy) VALUES ",
+            http_path, http_host, tls_sni, tls_alpn, ja4, policy, syn_wait_secs) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
@@ -491,6 +491,7 @@ fn bind_row(
     st.raw_bind_parameter(i + 28, c.tls_alpn.as_deref())?;
     st.raw_bind_parameter(i + 29, c.ja4.as_deref())?;
     st.raw_bind_parameter(i + 30, (!r.policy.is_empty()).then_some(r.policy.as_str()))?;
+    st.raw_bind_parameter(i + 31, r.syn_wait_secs)?;
     Ok(())
 }
 

@@ -5,6 +5,10 @@
 //! attributes, all 4-byte aligned; multi-byte attribute values big-endian).
 //! Everything coming from the socket is parsed here, bounds-checked, into
 //! [`Logged`] views; malformed messages become errors, never panics.
+//!
+//! Shared by the stateless engine (which answers the logged packets) and the
+//! socket engine's syn_delay (which reads when a delayed client's first SYN
+//! came, [`tcp_source`] only).
 
 use crate::sys::netlink::{Netlink, NETLINK_NETFILTER};
 use std::io;
@@ -243,6 +247,34 @@ fn parse_packet(body: &[u8]) -> Result<Logged<'_>, ParseError> {
     Ok(p)
 }
 
+/// The source address and port of a logged TCP packet (`payload` from its
+/// IP header on), without checking more than that: the socket engine only
+/// needs to know whose SYN it was. `None` for anything else (not IPv4/IPv6,
+/// not TCP, IPv6 extension headers, cut short).
+pub fn tcp_source(payload: &[u8]) -> Option<std::net::SocketAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let (ip, l4) = match payload.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(payload[0] & 0x0f) * 4;
+            if ihl < 20 || *payload.get(9)? != 6 {
+                return None;
+            }
+            let a: [u8; 4] = payload.get(12..16)?.try_into().ok()?;
+            (IpAddr::V4(Ipv4Addr::from(a)), ihl)
+        }
+        6 => {
+            if *payload.get(6)? != 6 {
+                return None;
+            }
+            let a: [u8; 16] = payload.get(8..24)?.try_into().ok()?;
+            (IpAddr::V6(Ipv6Addr::from(a)), 40)
+        }
+        _ => return None,
+    };
+    let port = u16::from_be_bytes(payload.get(l4..l4 + 2)?.try_into().ok()?);
+    Some(SocketAddr::new(ip, port))
+}
+
 /// An nfnetlink_log socket bound to one group.
 pub struct NflogSocket {
     sock: Netlink,
@@ -311,6 +343,38 @@ fn wait_ack(sock: &Netlink, buf: &mut [u8], seq: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_source_reads_the_sender_of_ipv4_and_ipv6_tcp_only() {
+        let mut v4 = vec![0u8; 40];
+        v4[0] = 0x45;
+        v4[9] = 6;
+        v4[12..16].copy_from_slice(&[10, 77, 0, 2]);
+        v4[20..22].copy_from_slice(&40000u16.to_be_bytes());
+        assert_eq!(tcp_source(&v4), Some("10.77.0.2:40000".parse().unwrap()));
+        // IPv4 options move the TCP header.
+        let mut opt = v4.clone();
+        opt[0] = 0x46;
+        opt.splice(20..20, [1, 1, 1, 1]);
+        assert_eq!(tcp_source(&opt), Some("10.77.0.2:40000".parse().unwrap()));
+        let mut v6 = vec![0u8; 60];
+        v6[0] = 0x60;
+        v6[6] = 6;
+        v6[8..24].copy_from_slice(&"fd77::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        v6[40..42].copy_from_slice(&443u16.to_be_bytes());
+        assert_eq!(tcp_source(&v6), Some("[fd77::2]:443".parse().unwrap()));
+        // Not TCP, a bad header length, cut short, not IP.
+        let mut udp = v4.clone();
+        udp[9] = 17;
+        assert_eq!(tcp_source(&udp), None);
+        let mut short_ihl = v4.clone();
+        short_ihl[0] = 0x44;
+        assert_eq!(tcp_source(&short_ihl), None);
+        assert_eq!(tcp_source(&v4[..21]), None);
+        assert_eq!(tcp_source(&v6[..41]), None);
+        assert_eq!(tcp_source(&[0x50; 40]), None);
+        assert_eq!(tcp_source(&[]), None);
+    }
 
     fn attr(ty: u16, v: &[u8]) -> Vec<u8> {
         let mut a = Vec::new();
