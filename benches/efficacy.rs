@@ -850,7 +850,7 @@ fn report(
     for k in (0..targets.len()).filter(|&k| is_tarpit(k)) {
         let _ = writeln!(
             s,
-            "\ntarpit target {}: what it counted per tool (pre = tool start to its first accept, which no server counts: start-up, an nmap SYN scan, a SYN delay; engaged = first accept to last engaged end, <= upper bound, * = ended at shutdown without FIN; sum = engaged over the connections; engaged is compared with stuck - pre)",
+            "\ntarpit target {}: what it counted per tool (pre = tool start to its first accept less the SYN wait the tarpit counted: start-up, an nmap SYN scan, an uncounted SYN delay; engaged = from there to the last engaged end, <= upper bound, * = ended at shutdown without FIN; sum = engaged over the connections; engaged is compared with stuck - pre)",
             targets[k].1
         );
         let mut rows = vec![[
@@ -1035,7 +1035,8 @@ fn engaged_cell(f: &Figures) -> String {
     )
 }
 
-/// Engaged against the stuck time since the first accept.
+/// Engaged against the stuck time since the tarpit's count began (the first
+/// accept, or the first SYN of a counted syn_delay).
 fn match_cell(o: &Outcome, f: &Figures) -> String {
     let Some((_, since)) = fig::since_accept(o.stuck, o.origin, f) else {
         return "- (never accepted)".into();

@@ -93,6 +93,31 @@ fn figures_span_from_first_accept_to_last_engaged_end_per_source() {
     assert_eq!(since_accept(30.0, 0.0, &none), None);
 }
 
+/// A counted SYN wait moves the count's start back to the first SYN and
+/// the engaged end stays where the connection's engaged ended.
+#[test]
+fn a_counted_syn_wait_starts_the_span_at_the_first_syn() {
+    let mut r = rec(
+        "10.77.250.101:40000",
+        "2026-12-01T13:01:09.000Z",
+        79.0,
+        20.0,
+        true,
+        "peer_reset",
+    );
+    r["syn_wait_secs"] = json!(69.0);
+    let c = Conn::from_record(&r).unwrap();
+    assert_eq!(c.wait, 69.0);
+    let f = figures(&[c], "10.77.250.101".parse().unwrap());
+    assert_eq!(f.first, 1_796_130_000.0, "13:00:00Z, the first SYN");
+    assert!((f.span - 79.0).abs() < 1e-9, "{f:?}");
+    assert!((f.sum - 79.0).abs() < 1e-9, "{f:?}");
+    // The tool started 0.5 s before its first SYN: pre 0.5, not 69.5.
+    let (pre, since) = since_accept(80.0, f.first - 0.5, &f).unwrap();
+    assert!((pre - 0.5).abs() < 1e-9 && (since - 79.5).abs() < 1e-9);
+    assert!(matches(since, f.span));
+}
+
 #[test]
 fn match_is_ten_percent_or_two_seconds_whichever_is_larger() {
     assert!(matches(10.0, 11.9));

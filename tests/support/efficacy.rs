@@ -15,7 +15,11 @@ pub struct Conn {
     pub src: IpAddr,
     /// Accepted at (Unix seconds).
     pub start: f64,
+    /// Engaged, including `wait`.
     pub engaged: f64,
+    /// `syn_wait_secs`: the seconds a syn_delay kept it in SYN
+    /// retransmissions before `start` (0 in records without the field).
+    pub wait: f64,
     pub held: f64,
     /// `engaged_upper_bound`: no FIN or RST said when the program quit.
     pub bound: bool,
@@ -40,6 +44,7 @@ impl Conn {
             src: peer.ip(),
             start,
             engaged: v["engaged_secs"].as_f64()?,
+            wait: v["syn_wait_secs"].as_f64().unwrap_or(0.0),
             held: v["held_secs"].as_f64()?,
             bound: v["engaged_upper_bound"].as_bool().unwrap_or(false),
             fin: v["peer_tried_close"].as_bool().unwrap_or(false),
@@ -52,9 +57,11 @@ impl Conn {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Figures {
     pub conns: usize,
-    /// The first accept (Unix seconds; 0 without connections).
+    /// Where the tarpit's count begins: the first accept less its counted
+    /// SYN wait, i.e. the first SYN it counted (Unix seconds; 0 without
+    /// connections).
     pub first: f64,
-    /// First accept to the last engaged end (start + engaged) over the
+    /// `first` to the last engaged end (accept + engaged − wait) over the
     /// tool's connections: the wall-clock time the tarpit says the tool was
     /// stuck, comparable with the bench's own stopwatch.
     pub span: f64,
@@ -71,12 +78,12 @@ pub struct Figures {
 
 pub fn figures(conns: &[Conn], src: IpAddr) -> Figures {
     let mine: Vec<&Conn> = conns.iter().filter(|c| c.src == src).collect();
-    let Some(first) = mine.iter().map(|c| c.start).reduce(f64::min) else {
+    let Some(first) = mine.iter().map(|c| c.start - c.wait).reduce(f64::min) else {
         return Figures::default();
     };
     let last = mine
         .iter()
-        .map(|c| c.start + c.engaged)
+        .map(|c| c.start + c.engaged - c.wait)
         .fold(first, f64::max);
     Figures {
         conns: mine.len(),
@@ -92,9 +99,10 @@ pub fn figures(conns: &[Conn], src: IpAddr) -> Figures {
     }
 }
 
-/// How long the tool was stuck after its first connection was accepted,
-/// and how long before that (`pre`: its own start-up, DNS, an nmap SYN
-/// scan, a SYN delay): `(pre, since_accept)` for a tool that started at
+/// How long the tool was stuck after the tarpit's count began
+/// ([`Figures::first`]), and how long before that (`pre`: its own start-up,
+/// DNS, an nmap SYN scan, a SYN delay the tarpit did not count):
+/// `(pre, since_accept)` for a tool that started at
 /// `origin` (Unix seconds) and was stuck `stuck` seconds; `None` when the
 /// tarpit accepted none of its connections.
 pub fn since_accept(stuck: f64, origin: f64, f: &Figures) -> Option<(f64, f64)> {
