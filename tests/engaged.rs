@@ -258,13 +258,134 @@ fn data_stuck_client_that_vanishes_is_engaged_until_its_last_packet_flagged() {
     let r = &recs[0];
     let engaged = r["engaged_secs"].as_f64().unwrap();
     let held = r["held_secs"].as_f64().unwrap();
-    assert_eq!(r["end"], "peer_timeout", "{r}");
     assert_eq!(r["peer_tried_close"], false, "no FIN could arrive: {r}");
     assert_eq!(r["engaged_upper_bound"], true, "{r}");
     assert!(r["bytes_received"].as_u64().unwrap() > 0, "{r}");
+    if r["end"] == "peer_reset" {
+        // An exit probe reached the orphan before its host vanished: it
+        // reset within a probe interval (1 s at this age) of the exit.
+        assert!(engaged <= exit_after + 2.0, "exit {exit_after:.1}: {r}");
+        assert!(engaged >= exit_after - 0.5, "exit {exit_after:.1}: {r}");
+        return;
+    }
+    assert_eq!(r["end"], "peer_timeout", "{r}");
     assert!(engaged <= exit_after + 130.0, "{r}");
     // Its kernel answered our keepalives until the host vanished (a second
     // after the exit); the probes after that went unanswered.
     assert!(engaged >= exit_after - 2.5, "exit {exit_after:.1}: {r}");
     assert!(held > engaged + 2.0, "{r}");
+}
+
+/// Exit probes: clients whose FIN can never reach us — under window zero
+/// (through a redirected port 22, so the probe is un-NATed like the rest)
+/// writing 64 KiB and exiting at 3 s and 7 s, a silent-trap client writing
+/// 1 MiB and exiting at 5 s — are engaged until within max(2 s, 10 %) of
+/// their exit, flagged as an upper bound; a live client that polls for
+/// input (POLLIN and POLLPRI) for 10 s meanwhile sees nothing and reads
+/// nothing.
+#[test]
+fn exit_probes_end_engaged_at_the_exit_of_clients_whose_fin_is_stuck() {
+    if !privileged("exit_probes_end_engaged") {
+        return;
+    }
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let srv_ns = Netns::new("prbs");
+    let cli_ns = Netns::new("prbc");
+    let n = std::process::id() % 200 + 20;
+    let (sa, ca) = (format!("10.77.{n}.1"), format!("10.77.{n}.2"));
+    veth(&srv_ns, &format!("{sa}/24"), &cli_ns, &format!("{ca}/24"));
+    srv_ns.run("nft add table ip t && nft add chain ip t pre '{ type nat hook prerouting priority dstnat; }' && nft add rule ip t pre tcp dport 22 redirect to :2222");
+    let listen = format!("{sa}:2222");
+    let mut cmd = srv_ns.command(bin());
+    cmd.args([
+        "--log-format",
+        "json",
+        "serve",
+        "--listen",
+        &listen,
+        "--control",
+        "off",
+        "--history",
+        "off",
+        "--policy",
+        "22:window=zero",
+    ]);
+    let srv = support::serve::Proc::spawn(cmd);
+    let zero: SocketAddr = format!("{sa}:22").parse().unwrap();
+    let silent: SocketAddr = listen.parse().unwrap();
+    // (client port, seconds from connect to exit) per writer; the poller's
+    // events and bytes read.
+    let (exits, polled) = cli_ns.in_thread(move || {
+        let writer = move |dst: SocketAddr, bytes: usize, exit: f64| {
+            move || {
+                let t0 = Instant::now();
+                let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(5)).unwrap();
+                s.set_nonblocking(true).unwrap();
+                let chunk = [b'x'; 16384];
+                let mut sent = 0;
+                while sent < bytes && t0.elapsed() < Duration::from_secs(2) {
+                    match s.write(&chunk[..chunk.len().min(bytes - sent)]) {
+                        Ok(k) => sent += k,
+                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+                assert!(sent > 2000, "wrote {sent}");
+                std::thread::sleep(Duration::from_secs_f64(exit).saturating_sub(t0.elapsed()));
+                let port = s.local_addr().unwrap().port();
+                drop(s); // exits: its FIN queues behind the stuck data
+                (port, t0.elapsed().as_secs_f64())
+            }
+        };
+        let poller = move || {
+            let mut s = TcpStream::connect_timeout(&zero, Duration::from_secs(5)).unwrap();
+            s.write_all(&[b'y'; 4096]).unwrap();
+            let mut fds = [PollFd::new(&s, PollFlags::IN | PollFlags::PRI)];
+            let ten = Timespec {
+                tv_sec: 10,
+                tv_nsec: 0,
+            };
+            let events = poll(&mut fds, Some(&ten)).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 64];
+            let read = match std::io::Read::read(&mut s, &mut buf) {
+                Ok(k) => k,
+                Err(e) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}");
+                    0
+                }
+            };
+            (events, read)
+        };
+        std::thread::scope(|sc| {
+            let w = [
+                sc.spawn(writer(zero, 64 * 1024, 3.0)),
+                sc.spawn(writer(zero, 64 * 1024, 7.0)),
+                sc.spawn(writer(silent, 1 << 20, 5.0)),
+            ];
+            let p = sc.spawn(poller);
+            let exits: Vec<(u16, f64)> = w.into_iter().map(|h| h.join().unwrap()).collect();
+            (exits, p.join().unwrap())
+        })
+    });
+    assert_eq!(polled, (0, 0), "the live client saw (events, bytes)");
+    let recs = srv.wait_records(3, 20.0);
+    for (port, exit) in exits {
+        let r = recs
+            .iter()
+            .find(|r| r["peer"].as_str().unwrap().ends_with(&format!(":{port}")))
+            .unwrap_or_else(|| panic!("no record for the client exiting at {exit:.1}: {recs:?}"));
+        let engaged = r["engaged_secs"].as_f64().unwrap();
+        assert_eq!(r["end"], "peer_reset", "{r}");
+        assert_eq!(r["peer_tried_close"], false, "no FIN could arrive: {r}");
+        assert_eq!(r["engaged_upper_bound"], true, "{r}");
+        eprintln!(
+            "exit {exit:.2} engaged {engaged:.2} held {}",
+            r["held_secs"]
+        );
+        let slack = (exit * 0.1).max(2.0);
+        assert!(
+            engaged >= exit - 0.5 && engaged <= exit + slack,
+            "engaged {engaged:.2} for a client that exited at {exit:.2}: {r}"
+        );
+    }
 }

@@ -143,10 +143,11 @@ pub struct EndFacts {
     /// The RST answered one of our keepalive probes (the peer was found
     /// gone), rather than arriving on its own.
     pub reset_by_probe: bool,
-    /// The RST answered bait we sent after the peer's last packet: a socket
-    /// whose program has closed resets on new data, so the program quit
-    /// before the RST, but possibly up to one drip interval earlier (with a
-    /// zero window its FIN could not reach us).
+    /// The RST answered data we sent after the peer's last packet — bait,
+    /// or an exit probe (`sys::probe`) to a peer whose FIN is stuck behind
+    /// our closed window: a socket whose program has closed resets on new
+    /// data, so the program quit before the RST, but possibly up to one
+    /// drip or probe interval earlier.
     pub reset_by_bait: bool,
 }
 
@@ -155,9 +156,9 @@ pub struct EndFacts {
 ///
 /// * A FIN ends it: the program closed (or exited) right then.
 /// * A spontaneous RST ends it (`peer_reset` without an outstanding probe).
-///   One that answers our bait, with no FIN before, ends it too, flagged as
-///   an upper bound: the program had quit by then, but not necessarily just
-///   then.
+///   One that answers our bait or an exit probe, with no FIN before, ends it
+///   too, flagged as an upper bound: the program had quit by then, but not
+///   necessarily just then (at most one drip or probe interval earlier).
 /// * Found gone (keepalives unanswered, or an RST answering a keepalive,
 ///   with no FIN before): the program's data was stuck behind our window, so
 ///   its FIN could never reach us. It ends at the last packet seen from the

@@ -19,6 +19,7 @@ mod lock;
 pub mod netlink;
 mod netns;
 pub mod packet;
+pub mod probe;
 mod process;
 mod tcp;
 

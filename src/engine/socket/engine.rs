@@ -24,6 +24,14 @@
 //! open anything else it is dropped and the connection stays silent. A peer
 //! that sends nothing costs nothing, where looking on the drip wheel would
 //! cost one peek per connection per look.
+//!
+//! The same wheel carries the *exit probes* of connections without bait
+//! ([`Engine::exit_probe`]): a peer whose data is stuck behind our closed
+//! window (window zero, or a full receive queue) can never get its FIN to
+//! us, so one out-of-order byte (`sys::probe`) is sent every
+//! max(1 s, age/20); its program never sees it, but once the program has
+//! quit its kernel answers with an RST, which ends the connection within
+//! one probe interval of the program's exit.
 
 use super::bait;
 use super::table::{Held, Table, F_BAIT_OFF, F_BAIT_ON, F_UT_OFF};
@@ -80,6 +88,25 @@ pub(super) struct Engine {
     policy_names: Vec<String>,
     /// First-SYN times of delayed handshakes (syn_delay), when read.
     syn_log: Option<super::synlog::SynLog>,
+    /// Raw sockets for exit probes; `None` without CAP_NET_RAW (no probes).
+    prober: Option<sys::probe::RawTcp>,
+    /// An exit probe failed once (logged once: no CAP_NET_ADMIN, ...).
+    probe_failed: bool,
+}
+
+/// A receive queue this full means the peer's window is closed: a silent
+/// trap's is 1,152 bytes, and a peer that wrote more has its FIN stuck.
+const STUCK_QUEUE: u32 = 1024;
+/// An RST that came at least this long after the peer's last other packet
+/// answered the exit probe before it (a live peer acknowledges each probe
+/// within a round trip; probes are at least 1 s apart).
+const PROBE_ANSWER_MS: u32 = 500;
+
+/// Ticks until the next exit probe (or the next look at whether one is
+/// needed) of a connection held for `age` ticks: max(1 s, age/20), so an
+/// exit is seen within 5 % of the time held (and within the wheel's span).
+pub(super) fn probe_interval(age: u32) -> u32 {
+    (age / 20).clamp(10, super::table::WHEEL - 1)
 }
 
 impl Engine {
@@ -95,7 +122,16 @@ impl Engine {
             table = table.count_nets();
         }
         let policy_names = opts.policies.all().map(|p| p.to_string()).collect();
+        let prober = match sys::probe::RawTcp::open() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::info!(error = %e, "no raw socket: no exit probes (engaged of a peer whose data is stuck stays an upper bound)");
+                None
+            }
+        };
         Ok(Engine {
+            prober,
+            probe_failed: false,
             policy_names,
             opts,
             listeners,
@@ -135,8 +171,12 @@ impl Engine {
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut expired = Vec::new();
         let mut events = vec![(0u64, 0u32); 256];
-        // The drip tick runs only when some policy baits.
-        let baiting = self.opts.policies.any_bait();
+        // The drip tick runs only when some policy baits or exit probes
+        // can be sent.
+        let baiting = self.opts.policies.any_bait() || self.prober.is_some();
+        if baiting {
+            self.table.drip_start(self.now_ticks());
+        }
         let mut drip = tokio::time::interval(TICK);
         drip.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut due = Vec::new();
@@ -188,7 +228,7 @@ impl Engine {
                     due.clear();
                     self.table.drip_due(now, &mut due);
                     for &slot in &due {
-                        self.drip(slot, now);
+                        self.wheel_due(slot, now);
                     }
                 }
                 _ = async { tokio::time::sleep_until(paused.unwrap_or_else(tokio::time::Instant::now)).await }, if paused.is_some() => {
@@ -251,7 +291,12 @@ impl Engine {
                         fin_after: h.fin_seen().then(|| secs(u32::from(h.fin_after))),
                         keepalive_idle: ka.0,
                         keepalive_intvl: ka.1,
-                        bait_pos: (h.drip_line, h.drip_off),
+                        // Without bait those bytes hold the exit probe's tick.
+                        bait_pos: if h.flags & F_BAIT_ON != 0 {
+                            (h.drip_line, h.drip_off)
+                        } else {
+                            (0, 0)
+                        },
                         bait_on: Some(h.flags & F_BAIT_ON != 0),
                     },
                 )
@@ -292,6 +337,7 @@ impl Engine {
         let age = now_wall.duration_since(oldest).unwrap_or_default() + Duration::from_secs(1);
         self.clock.rewind(age);
         let now = self.now_ticks();
+        self.table.drip_start(now);
         for c in conns {
             let f = c.facts;
             let fd = c.fd.into_raw_fd();
@@ -341,6 +387,9 @@ impl Engine {
             if h.flags & F_BAIT_ON != 0 {
                 self.bait_begins(fd, p.drip);
                 self.table.drip_at(slot, now.saturating_add(1));
+            } else if self.prober.is_some() && !h.fin_seen() {
+                self.table
+                    .drip_at(slot, now.saturating_add(probe_interval(0)));
             }
             // Held here from now on; it ends here too (the gauge counts it).
             let label = &self.listeners[li].label;
@@ -495,6 +544,9 @@ impl Engine {
             // next tick.
             self.bait_begins(fd, p.drip);
             self.table.drip_at(slot, now.saturating_add(1));
+        } else if self.prober.is_some() {
+            self.table
+                .drip_at(slot, now.saturating_add(probe_interval(0)));
         }
         self.totals.trapped += 1;
         let label = &self.listeners[li].label;
@@ -538,6 +590,10 @@ impl Engine {
             Opening::No => false,
         };
         h.flags |= if on { F_BAIT_ON } else { F_BAIT_OFF };
+        if on {
+            // Its bait progress starts at 0 where the probe tick was.
+            h.clear_probe();
+        }
         let (fd, policy) = (h.fd, h.policy);
         if let Err(e) = self.epoll.get_ref().modify(fd, u64::from(slot)) {
             tracing::debug!(error = %e, "cannot stop watching a bait connection's bytes");
@@ -555,6 +611,61 @@ impl Engine {
         if let Err(e) = sys::set_user_timeout(fd, ms) {
             tracing::debug!(error = %e, "cannot set the bait's user timeout");
         }
+    }
+
+    /// A connection came due on the wheel: bait that has begun drips, the
+    /// rest (no bait, bait still waiting for its peer or off) are probed.
+    fn wheel_due(&mut self, slot: u32, now: u32) {
+        let Some(h) = self.table.get(slot) else {
+            return;
+        };
+        if h.flags & F_BAIT_ON != 0 {
+            self.drip(slot, now);
+        } else {
+            self.exit_probe(slot, now);
+        }
+    }
+
+    /// Sends a connection without bait (or whose bait has not begun) one exit probe (`sys::probe`) if its
+    /// FIN cannot reach us — no FIN yet, and our window is closed to it
+    /// (window zero, or a full receive queue) — then puts it back on the
+    /// wheel one [`probe_interval`] later. Bait connections need none (their
+    /// drip draws the RST); one whose FIN came is off the wheel for good.
+    /// A probe costs one 41-byte packet (61 over IPv6) and the peer's
+    /// duplicate ACK; we read nothing.
+    fn exit_probe(&mut self, slot: u32, now: u32) {
+        let Some(h) = self.table.get(slot).copied() else {
+            return;
+        };
+        if h.fin_seen() {
+            return;
+        }
+        let Some(raw) = &self.prober else {
+            return;
+        };
+        let p = self.opts.policies.get(h.policy);
+        let stuck = p.window_zero || sys::inq(h.fd).unwrap_or(0) >= STUCK_QUEUE;
+        if stuck {
+            let (peer, local, _, _) = self.addrs(&h);
+            // Our next byte is snd_nxt; the probe's is the one after it.
+            let sent = sys::probe::tcp_seqs(h.fd)
+                .and_then(|(snd, rcv)| raw.send(local, peer, snd.wrapping_add(1), rcv));
+            match sent {
+                Ok(()) => {
+                    if let Some(h) = self.table.get_mut(slot) {
+                        h.mark_probe(now);
+                    }
+                }
+                Err(e) if !self.probe_failed => {
+                    self.probe_failed = true;
+                    tracing::info!(error = %e, %peer, "exit probe failed (needs CAP_NET_ADMIN and CAP_NET_RAW); engaged of peers whose data is stuck stays an upper bound");
+                }
+                Err(_) => {}
+            }
+        }
+        let age = now.saturating_sub(h.start);
+        self.table
+            .drip_at(slot, now.saturating_add(probe_interval(age)));
     }
 
     /// Writes a bait connection's next segment, unless what it was sent
@@ -679,6 +790,11 @@ impl Engine {
         // The last packet from the peer: its last data or its last ACK
         // (an answer to a keepalive), whichever is more recent.
         let silent_ms = info.last_data_recv_ms.min(info.last_ack_recv_ms);
+        // An RST well after the peer's last other packet, with an exit probe
+        // in between: the probe drew it (a live peer acknowledges each).
+        let answered_probe = reason == EndReason::PeerReset
+            && h.ticks_since_probe(now)
+                .is_some_and(|t| silent_ms >= (t * 100).saturating_add(PROBE_ANSWER_MS));
         (rec.engaged_secs, rec.engaged_upper_bound) = engaged(&EndFacts {
             held_secs: rec.held_secs,
             fin_after_secs: rec.fin_after_secs,
@@ -687,7 +803,8 @@ impl Engine {
             reset_by_probe: info.probes > 0,
             // We wrote bait after the peer's last packet and got an RST for
             // it: its program had closed (a FIN stuck behind a zero window).
-            reset_by_bait: h.flags & F_BAIT_ON != 0 && info.last_data_sent_ms < silent_ms,
+            reset_by_bait: (h.flags & F_BAIT_ON != 0 && info.last_data_sent_ms < silent_ms)
+                || answered_probe,
         });
         // Under window zero the peer's FIN can never be sent (it needs one
         // byte of window), so without a FIN or a spontaneous RST we cannot

@@ -47,6 +47,9 @@ pub const F_BAIT_OFF: u8 = 4;
 /// Flag: the bait's user timeout is off while the peer's window is closed
 /// (see `engine`).
 pub const F_UT_OFF: u8 = 8;
+/// Flag: an exit probe was sent (its tick is in the bait fields, which a
+/// connection without bait does not use; see `engine::exit_probe`).
+pub const F_PROBED: u8 = 16;
 
 /// Buckets of the drip wheel (ticks of 100 ms: 409.6 s, more than the
 /// longest drip interval, [`crate::engine::policy::DRIP_MAX`]).
@@ -79,6 +82,8 @@ pub struct Held {
     /// Index of its policy (`crate::engine::policy::Policies::get`).
     pub policy: u8,
     /// Bait progress: line number and bytes of it sent (see `bait::Pos`).
+    /// Without bait: the low 16 bits of the tick of the last exit probe
+    /// ([`Held::mark_probe`]).
     pub drip_line: u8,
     pub drip_off: u8,
     /// Whole seconds the client spent in SYN retransmissions before the
@@ -146,6 +151,28 @@ impl Held {
 
     pub fn fin_seen(&self) -> bool {
         self.flags & F_FIN != 0
+    }
+
+    /// Records that an exit probe went out at tick `now` (a connection
+    /// without bait only: the tick shares the bait progress bytes).
+    pub fn mark_probe(&mut self, now: u32) {
+        self.flags |= F_PROBED;
+        [self.drip_line, self.drip_off] = (now as u16).to_le_bytes();
+    }
+
+    /// Forgets the exit probes (bait begins: the bytes are its progress).
+    pub fn clear_probe(&mut self) {
+        self.flags &= !F_PROBED;
+        (self.drip_line, self.drip_off) = (0, 0);
+    }
+
+    /// Ticks since the last exit probe, if one was sent (exact while under
+    /// 109 minutes; probes are never that far apart).
+    pub fn ticks_since_probe(&self, now: u32) -> Option<u32> {
+        (self.flags & F_PROBED != 0).then(|| {
+            let at = u16::from_le_bytes([self.drip_line, self.drip_off]);
+            u32::from((now as u16).wrapping_sub(at))
+        })
     }
 
     /// Records that the peer sent FIN at tick `now`.
@@ -259,6 +286,17 @@ impl Table {
             addrs: Interner::default(),
             wheel: Vec::new(),
             wheel_done: 0,
+        }
+    }
+
+    /// Starts the drip wheel at tick `now` (no-op once started). Without it
+    /// the first [`Table::drip_at`] starts the wheel at its own due tick,
+    /// and nothing could be put on it earlier than that: an exit probe's
+    /// first check a second out would delay every bait that begins sooner.
+    pub fn drip_start(&mut self, now: u32) {
+        if self.wheel.is_empty() {
+            self.wheel = vec![NIL; WHEEL as usize];
+            self.wheel_done = now;
         }
     }
 
