@@ -292,12 +292,12 @@ impl Engine {
                         keepalive_idle: ka.0,
                         keepalive_intvl: ka.1,
                         // Without bait those bytes hold the exit probe's tick.
-                        bait_pos: if h.flags & F_BAIT_ON != 0 {
+                        bait_pos: if h.bait_on() {
                             (h.drip_line, h.drip_off)
                         } else {
                             (0, 0)
                         },
-                        bait_on: Some(h.flags & F_BAIT_ON != 0),
+                        bait_on: Some(h.bait_on()),
                     },
                 )
             })
@@ -384,7 +384,7 @@ impl Engine {
             if let Err(e) = self.watch(fd, slot, waits) {
                 tracing::warn!(error = %e, peer = %f.peer, "cannot watch inherited connection");
             }
-            if h.flags & F_BAIT_ON != 0 {
+            if h.bait_on() {
                 self.bait_begins(fd, p.drip);
                 self.table.drip_at(slot, now.saturating_add(1));
             } else if self.prober.is_some() && !h.fin_seen() {
@@ -539,7 +539,7 @@ impl Engine {
             }
             return;
         }
-        if h.flags & F_BAIT_ON != 0 {
+        if h.bait_on() {
             // Bait from the accept on: the first segment goes out on the
             // next tick.
             self.bait_begins(fd, p.drip);
@@ -619,7 +619,7 @@ impl Engine {
         let Some(h) = self.table.get(slot) else {
             return;
         };
-        if h.flags & F_BAIT_ON != 0 {
+        if h.bait_on() {
             self.drip(slot, now);
         } else {
             self.exit_probe(slot, now);
@@ -681,7 +681,7 @@ impl Engine {
         let Some(b) = p.bait else {
             return;
         };
-        if h.flags & F_BAIT_ON == 0 {
+        if !h.bait_on() {
             return;
         }
         let next = now.saturating_add(ticks(p.drip).max(1));
@@ -803,7 +803,7 @@ impl Engine {
             reset_by_probe: info.probes > 0,
             // We wrote bait after the peer's last packet and got an RST for
             // it: its program had closed (a FIN stuck behind a zero window).
-            reset_by_bait: (h.flags & F_BAIT_ON != 0 && info.last_data_sent_ms < silent_ms)
+            reset_by_bait: (h.bait_on() && info.last_data_sent_ms < silent_ms)
                 || answered_probe,
         });
         // Under window zero the peer's FIN can never be sent (it needs one

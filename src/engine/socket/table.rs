@@ -175,6 +175,12 @@ impl Held {
         })
     }
 
+    /// Whether this connection drips bait now (not: no bait, bait waiting
+    /// for its peer, or bait that met another protocol — all silent).
+    pub fn bait_on(&self) -> bool {
+        self.flags & F_BAIT_ON != 0
+    }
+
     /// Records that the peer sent FIN at tick `now`.
     pub fn mark_fin(&mut self, now: u32) {
         self.flags |= F_FIN;
