@@ -803,8 +803,7 @@ impl Engine {
             reset_by_probe: info.probes > 0,
             // We wrote bait after the peer's last packet and got an RST for
             // it: its program had closed (a FIN stuck behind a zero window).
-            reset_by_bait: (h.bait_on() && info.last_data_sent_ms < silent_ms)
-                || answered_probe,
+            reset_by_bait: (h.bait_on() && info.last_data_sent_ms < silent_ms) || answered_probe,
         });
         // Under window zero the peer's FIN can never be sent (it needs one
         // byte of window), so without a FIN or a spontaneous RST we cannot
