@@ -796,3 +796,123 @@ fn bait_frees_a_vanished_peer_at_the_user_timeout() {
     assert_eq!(p.records().len(), 1, "{:?}", p.records());
     drop(live);
 }
+
+/// `tarpit serve` in namespace `ns` with `args`, its control socket off
+/// unless `args` names one.
+fn serve_in(ns: &Netns, args: &[&str]) -> Proc {
+    let mut cmd = ns.command(support::bin());
+    cmd.args(["--log-format", "json", "serve", "--history", "off"]);
+    if !args.contains(&"--control") {
+        cmd.args(["--control", "off"]);
+    }
+    cmd.args(args);
+    Proc::spawn(cmd)
+}
+
+/// The chains and sets of table `inet tarpit` in `ns`, sorted.
+fn tarpit_objects(ns: &Netns) -> Vec<String> {
+    let o = ns.try_run("nft -j -t list table inet tarpit");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let mut names: Vec<String> = v["nftables"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| {
+                    let (kind, o) = x.as_object()?.iter().next()?;
+                    (kind == "chain" || kind == "set")
+                        .then(|| format!("{kind} {}", o["name"].as_str().unwrap_or("")))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn logged(p: &Proc, message_part: &str) -> bool {
+    p.json().iter().any(|v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(message_part))
+    })
+}
+
+/// The policy chains and sets live exactly as long as a serve needs them:
+/// removed on a clean shutdown; left by a killed one and removed by the
+/// next serve that has no such policy; kept across a takeover (the new
+/// process relies on them). A watcher's set in the same table is never
+/// touched.
+#[test]
+fn policy_rules_leave_nothing_stale() {
+    if !privileged("policy_rules_leave_nothing_stale") {
+        return;
+    }
+    let ns = Netns::new("pst");
+    ns.run("nft add table inet tarpit && nft add set inet tarpit trap4 \"{ type ipv4_addr; flags timeout; }\"");
+    let watcher = vec!["set trap4".to_string()];
+    let with_policies: Vec<String> = [
+        "chain policy_in",
+        "chain policy_out",
+        "set syn_addr4",
+        "set syn_addr6",
+        "set syn_fast4",
+        "set syn_fast6",
+        "set syn_seen4",
+        "set syn_seen6",
+        "set syn_wait4",
+        "set syn_wait6",
+        "set trap4",
+    ]
+    .map(String::from)
+    .to_vec();
+    let policy = [
+        "--listen",
+        "127.0.0.1:2290",
+        "--policy",
+        "default:window=zero,syn_delay=5s",
+    ];
+
+    // Clean shutdown: removed.
+    let mut a = serve_in(&ns, &policy);
+    assert_eq!(tarpit_objects(&ns), with_policies);
+    a.term(10.0);
+    assert_eq!(tarpit_objects(&ns), watcher, "{}", a.log());
+    assert!(logged(&a, "policy rules removed"), "{}", a.log());
+
+    // Killed: stale, until a serve without such policies starts.
+    let b = serve_in(&ns, &policy);
+    b.signal("KILL");
+    drop(b);
+    assert_eq!(tarpit_objects(&ns), with_policies);
+    let mut c = serve_in(
+        &ns,
+        &["--listen", "127.0.0.1:2290", "--policy", "default:bait=ssh"],
+    );
+    assert_eq!(tarpit_objects(&ns), watcher, "{}", c.log());
+    assert!(
+        logged(&c, "removed policy rules an earlier configuration left"),
+        "{}",
+        c.log()
+    );
+    c.term(10.0);
+    assert_eq!(tarpit_objects(&ns), watcher);
+
+    // A takeover: the successor keeps them; its own shutdown removes them.
+    let dir = std::env::temp_dir().join(format!("tarpit-pst-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ctl = dir.join("control.sock");
+    let ctl = ctl.to_str().unwrap();
+    let mut old = serve_in(&ns, &[&policy[..], &["--control", ctl]].concat());
+    let mut new = serve_in(
+        &ns,
+        &[&policy[..], &["--control", ctl, "--takeover"]].concat(),
+    );
+    wait_for(15.0, "old process exits", || {
+        old.child.try_wait().ok().flatten()
+    });
+    old.drain();
+    assert_eq!(tarpit_objects(&ns), with_policies, "{}", old.log());
+    new.term(10.0);
+    assert_eq!(tarpit_objects(&ns), watcher, "{}", new.log());
+    let _ = std::fs::remove_dir_all(&dir);
+}

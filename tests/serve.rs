@@ -844,6 +844,24 @@ fn unprivileged_run_on_defaults_still_traps() {
         warns.iter().any(|m| m.contains("without history")),
         "{warns:?}"
     );
+    // No nftables access: one line says what to check by hand (stale
+    // policy rules), and serving goes on.
+    let nft_lines: Vec<serde_json::Value> = p
+        .json()
+        .into_iter()
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("policy rules"))
+        })
+        .collect();
+    assert_eq!(nft_lines.len(), 1, "{nft_lines:?}");
+    let m = nft_lines[0]["message"].as_str().unwrap();
+    assert!(
+        m.contains("cannot check nftables")
+            && m.contains("nft delete chain inet tarpit policy_out"),
+        "{m}"
+    );
     let mut s = TcpStream::connect(p.addr()).unwrap();
     assert_eq!(
         read_outcome(&mut s, Duration::from_millis(300)),

@@ -12,6 +12,7 @@
 //! ([`Error`]), and the command line decides how they look and which exit
 //! code they get.
 
+mod policy_rules;
 pub mod socket;
 pub mod stateless;
 pub mod stats;

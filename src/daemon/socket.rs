@@ -56,7 +56,7 @@ pub fn run(
         tracing::info!(listener = %b.label, rcvbuf, "listening");
     }
     let labels: Vec<String> = bound.iter().map(|b| b.label.clone()).collect();
-    policy_rules(&opts, &labels)?;
+    let rules = super::policy_rules::at_start(&opts.policies, &labels)?;
     let syn_log = syn_log(&opts);
     let stats = stats::prepare(stats_cfg, &labels)?;
     // Root is no longer needed; no thread has started yet.
@@ -98,6 +98,7 @@ pub fn run(
             handle.shutdown();
         });
         let totals = server.run().await;
+        rules.at_exit(totals.handed_off);
         stats.finish().await;
         if totals.handed_over > 0 {
             tracing::info!(conns = totals.handed_over, "handed over to the new process; exiting");
@@ -106,25 +107,6 @@ pub fn run(
             held_secs = totals.held_secs, "stopped");
         Ok(())
     })
-}
-
-/// Writes the nftables rules of window-zero and syn_delay policies for the
-/// listeners' ports (while still privileged). Without such policies the
-/// firewall is not touched (rules left by an earlier configuration stay
-/// until removed by hand, see the README).
-fn policy_rules(opts: &ServeOptions, labels: &[String]) -> Result<(), Error> {
-    let fw = crate::firewall::Firewall::new(crate::firewall::NftConfig::default());
-    if opts.policies.needs_firewall() {
-        let ports: Vec<u16> = labels
-            .iter()
-            .filter_map(|l| l.parse::<std::net::SocketAddr>().ok())
-            .map(|a| a.port())
-            .collect();
-        fw.set_policies(&ports, &opts.policies)
-            .map_err(Error::PolicyRules)?;
-        tracing::info!(ports = ?ports, "policy rules installed (nftables)");
-    }
-    Ok(())
 }
 
 /// With a syn_delay policy: the nflog group its rules log first SYNs to,

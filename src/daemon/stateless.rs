@@ -18,6 +18,11 @@ pub fn run(
     if let Some(p) = &opts.key_file {
         stateless::keyfile::read(p)?;
     }
+    // Its syn_delay is its own: chains a socket-engine run wrote for
+    // policies would only linger.
+    super::policy_rules::clean_stale(&crate::firewall::Firewall::new(
+        crate::firewall::NftConfig::default(),
+    ));
     let label = stateless::listener_label(opts.nflog_group);
     let stats = stats::prepare(stats_cfg, &[label])?;
     super::runtime()?.block_on(async move {

@@ -74,6 +74,11 @@ pub struct Totals {
     /// Connections handed to a new process by a takeover (not released).
     #[serde(default)]
     pub handed_over: u64,
+    /// The listeners went to a new process by a takeover (with
+    /// `handed_over` connections, perhaps none): what this process set up
+    /// for them (policy rules) is the new one's now.
+    #[serde(default)]
+    pub handed_off: bool,
     /// Figures are estimates: the stateless engine evicted flows from its
     /// bounded table (see `LiveConn::estimated`).
     #[serde(default)]

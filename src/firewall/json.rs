@@ -239,6 +239,18 @@ fn saddr_left(left: &Value, proto: &str, mask: Option<Ipv6Addr>) -> bool {
     }
 }
 
+/// Names of the `kind` objects (`"chain"`, `"set"`) in our table, as a
+/// listing shows them.
+pub fn names_in_table(text: &str, cfg: &NftConfig, kind: &str) -> Result<Vec<String>, FwError> {
+    let t = cfg.family_table.as_str();
+    Ok(objects(text)?
+        .iter()
+        .filter_map(|o| o.get(kind))
+        .filter(|x| str_of(x, "family") == Some("inet") && str_of(x, "table") == Some(t))
+        .filter_map(|x| str_of(x, "name").map(String::from))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -297,6 +297,31 @@ impl Firewall {
         self.apply(&b)
     }
 
+    /// Which per-port policy chains and sets (window zero, syn_delay) our
+    /// table has, whoever wrote them: none when there is no table (a dry
+    /// run lists none).
+    pub fn policy_objects(&self) -> Result<policy::Present, FwError> {
+        let Some(text) = self.list_table(true)? else {
+            return Ok(policy::Present::default());
+        };
+        Ok(policy::Present::of(
+            &json::names_in_table(&text, &self.cfg, "chain")?,
+            &json::names_in_table(&text, &self.cfg, "set")?,
+        ))
+    }
+
+    /// Deletes the policy chains and sets in `present` (from
+    /// [`policy_objects`](Self::policy_objects)) in one transaction; the
+    /// trap chains and sets are left alone. Nothing to delete runs nothing.
+    pub fn remove_policies(&self, present: &policy::Present) -> Result<(), FwError> {
+        if present.is_empty() {
+            return Ok(());
+        }
+        let mut b = String::new();
+        policy::remove_commands(&self.cfg, present, &mut b)?;
+        self.apply(&b)
+    }
+
     /// Releases the targets in one transaction. Targets that are not trapped,
     /// and a missing table or set (nothing to release), are not errors.
     pub fn unban(&self, targets: &[Target]) -> Result<(), FwError> {

@@ -52,6 +52,18 @@ pub const IN_CHAIN: &str = "policy_in";
 pub const SET_SIZE: u32 = 262_144;
 /// The nflog group the first SYN of a delayed handshake is logged to.
 pub const SYN_LOG_GROUP: u16 = 7710;
+/// The syn_delay sets and their keys (IPv4 and IPv6: waiting, seen, an
+/// address with a delay pending, exempt addresses).
+pub const SETS: [(&str, &str); 8] = [
+    ("syn_wait4", "ipv4_addr . inet_service"),
+    ("syn_seen4", "ipv4_addr . inet_service"),
+    ("syn_addr4", "ipv4_addr"),
+    ("syn_fast4", "ipv4_addr"),
+    ("syn_wait6", "ipv6_addr . inet_service"),
+    ("syn_seen6", "ipv6_addr . inet_service"),
+    ("syn_addr6", "ipv6_addr"),
+    ("syn_fast6", "ipv6_addr"),
+];
 
 /// `{ 2222, 2223 }`
 fn port_set(ports: &[u16]) -> String {
@@ -80,16 +92,7 @@ pub fn policy_commands(
     let t = &cfg.family_table;
     let l = port_set(listen_ports);
     let _ = writeln!(out, "add table inet {t}");
-    for (name, ty) in [
-        ("syn_wait4", "ipv4_addr . inet_service"),
-        ("syn_seen4", "ipv4_addr . inet_service"),
-        ("syn_addr4", "ipv4_addr"),
-        ("syn_fast4", "ipv4_addr"),
-        ("syn_wait6", "ipv6_addr . inet_service"),
-        ("syn_seen6", "ipv6_addr . inet_service"),
-        ("syn_addr6", "ipv6_addr"),
-        ("syn_fast6", "ipv6_addr"),
-    ] {
+    for (name, ty) in SETS {
         let _ = writeln!(
             out,
             "add set inet {t} {name} {{ type {ty}; size {SET_SIZE}; flags dynamic, timeout; }}"
@@ -173,6 +176,61 @@ pub fn policy_commands(
     }
     if let Some(d) = ps.default.syn_delay {
         delay_rules("", d, out);
+    }
+    Ok(())
+}
+
+/// Which of the policy chains and sets a listing of our table shows (the
+/// trap chains and sets are never among them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Present {
+    pub chains: Vec<&'static str>,
+    pub sets: Vec<&'static str>,
+}
+
+impl Present {
+    /// From the names of the chains and sets in our table.
+    pub fn of(chains: &[String], sets: &[String]) -> Present {
+        Present {
+            chains: [OUT_CHAIN, IN_CHAIN]
+                .into_iter()
+                .filter(|c| chains.iter().any(|x| x == c))
+                .collect(),
+            sets: SETS
+                .into_iter()
+                .map(|(name, _)| name)
+                .filter(|s| sets.iter().any(|x| x == s))
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chains.is_empty() && self.sets.is_empty()
+    }
+
+    /// `chain policy_out, set syn_wait4, ...`, for logs.
+    pub fn names(&self) -> String {
+        let c = self.chains.iter().map(|c| format!("chain {c}"));
+        let s = self.sets.iter().map(|s| format!("set {s}"));
+        c.chain(s).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Commands that delete what `present` names, in one transaction: each
+/// chain flushed, then deleted, then the sets its rules referred to.
+pub fn remove_commands(
+    cfg: &NftConfig,
+    present: &Present,
+    out: &mut String,
+) -> Result<(), FwError> {
+    batch::validate(cfg)?;
+    let t = &cfg.family_table;
+    for c in &present.chains {
+        let _ = writeln!(out, "flush chain inet {t} {c}");
+        let _ = writeln!(out, "delete chain inet {t} {c}");
+    }
+    for set in &present.sets {
+        let _ = writeln!(out, "delete set inet {t} {set}");
     }
     Ok(())
 }
@@ -284,6 +342,27 @@ mod tests {
         let idef = s.find("tcp dport { 2222 } tcp flags").unwrap();
         assert!(i80 < idef, "{s}");
         assert!(s.contains("add @syn_seen4 { ip saddr . tcp sport timeout 11s } add @syn_addr4 { ip saddr timeout 11s } add @syn_wait4 { ip saddr . tcp sport timeout 3s }"), "{s}");
+    }
+
+    #[test]
+    fn removal_names_only_the_policy_objects_present() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let present = Present::of(
+            &names(&["prerouting", "policy_in", "guard"]),
+            &names(&["trap4", "trap6", "syn_wait4", "syn_seen6"]),
+        );
+        assert_eq!(
+            present.names(),
+            "chain policy_in, set syn_wait4, set syn_seen6"
+        );
+        let mut s = String::new();
+        remove_commands(&NftConfig::default(), &present, &mut s).unwrap();
+        assert_eq!(
+            s,
+            "flush chain inet tarpit policy_in\ndelete chain inet tarpit policy_in\n\
+             delete set inet tarpit syn_wait4\ndelete set inet tarpit syn_seen6\n"
+        );
+        assert!(Present::of(&names(&["prerouting"]), &names(&["trap4"])).is_empty());
     }
 
     #[test]

@@ -312,6 +312,7 @@ impl Engine {
                 tracing::info!(conns = n, "handed over to the new process");
                 self.handed_over = true;
                 self.totals.handed_over = n as u64;
+                self.totals.handed_off = true;
                 Ok(n)
             }
             Ok(Err(e)) => {
