@@ -1,9 +1,9 @@
 //! Running `nft` / `conntrack` as child processes: optional network
-//! namespace, stdin fed from a thread (a 10,000-ban batch is bigger than a
-//! pipe buffer), output collected, and a deadline so a wedged child cannot
-//! hang the watcher forever.
+//! namespace, stdin fed and output collected at once on the calling thread
+//! (a 10,000-ban batch is bigger than a pipe buffer, and so is a listing),
+//! and a deadline so a wedged child cannot hang the watcher forever.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -79,47 +79,130 @@ pub fn run(
             source: e,
         },
     })?;
-    let writer = match (stdin, child.stdin.take()) {
-        (Some(data), Some(mut pipe)) => {
-            let data = data.to_vec();
-            Some(thread::spawn(move || pipe.write_all(&data)))
-        }
-        _ => None,
-    };
-    let out = reader(child.stdout.take());
-    let err = reader(child.stderr.take());
-    let status = wait_until(&mut child, limit).map_err(|e| FwError::Io {
+    let deadline = Instant::now() + limit;
+    let wait_err = |e| FwError::Io {
         what: format!("waiting for {}", describe()),
         source: e,
+    };
+    let piped = pump(&mut child, stdin.unwrap_or_default(), deadline).map_err(|e| {
+        let _ = child.kill();
+        let _ = child.wait();
+        wait_err(e)
     })?;
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
-    // A write error (EPIPE) just means the child stopped reading early; its
-    // exit status and stderr say why, so that is what we report.
-    if let Some(w) = writer {
-        let _ = w.join();
-    }
-    match status {
-        Some(status) => Ok(Finished {
+    let finished = match piped {
+        Some((stdout, stderr)) => wait_until(
+            &mut child,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .map_err(wait_err)?
+        .map(|status| Finished {
             status,
             stdout,
             stderr,
         }),
-        None => Err(FwError::Timeout {
-            command: describe(),
-            after: limit,
-        }),
-    }
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
+    };
+    finished.ok_or_else(|| FwError::Timeout {
+        command: describe(),
+        after: limit,
+    })
 }
 
-fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut buf);
+/// Feeds `input` to the child's stdin and collects its stdout and stderr
+/// until both close, on this thread (poll(2) over non-blocking pipes): no
+/// helper thread, so `tarpit serve` can run nft at start, while still
+/// privileged, and still start its first thread only after the privilege
+/// drop. `None` when `deadline` passed first. A write error (EPIPE) just
+/// means the child stopped reading early; its exit status and stderr say
+/// why.
+fn pump(
+    child: &mut Child,
+    input: &[u8],
+    deadline: Instant,
+) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    use std::os::fd::{AsFd, OwnedFd};
+    let nonblocking = |fd: OwnedFd| -> io::Result<OwnedFd> {
+        let fl = rustix::fs::fcntl_getfl(&fd)?;
+        rustix::fs::fcntl_setfl(&fd, fl | rustix::fs::OFlags::NONBLOCK)?;
+        Ok(fd)
+    };
+    let mut inp = match child.stdin.take() {
+        Some(p) if !input.is_empty() => Some(nonblocking(OwnedFd::from(p))?),
+        _ => None, // dropped: the child sees EOF
+    };
+    let mut outs = [
+        child
+            .stdout
+            .take()
+            .map(OwnedFd::from)
+            .map(nonblocking)
+            .transpose()?,
+        child
+            .stderr
+            .take()
+            .map(OwnedFd::from)
+            .map(nonblocking)
+            .transpose()?,
+    ];
+    let mut got = [Vec::new(), Vec::new()];
+    let mut written = 0;
+    let mut buf = vec![0u8; 65536];
+    while inp.is_some() || outs.iter().any(Option::is_some) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
         }
-        buf
-    })
+        {
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(3);
+            if let Some(fd) = &inp {
+                fds.push(PollFd::new(fd, PollFlags::OUT));
+            }
+            for fd in outs.iter().flatten() {
+                fds.push(PollFd::new(fd, PollFlags::IN));
+            }
+            let nap = left.min(Duration::from_millis(100));
+            let ts = Timespec {
+                tv_sec: nap.as_secs() as i64,
+                tv_nsec: i64::from(nap.subsec_nanos()),
+            };
+            match rustix::event::poll(&mut fds, Some(&ts)) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Whatever is ready goes now; the rest says EAGAIN.
+        if let Some(fd) = &inp {
+            match rustix::io::write(fd.as_fd(), &input[written..]) {
+                Ok(n) => written += n,
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+                Err(_) => written = input.len(),
+            }
+            if written >= input.len() {
+                inp = None;
+            }
+        }
+        for (slot, acc) in outs.iter_mut().zip(got.iter_mut()) {
+            let Some(fd) = slot else { continue };
+            loop {
+                match rustix::io::read(fd.as_fd(), &mut buf) {
+                    Ok(0) => {
+                        *slot = None;
+                        break;
+                    }
+                    Ok(n) => acc.extend_from_slice(&buf[..n]),
+                    Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    let [out, err] = got;
+    Ok(Some((out, err)))
 }
 
 /// Waits for `child`; after `limit` kills it and returns `None`.
@@ -189,5 +272,38 @@ mod tests {
             Duration::from_millis(100),
         );
         assert!(matches!(e, Err(FwError::Timeout { .. })), "{:?}", e.err());
+    }
+
+    #[test]
+    fn feeds_and_collects_more_than_a_pipe_holds() {
+        // 1 MiB in; the same out, and stderr apart (a pipe holds 64 KiB:
+        // feeding and reading must interleave).
+        let input: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        let f = run(
+            Path::new("/bin/sh"),
+            &["-c", "cat; echo done >&2; exit 3"],
+            Some(&input),
+            None,
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert_eq!(f.status.code(), Some(3));
+        assert!(f.stdout == input, "{} bytes back", f.stdout.len());
+        assert_eq!(f.stderr, b"done\n");
+    }
+
+    #[test]
+    fn a_child_that_stops_reading_early_is_not_an_error() {
+        let input = vec![b'x'; 1 << 20];
+        let f = run(
+            Path::new("/bin/sh"),
+            &["-c", "head -c 10 >/dev/null; echo no more >&2; exit 1"],
+            Some(&input),
+            None,
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert_eq!(f.status.code(), Some(1));
+        assert_eq!(f.stderr, b"no more\n");
     }
 }
