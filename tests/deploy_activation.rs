@@ -111,8 +111,10 @@ fn await_notify(sock: &UnixDatagram, secs: f64, pred: impl Fn(&str) -> bool) -> 
 }
 
 /// Fills the connection until the peer's window closes; returns the bytes
-/// the kernel took (our small send buffer plus the tarpit's window).
-fn bytes_until_window_closes(addr: SocketAddr) -> usize {
+/// the kernel took (our small send buffer plus the tarpit's window), and
+/// the connection: closed, its FIN would be stuck behind the window and an
+/// exit probe would find it gone.
+fn bytes_until_window_closes(addr: SocketAddr) -> (usize, TcpStream) {
     let s = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -140,7 +142,7 @@ fn bytes_until_window_closes(addr: SocketAddr) -> usize {
             Err(e) => panic!("write: {e}"),
         }
     }
-    total
+    (total, s)
 }
 
 #[test]
@@ -190,12 +192,12 @@ fn socket_activated_serve_takes_checks_and_labels_listeners_and_notifies() {
     // Both listeners trap with the small window: the lowered one too.
     let mut held = Vec::new();
     for a in [v4, v6] {
-        let took = bytes_until_window_closes(a);
+        let (took, conn) = bytes_until_window_closes(a);
         assert!(
             took < 32 * 1024,
             "{a}: the window stayed open for {took} bytes"
         );
-        held.push(a);
+        held.push(conn);
     }
     // Keep one more open so the count is observable.
     let _keep = TcpStream::connect(v4).unwrap();
