@@ -1004,3 +1004,27 @@ async fn accept_any(
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bait_user_timeout_is_what_the_keepalives_allow_and_at_least_three_drips() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let ka = TcpKeepalive::new()
+            .with_time(Duration::from_secs(60))
+            .with_interval(Duration::from_secs(20));
+        socket2::SockRef::from(&c).set_tcp_keepalive(&ka).unwrap();
+        let fd = c.as_raw_fd();
+        // 60 + 20 × 3 s.
+        assert_eq!(user_timeout(fd, Duration::from_secs(10), 3), 120_000);
+        assert_eq!(user_timeout(fd, Duration::from_secs(10), 0), 60_000);
+        // Never under three drips.
+        assert_eq!(user_timeout(fd, Duration::from_secs(100), 3), 300_000);
+        // No socket to read keepalives from: the drips alone.
+        assert_eq!(user_timeout(-1, Duration::from_millis(500), 3), 1_500);
+        sys::set_user_timeout(fd, 120_000).unwrap();
+    }
+}
