@@ -15,6 +15,12 @@
 //! `HOLD_MODE=bait-wait` holds them under the default start instead (bait
 //! waiting for the peer to speak SSH, on EPOLLIN): what waiting costs.
 //!
+//! `HOLD_MODE=stuck` holds them silent, but each client writes 2 KiB first,
+//! more than the 1,152-byte window: every connection's FIN would be stuck,
+//! so each gets an exit probe (one raw out-of-order byte, see `sys::probe`;
+//! needs root) every max(1 s, age/20) — at this age every second, the
+//! highest rate there is. The figure is the probes' CPU.
+//!
 //! With `HOLD_SNAPSHOTS=K` the control socket is on (in a temp dir) and,
 //! once the connections are held, the bench asks K times each for the
 //! default `snapshot` (what `tarpit stats` asks: the 1,000 longest-held),
@@ -66,6 +72,7 @@ fn main() {
             format!("default:bait=ssh,drip={drip}{start}"),
         ]);
     }
+    let stuck = mode == "stuck";
     let window = Duration::from_secs(if bait { 20 } else { 10 });
     let snapshots: usize = std::env::var("HOLD_SNAPSHOTS")
         .ok()
@@ -116,7 +123,10 @@ fn main() {
         .map(|i| {
             let count = PER_CLIENT_PROC.min(n - i * PER_CLIENT_PROC);
             Command::new(std::env::current_exe().expect("self"))
-                .env("HOLD_CLIENT", format!("{addr} {count} {i}"))
+                .env(
+                    "HOLD_CLIENT",
+                    format!("{addr} {count} {i} {}", if stuck { 2048 } else { 0 }),
+                )
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -162,6 +172,8 @@ fn main() {
         format!("ssh bait, drip {drip}, waiting for peers that never speak")
     } else if bait {
         format!("ssh bait, drip {drip}, from accept")
+    } else if stuck {
+        "silent, every client wrote 2 KiB (exit probes every 1 s)".into()
     } else {
         "silent".into()
     };
@@ -276,6 +288,8 @@ fn client(spec: &str) {
     let addr: SocketAddr = it.next().and_then(|v| v.parse().ok()).expect("addr");
     let count: usize = it.next().and_then(|v| v.parse().ok()).expect("count");
     let idx: usize = it.next().and_then(|v| v.parse().ok()).expect("index");
+    let write: usize = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let data = vec![b'x'; write];
     let started = Instant::now();
     let mut held = Vec::with_capacity(count);
     for i in 0..count {
@@ -291,7 +305,12 @@ fn client(spec: &str) {
         if s.bind(&src.into()).is_err() || s.connect(&addr.into()).is_err() {
             continue;
         }
-        held.push(TcpStream::from(s));
+        let mut t = TcpStream::from(s);
+        // Into the send buffer at once; the part past the window stays there.
+        if write > 0 && t.write_all(&data).is_err() {
+            continue;
+        }
+        held.push(t);
     }
     println!("connected {}", held.len());
     let _ = std::io::stdout().flush();

@@ -11,7 +11,7 @@
 //!
 //! We never read a held socket, and under the default (silent) policy never
 //! write one either: the kernel answers window probes and keepalives on its
-//! own, so holding costs no CPU at all. A bait policy adds a fourth source,
+//! own, so holding costs next to no CPU. A bait policy adds a fourth source,
 //! a 100 ms tick that takes the due connections off the drip wheel (see
 //! `table`) and writes each one small segment — only when everything it was
 //! sent before has been acknowledged (`SIOCOUTQ` is 0), so a peer whose
@@ -31,7 +31,10 @@
 //! us, so one out-of-order byte (`sys::probe`) is sent every
 //! max(1 s, age/20); its program never sees it, but once the program has
 //! quit its kernel answers with an RST, which ends the connection within
-//! one probe interval of the program's exit.
+//! one probe interval of the program's exit. Whether a silent
+//! connection's queue is full is looked at (SIOCINQ) at 1, 2, 4, ... s of
+//! age, then every 64 s: holding is no longer entirely free of CPU, but
+//! nearly (`cargo bench --bench hold`).
 
 use super::bait;
 use super::table::{Held, Table, F_BAIT_OFF, F_BAIT_ON, F_UT_OFF};
@@ -102,11 +105,20 @@ const STUCK_QUEUE: u32 = 1024;
 /// within a round trip; probes are at least 1 s apart).
 const PROBE_ANSWER_MS: u32 = 500;
 
-/// Ticks until the next exit probe (or the next look at whether one is
-/// needed) of a connection held for `age` ticks: max(1 s, age/20), so an
-/// exit is seen within 5 % of the time held (and within the wheel's span).
+/// Ticks until the next exit probe of a connection held for `age` ticks:
+/// max(1 s, age/20), so an exit is seen within 5 % of the time held (and
+/// within the wheel's span).
 pub(super) fn probe_interval(age: u32) -> u32 {
     (age / 20).clamp(10, super::table::WHEEL - 1)
+}
+
+/// Ticks until the next look at whether a connection needs exit probes
+/// (its receive queue filled): at 1, 2, 4, ... s of age, then every 64 s.
+/// A peer that writes more than the window does so at once, nearly always;
+/// looking every second at each silent connection would cost 10 times what
+/// holding it does (`cargo bench --bench hold`).
+fn probe_check_interval(age: u32) -> u32 {
+    age.clamp(10, 640)
 }
 
 impl Engine {
@@ -665,8 +677,12 @@ impl Engine {
             }
         }
         let age = now.saturating_sub(h.start);
-        self.table
-            .drip_at(slot, now.saturating_add(probe_interval(age)));
+        let wait = if stuck {
+            probe_interval(age)
+        } else {
+            probe_check_interval(age)
+        };
+        self.table.drip_at(slot, now.saturating_add(wait));
     }
 
     /// Writes a bait connection's next segment, unless what it was sent
