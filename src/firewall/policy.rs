@@ -11,28 +11,32 @@
 //!   per policy port covers redirected and direct connections alike.
 //! * **syn_delay** — chain [`IN_CHAIN`] (input hook, after the redirect, so
 //!   only SYNs that would reach our listeners are delayed and a real service
-//!   on the same port never is). A client's first SYN puts its
-//!   `address . port` into `syn_wait` (timeout D) and `syn_seen` (timeout
-//!   2·D + 5 s), its address into `syn_addr` (timeout 2·D + 5 s), and is
-//!   dropped; while in `syn_wait`, its retransmissions are dropped too; once
-//!   `syn_wait` has forgotten it but `syn_seen` has not — D after its first
-//!   SYN — the next retransmission passes and the handshake completes.
-//!   Retransmissions back off exponentially, so the first one at or after D
-//!   comes before 2·D + 1 s.
+//!   on the same port never is). One connect attempt is `address . port .
+//!   sequence`: its retransmissions repeat the initial sequence number, a
+//!   new attempt (even from the same port: medusa and ncrack retry that way)
+//!   has another. An attempt's first SYN goes into `syn_try_wait` (timeout
+//!   D) and `syn_try_seen` (timeout 2·D + 5 s), its address into `syn_addr`,
+//!   and is dropped; while in `syn_try_wait`, its retransmissions are
+//!   dropped too; once `syn_try_wait` has forgotten it but `syn_try_seen`
+//!   has not — D after its first SYN — the next retransmission passes, the
+//!   handshake completes and the address leaves `syn_addr`. Retransmissions
+//!   back off exponentially, so the first one at or after D comes before
+//!   2·D + 1 s.
 //!
-//!   Adaptive: a SYN from a *new* port of an address that still has a delay
-//!   pending (in `syn_addr`) is a client that gave up on the delayed
-//!   handshake and retries (medusa's and ncrack's short connect timeouts,
-//!   nmap's SYN scan retransmitting from a new port, then its `-sV`
-//!   connects). Delaying it again would free it as DROP does; instead it
-//!   passes at once and its address goes into `syn_fast` for
-//!   [`SYN_EXEMPT_SECS`](crate::engine::policy::SYN_EXEMPT_SECS), whose SYNs all pass: such a client meets the silent
-//!   trap, never less.
+//!   Adaptive: a *new* attempt from an address in `syn_addr` — an attempt
+//!   of it is still pending, or was abandoned within
+//!   [`SYN_EXEMPT_SECS`](crate::engine::policy::SYN_EXEMPT_SECS) — is a
+//!   client that gave up on the delayed handshake and retries or comes back
+//!   (nmap's SYN scan retransmitting from a new port, then its `-sV`
+//!   connects; a brute-force tool with a short connect timeout run again).
+//!   Delaying it again would free it as DROP does; instead it passes at once
+//!   and its address goes into `syn_fast` for as long, whose SYNs all pass:
+//!   such a client meets the silent trap, never less.
 //!
 //!   A full set (more than [`SET_SIZE`] entries) lets SYNs through
 //!   undelayed rather than dropping them for ever: an `add` to a full set
 //!   ends the rule before its `drop`, so the first SYN's adds come last to
-//!   `syn_wait` (the set that makes the retransmissions drop), and the
+//!   `syn_try_wait` (the set that makes the retransmissions drop), and the
 //!   exemption is added by a rule of its own before the one that passes.
 //!
 //! The first SYN of a delayed handshake is also copied to nflog group
@@ -52,18 +56,22 @@ pub const IN_CHAIN: &str = "policy_in";
 pub const SET_SIZE: u32 = 262_144;
 /// The nflog group the first SYN of a delayed handshake is logged to.
 pub const SYN_LOG_GROUP: u16 = 7710;
-/// The syn_delay sets and their keys (IPv4 and IPv6: waiting, seen, an
-/// address with a delay pending, exempt addresses).
+/// The syn_delay sets and their keys (IPv4 and IPv6: attempts waiting,
+/// attempts seen, addresses with an attempt pending or abandoned, exempt
+/// addresses).
 pub const SETS: [(&str, &str); 8] = [
-    ("syn_wait4", "ipv4_addr . inet_service"),
-    ("syn_seen4", "ipv4_addr . inet_service"),
-    ("syn_addr4", "ipv4_addr"),
-    ("syn_fast4", "ipv4_addr"),
-    ("syn_wait6", "ipv6_addr . inet_service"),
-    ("syn_seen6", "ipv6_addr . inet_service"),
-    ("syn_addr6", "ipv6_addr"),
-    ("syn_fast6", "ipv6_addr"),
+    ("syn_try_wait4", "typeof ip saddr . tcp sport . tcp sequence"),
+    ("syn_try_seen4", "typeof ip saddr . tcp sport . tcp sequence"),
+    ("syn_addr4", "type ipv4_addr"),
+    ("syn_fast4", "type ipv4_addr"),
+    ("syn_try_wait6", "typeof ip6 saddr . tcp sport . tcp sequence"),
+    ("syn_try_seen6", "typeof ip6 saddr . tcp sport . tcp sequence"),
+    ("syn_addr6", "type ipv6_addr"),
+    ("syn_fast6", "type ipv6_addr"),
 ];
+/// Sets of earlier versions (keyed by address and port only), no longer
+/// written; removed with the others.
+pub const OLD_SETS: [&str; 4] = ["syn_wait4", "syn_seen4", "syn_wait6", "syn_seen6"];
 
 /// `{ 2222, 2223 }`
 fn port_set(ports: &[u16]) -> String {
@@ -95,7 +103,7 @@ pub fn policy_commands(
     for (name, ty) in SETS {
         let _ = writeln!(
             out,
-            "add set inet {t} {name} {{ type {ty}; size {SET_SIZE}; flags dynamic, timeout; }}"
+            "add set inet {t} {name} {{ {ty}; size {SET_SIZE}; flags dynamic, timeout; }}"
         );
     }
     let _ = writeln!(
@@ -133,7 +141,7 @@ pub fn policy_commands(
         let wait = d.as_secs().max(1);
         let seen = 2 * wait + 5;
         for (v, saddr) in [("4", "ip saddr"), ("6", "ip6 saddr")] {
-            let key = format!("{saddr} . tcp sport");
+            let key = format!("{saddr} . tcp sport . tcp sequence");
             let nf = if v == "4" { "ipv4" } else { "ipv6" };
             let r = |rest: String, out: &mut String| {
                 let _ = writeln!(
@@ -141,11 +149,18 @@ pub fn policy_commands(
                     "add rule inet {t} {IN_CHAIN} tcp dport {l} {prefix}{syn} {rest}"
                 );
             };
-            // Exempt addresses pass; a retransmission waits or passes.
+            // Exempt addresses pass; a retransmission waits or passes, and
+            // a delayed attempt that completes clears its address (it sat
+            // the delay out: its next attempt may be delayed again).
             r(format!("{saddr} @syn_fast{v} return"), out);
-            r(format!("{key} @syn_wait{v} drop"), out);
-            r(format!("{key} @syn_seen{v} return"), out);
-            // A new port while a delay is pending: gave up and retried.
+            r(format!("{key} @syn_try_wait{v} drop"), out);
+            r(
+                format!("{key} @syn_try_seen{v} delete @syn_addr{v} {{ {saddr} }}"),
+                out,
+            );
+            r(format!("{key} @syn_try_seen{v} return"), out);
+            // A new attempt while one is pending or was abandoned: the
+            // client gave up and retried, or came back.
             r(
                 format!("{saddr} @syn_addr{v} add @syn_fast{v} {{ {saddr} timeout {FAST_SECS}s }}"),
                 out,
@@ -154,7 +169,7 @@ pub fn policy_commands(
             // A first SYN: logged (for the wait's start), remembered, dropped.
             r(
                 format!(
-                    "meta nfproto {nf} add @syn_seen{v} {{ {key} timeout {seen}s }} add @syn_addr{v} {{ {saddr} timeout {seen}s }} add @syn_wait{v} {{ {key} timeout {wait}s }} log group {SYN_LOG_GROUP} drop"
+                    "meta nfproto {nf} add @syn_try_seen{v} {{ {key} timeout {seen}s }} add @syn_addr{v} {{ {saddr} timeout {FAST_SECS}s }} add @syn_try_wait{v} {{ {key} timeout {wait}s }} log group {SYN_LOG_GROUP} drop"
                 ),
                 out,
             );
@@ -199,6 +214,7 @@ impl Present {
             sets: SETS
                 .into_iter()
                 .map(|(name, _)| name)
+                .chain(OLD_SETS)
                 .filter(|s| sets.iter().any(|x| x == s))
                 .collect(),
         }
@@ -275,11 +291,12 @@ mod tests {
         assert!(s.contains(
             "add rule inet tarpit policy_out tcp sport { 22, 2222 } ct original proto-dst 80 tcp window set 0\n"
         ), "{s}");
-        assert!(s.contains("add rule inet tarpit policy_in tcp dport { 22, 2222 } ct original proto-dst 22 tcp flags & (syn | ack) == syn ip saddr . tcp sport @syn_wait4 drop\n"), "{s}");
+        assert!(s.contains("add rule inet tarpit policy_in tcp dport { 22, 2222 } ct original proto-dst 22 tcp flags & (syn | ack) == syn ip saddr . tcp sport . tcp sequence @syn_try_wait4 drop\n"), "{s}");
         // Port 22's IPv4 rules, in order: exempt addresses pass, a
-        // retransmission waits or passes, a new port of an address with a
-        // delay pending passes and exempts the address, a first SYN is
-        // remembered (syn_wait last: a full set lets it through), logged
+        // retransmission waits or passes (and a completed attempt clears its
+        // address), a new attempt of an address with an attempt pending or
+        // abandoned passes and exempts the address, a first SYN is
+        // remembered (syn_try_wait last: a full set lets it through), logged
         // and dropped.
         let pre = "add rule inet tarpit policy_in tcp dport { 22, 2222 } ct original proto-dst 22 tcp flags & (syn | ack) == syn ";
         let v4: Vec<&str> = s
@@ -289,22 +306,23 @@ mod tests {
             .collect();
         assert_eq!(v4, [
             "ip saddr @syn_fast4 return",
-            "ip saddr . tcp sport @syn_wait4 drop",
-            "ip saddr . tcp sport @syn_seen4 return",
+            "ip saddr . tcp sport . tcp sequence @syn_try_wait4 drop",
+            "ip saddr . tcp sport . tcp sequence @syn_try_seen4 delete @syn_addr4 { ip saddr }",
+            "ip saddr . tcp sport . tcp sequence @syn_try_seen4 return",
             "ip saddr @syn_addr4 add @syn_fast4 { ip saddr timeout 3600s }",
             "ip saddr @syn_addr4 return",
-            "meta nfproto ipv4 add @syn_seen4 { ip saddr . tcp sport timeout 125s } add @syn_addr4 { ip saddr timeout 125s } add @syn_wait4 { ip saddr . tcp sport timeout 60s } log group 7710 drop",
+            "meta nfproto ipv4 add @syn_try_seen4 { ip saddr . tcp sport . tcp sequence timeout 125s } add @syn_addr4 { ip saddr timeout 3600s } add @syn_try_wait4 { ip saddr . tcp sport . tcp sequence timeout 60s } log group 7710 drop",
         ], "{s}");
         assert!(
             s.contains(
-                "add @syn_wait6 { ip6 saddr . tcp sport timeout 60s } log group 7710 drop\n"
+                "add @syn_try_wait6 { ip6 saddr . tcp sport . tcp sequence timeout 60s } log group 7710 drop\n"
             ),
             "{s}"
         );
         for set in [
             "syn_addr6 { type ipv6_addr;",
             "syn_fast4 { type ipv4_addr;",
-            "syn_seen4 { type ipv4_addr . inet_service;",
+            "syn_try_seen4 { typeof ip saddr . tcp sport . tcp sequence;",
         ] {
             assert!(
                 s.contains(&format!(
@@ -315,8 +333,8 @@ mod tests {
         }
         // Nothing for the silent default.
         assert!(!s.contains("tcp sport { 22, 2222 } tcp window set 0"));
-        // add chain, flush chain, six rules per family for port 22.
-        assert_eq!(s.matches(IN_CHAIN).count(), 14, "{s}");
+        // add chain, flush chain, seven rules per family for port 22.
+        assert_eq!(s.matches(IN_CHAIN).count(), 16, "{s}");
     }
 
     #[test]
@@ -341,7 +359,7 @@ mod tests {
         let i80 = s.find("ct original proto-dst 80 return").unwrap();
         let idef = s.find("tcp dport { 2222 } tcp flags").unwrap();
         assert!(i80 < idef, "{s}");
-        assert!(s.contains("add @syn_seen4 { ip saddr . tcp sport timeout 11s } add @syn_addr4 { ip saddr timeout 11s } add @syn_wait4 { ip saddr . tcp sport timeout 3s }"), "{s}");
+        assert!(s.contains("add @syn_try_seen4 { ip saddr . tcp sport . tcp sequence timeout 11s } add @syn_addr4 { ip saddr timeout 3600s } add @syn_try_wait4 { ip saddr . tcp sport . tcp sequence timeout 3s }"), "{s}");
     }
 
     #[test]
@@ -349,18 +367,20 @@ mod tests {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let present = Present::of(
             &names(&["prerouting", "policy_in", "guard"]),
-            &names(&["trap4", "trap6", "syn_wait4", "syn_seen6"]),
+            &names(&["trap4", "trap6", "syn_wait4", "syn_try_seen6", "syn_fast4"]),
         );
+        // Today's sets, then an earlier version's.
         assert_eq!(
             present.names(),
-            "chain policy_in, set syn_wait4, set syn_seen6"
+            "chain policy_in, set syn_fast4, set syn_try_seen6, set syn_wait4"
         );
         let mut s = String::new();
         remove_commands(&NftConfig::default(), &present, &mut s).unwrap();
         assert_eq!(
             s,
             "flush chain inet tarpit policy_in\ndelete chain inet tarpit policy_in\n\
-             delete set inet tarpit syn_wait4\ndelete set inet tarpit syn_seen6\n"
+             delete set inet tarpit syn_fast4\ndelete set inet tarpit syn_try_seen6\n\
+             delete set inet tarpit syn_wait4\n"
         );
         assert!(Present::of(&names(&["prerouting"]), &names(&["trap4"])).is_empty());
     }

@@ -252,7 +252,7 @@ impl Core {
                 return Outcome::Ignored(Ignore::OddFlags);
             }
             if let Some(d) = self.syn_delay.as_mut() {
-                if !d.pass(&t, now) {
+                if !d.pass(&t, seq, now) {
                     return Outcome::Ignored(Ignore::SynDelayed);
                 }
             }
@@ -290,7 +290,8 @@ impl Core {
         // expired from the table): not a new trap.
         if o.new && !seen.midstream {
             if let Some(d) = self.syn_delay.as_mut() {
-                d.accepted(&t, now);
+                // The handshake ACK's sequence number is the SYN's plus one.
+                d.accepted(&t, seq.wrapping_sub(1), now);
             }
             self.totals.trapped += 1;
             for ob in &self.observers {

@@ -1,20 +1,24 @@
 //! syn_delay for the stateless engine (issue 10 §3): a SYN is answered only
 //! when it comes at least the policy's delay after the first SYN of the same
-//! 4-tuple — a client's retransmission — so a client with separate connect
-//! and read timeouts loses both.
+//! connect attempt (4-tuple and initial sequence number: retransmissions
+//! repeat it, a new attempt from the same port has another) — a client's
+//! retransmission — so a client with separate connect and read timeouts
+//! loses both.
 //!
 //! Adaptive, as the socket engine's nftables rules (`crate::firewall::policy`):
-//! a SYN of a *new* tuple from an address that still has a delay pending is
-//! a client that gave up on the delayed handshake and retries (short connect
-//! timeouts: medusa, ncrack; nmap's SYN scan retransmitting from a new
-//! port). Delaying it again would free it as DROP does, so it is answered at
-//! once and the address is exempt for [`FAST_SECS`]: such a client meets the
-//! silent trap, never less.
+//! a SYN of a *new* attempt from an address with an attempt pending, or
+//! abandoned within [`FAST_SECS`] (a delayed attempt that completes clears
+//! its address), is a client that gave up on the delayed handshake and
+//! retries or comes back (nmap's SYN scan retransmitting from a new port; a
+//! brute-force tool with a short connect timeout run again). Delaying it
+//! again would free it as DROP does, so it is answered at once and the
+//! address is exempt for as long: such a client meets the silent trap,
+//! never less.
 //!
 //! Bounded state, whatever the SYN rate: fixed tables indexed by a keyed
 //! hash, 8 bytes an entry (a tag of the hash and a tick) — [`SLOTS`]
-//! handshakes being delayed, [`ADDR_SLOTS`] addresses with a delay pending
-//! and as many exempt ones, and [`SLOTS`] waits of accepted handshakes kept
+//! handshakes being delayed, [`ADDR_SLOTS`] addresses with an attempt
+//! pending or abandoned and as many exempt ones, and [`SLOTS`] waits of accepted handshakes kept
 //! for their records (written only by completed handshakes, so a SYN flood
 //! never overwrites them). A flood overwrites the others: a client whose
 //! entry was overwritten starts waiting again or loses its exemption (its
@@ -42,7 +46,8 @@ pub struct SynDelay {
     policies: Policies,
     /// Handshakes being delayed: (tag, first SYN tick); tag 0 = empty.
     table: Vec<(u32, u32)>,
-    /// Addresses with a delay pending: (tag, latest first SYN tick).
+    /// Addresses with an attempt pending or abandoned: (tag, latest first
+    /// SYN tick); cleared when a delayed attempt completes.
     addrs: Vec<(u32, u32)>,
     /// Exempt addresses: (tag, tick they were exempted).
     fast: Vec<(u32, u32)>,
@@ -99,10 +104,12 @@ impl SynDelay {
         h
     }
 
-    fn tuple_hash(&self, t: &Tuple) -> u64 {
+    /// One connect attempt: the tuple and its initial sequence number.
+    fn attempt_hash(&self, t: &Tuple, isn: u32) -> u64 {
         let mut h = self.hasher(0);
         let (b, n) = t.key_bytes();
         h.write(&b[..n]);
+        h.write_u32(isn);
         h.finish()
     }
 
@@ -131,27 +138,34 @@ impl SynDelay {
         self.delays.get(usize::from(idx)).copied().unwrap_or(0)
     }
 
-    /// Whether a SYN of `t` arriving at tick `now` is answered.
-    pub fn pass(&mut self, t: &Tuple, now: u32) -> bool {
+    /// Whether a SYN of `t` with sequence number `isn` arriving at tick
+    /// `now` is answered.
+    pub fn pass(&mut self, t: &Tuple, isn: u32, now: u32) -> bool {
         let delay = self.delay(t.dst_port);
         if delay == 0 {
             return true;
         }
-        let (i, tag) = slot(self.tuple_hash(t), SLOTS);
+        let (i, tag) = slot(self.attempt_hash(t, isn), SLOTS);
         let s = self.table[i];
+        let (a, atag) = slot(self.addr_hash(t.src), ADDR_SLOTS);
         // Forgotten after 2·delay + 5 s: the retransmission at or after the
         // delay comes well before (backoff at most doubles).
         if s.0 == tag && now.wrapping_sub(s.1) <= 2 * delay + 50 {
-            return now.wrapping_sub(s.1) >= delay;
+            let done = now.wrapping_sub(s.1) >= delay;
+            if done && self.addrs[a].0 == atag {
+                // Sat the delay out: its next attempt may be delayed again.
+                self.addrs[a] = (0, 0);
+            }
+            return done;
         }
-        let (a, atag) = slot(self.addr_hash(t.src), ADDR_SLOTS);
         let f = self.fast[a];
         if f.0 == atag && now.wrapping_sub(f.1) <= FAST_TICKS {
             return true;
         }
         let p = self.addrs[a];
-        if p.0 == atag && now.wrapping_sub(p.1) <= 2 * delay + 50 {
-            // A new port while a delay is pending: gave up and retried.
+        if p.0 == atag && now.wrapping_sub(p.1) <= FAST_TICKS {
+            // A new attempt while one is pending or was abandoned: gave up
+            // and retried, or came back.
             self.fast[a] = (atag, now);
             self.exempted += 1;
             return true;
@@ -161,15 +175,16 @@ impl SynDelay {
         false
     }
 
-    /// A handshake of `t` completed at `now` (its ACK made a new flow): if
-    /// its SYN was delayed, keeps the ticks from its first SYN to now for
-    /// the record ([`SynDelay::take_wait`]).
-    pub fn accepted(&mut self, t: &Tuple, now: u32) {
+    /// A handshake of `t` whose SYN had sequence number `isn` completed at
+    /// `now` (its ACK made a new flow): if its SYN was delayed, keeps the
+    /// ticks from its first SYN to now for the record
+    /// ([`SynDelay::take_wait`]).
+    pub fn accepted(&mut self, t: &Tuple, isn: u32, now: u32) {
         let delay = self.delay(t.dst_port);
         if delay == 0 {
             return;
         }
-        let (i, tag) = slot(self.tuple_hash(t), SLOTS);
+        let (i, tag) = slot(self.attempt_hash(t, isn), SLOTS);
         let s = self.table[i];
         let age = now.wrapping_sub(s.1);
         // Delayed (not exempt: exempt tuples are never in the table), and
@@ -232,15 +247,15 @@ mod tests {
     fn answers_the_retransmission_after_the_delay_only() {
         let mut d = delay3();
         let a = tuple(40000, 22);
-        assert!(!d.pass(&a, 100)); // first SYN
-        assert!(!d.pass(&a, 110)); // retransmission at 1 s
-        assert!(!d.pass(&a, 129));
-        assert!(d.pass(&a, 130)); // 3 s after the first
-        assert!(d.pass(&a, 131)); // and its own retransmissions
-                                  // Another port: no delay.
-        assert!(d.pass(&tuple(40000, 80), 100));
+        assert!(!d.pass(&a, 7, 100)); // first SYN
+        assert!(!d.pass(&a, 7, 110)); // retransmission at 1 s
+        assert!(!d.pass(&a, 7, 129));
+        assert!(d.pass(&a, 7, 130)); // 3 s after the first
+        assert!(d.pass(&a, 7, 131)); // and its own retransmissions
+                                     // Another port: no delay.
+        assert!(d.pass(&tuple(40000, 80), 7, 100));
         // Long after: a new first SYN.
-        assert!(!d.pass(&a, 100 + 30 + 30 + 51 + 1000));
+        assert!(!d.pass(&a, 7, 100 + 30 + 30 + 51 + 1000));
         assert_eq!(d.exempted(), 0);
         assert!(SynDelay::new(&Policies::default()).is_none());
     }
@@ -248,21 +263,37 @@ mod tests {
     #[test]
     fn a_client_that_retries_from_a_new_port_is_exempt_for_an_hour() {
         let mut d = delay3();
-        assert!(!d.pass(&tuple(40000, 22), 100));
+        assert!(!d.pass(&tuple(40000, 22), 7, 100));
         // Gave up after 2 s, retries from a new port: answered at once.
-        assert!(d.pass(&tuple(40001, 22), 120));
+        assert!(d.pass(&tuple(40001, 22), 9, 120));
         assert_eq!(d.exempted(), 1);
         // Every later connect of that address too, for an hour ...
-        assert!(d.pass(&tuple(40002, 22), 120 + FAST_TICKS));
+        assert!(d.pass(&tuple(40002, 22), 5, 120 + FAST_TICKS));
         // ... then it is delayed once again.
-        assert!(!d.pass(&tuple(40003, 22), 121 + FAST_TICKS));
-        // Another address has its own wait; a new port of the same address
-        // long after its delay ended is a new first SYN.
+        assert!(!d.pass(&tuple(40003, 22), 5, 121 + FAST_TICKS));
+        // A retry from the same port (another sequence number) is a new
+        // attempt too.
+        let mut e = delay3();
+        assert!(!e.pass(&tuple(40000, 22), 7, 100));
+        assert!(!e.pass(&tuple(40000, 22), 7, 110));
+        assert!(e.pass(&tuple(40000, 22), 8, 120));
+        assert_eq!(e.exempted(), 1);
+        // Another address has its own wait. One that abandoned its attempt
+        // (a 2 s connect timeout) and comes back within the hour is exempt.
         let mut other = tuple(40000, 22);
         other.src = "10.77.0.3".parse().unwrap();
-        assert!(!d.pass(&other, 200));
+        assert!(!d.pass(&other, 7, 200));
         other.src_port = 40001;
-        assert!(!d.pass(&other, 200 + 111));
+        assert!(d.pass(&other, 7, 200 + 20_000));
+        assert_eq!(d.exempted(), 2);
+        // One that sat its delay out is delayed again next time.
+        let mut patient = tuple(40000, 22);
+        patient.src = "10.77.0.4".parse().unwrap();
+        assert!(!d.pass(&patient, 7, 300));
+        assert!(d.pass(&patient, 7, 330));
+        patient.src_port = 40001;
+        assert!(!d.pass(&patient, 7, 400));
+        assert_eq!(d.exempted(), 2);
     }
 
     #[test]
@@ -270,17 +301,23 @@ mod tests {
         let mut d = delay3();
         let a = tuple(40000, 22);
         let peer = SocketAddr::new(a.src, a.src_port);
-        assert!(!d.pass(&a, 100));
-        assert!(d.pass(&a, 140));
-        d.accepted(&a, 141);
+        assert!(!d.pass(&a, 7, 100));
+        assert!(d.pass(&a, 7, 140));
+        // Another attempt's ACK is not this one's.
+        d.accepted(&a, 8, 141);
+        assert_eq!(d.take_wait(peer, 22), 0);
+        d.accepted(&a, 7, 141);
         assert_eq!(d.take_wait(peer, 22), 41);
         assert_eq!(d.take_wait(peer, 22), 0);
-        // Exempt and undelayed handshakes waited nothing.
+        // It sat the delay out: its next attempt is delayed again; one more
+        // meanwhile is exempt and, as undelayed ones, waited nothing.
         let b = tuple(40001, 22);
-        assert!(d.pass(&b, 150));
-        d.accepted(&b, 151);
-        assert_eq!(d.take_wait(SocketAddr::new(b.src, b.src_port), 22), 0);
-        d.accepted(&tuple(40000, 80), 151);
+        assert!(!d.pass(&b, 7, 150));
+        let c = tuple(40002, 22);
+        assert!(d.pass(&c, 7, 151));
+        d.accepted(&c, 7, 152);
+        assert_eq!(d.take_wait(SocketAddr::new(c.src, c.src_port), 22), 0);
+        d.accepted(&tuple(40000, 80), 7, 151);
         assert_eq!(d.take_wait(SocketAddr::new(a.src, 40000), 80), 0);
     }
 }
