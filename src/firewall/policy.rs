@@ -60,12 +60,24 @@ pub const SYN_LOG_GROUP: u16 = 7710;
 /// attempts seen, addresses with an attempt pending or abandoned, exempt
 /// addresses).
 pub const SETS: [(&str, &str); 8] = [
-    ("syn_try_wait4", "typeof ip saddr . tcp sport . tcp sequence"),
-    ("syn_try_seen4", "typeof ip saddr . tcp sport . tcp sequence"),
+    (
+        "syn_try_wait4",
+        "typeof ip saddr . tcp sport . tcp sequence",
+    ),
+    (
+        "syn_try_seen4",
+        "typeof ip saddr . tcp sport . tcp sequence",
+    ),
     ("syn_addr4", "type ipv4_addr"),
     ("syn_fast4", "type ipv4_addr"),
-    ("syn_try_wait6", "typeof ip6 saddr . tcp sport . tcp sequence"),
-    ("syn_try_seen6", "typeof ip6 saddr . tcp sport . tcp sequence"),
+    (
+        "syn_try_wait6",
+        "typeof ip6 saddr . tcp sport . tcp sequence",
+    ),
+    (
+        "syn_try_seen6",
+        "typeof ip6 saddr . tcp sport . tcp sequence",
+    ),
     ("syn_addr6", "type ipv6_addr"),
     ("syn_fast6", "type ipv6_addr"),
 ];
