@@ -64,7 +64,12 @@ const TARGETS: &[(&str, Kind)] = &[
         Kind::Tarpit("22:bait=ssh,start=accept 80:bait=http,start=accept"),
     ),
     ("window0", Kind::Tarpit("default:window=zero")),
+    // Learn mode (the default): delayed only after escaping early.
     ("syn60", Kind::Tarpit("default:syn_delay=60s")),
+    (
+        "syn60-always",
+        Kind::Tarpit("default:syn_delay=60s,syn_mode=always"),
+    ),
     (
         "bait+syn60",
         Kind::Tarpit("22:bait=ssh,syn_delay=60s 80:bait=http,syn_delay=60s"),

@@ -527,7 +527,7 @@ fn assert_delayed(
         "{:?}",
         q[0]
     );
-    assert_eq!(q[0]["policy"], "syn_delay=10s");
+    assert_eq!(q[0]["policy"], "syn_delay=10s,syn_mode=always");
     let wait = p[0]["syn_wait_secs"].as_f64().unwrap();
     let engaged = p[0]["engaged_secs"].as_f64().unwrap();
     let held = p[0]["held_secs"].as_f64().unwrap();
@@ -561,9 +561,9 @@ fn syn_delay_exempts_a_retrying_client_and_counts_a_patient_ones_wait() {
             "--listen",
             "10.77.62.1:2284",
             "--policy",
-            "2282:syn_delay=10s",
+            "2282:syn_delay=10s,syn_mode=always",
             "--policy",
-            "2283:syn_delay=4s",
+            "2283:syn_delay=4s,syn_mode=always",
         ],
     );
     cli.run("for d in $(ls /sys/class/net | grep ^vb); do ip addr add 10.77.62.3/24 dev $d; done");
@@ -617,9 +617,9 @@ fn stateless_syn_delay_exempts_a_retrying_client_and_counts_a_patient_ones_wait(
             trapped_hosts: vec![2, 3],
             extra_args: [
                 "--policy",
-                "22:syn_delay=10s",
+                "22:syn_delay=10s,syn_mode=always",
                 "--policy",
-                "80:syn_delay=4s",
+                "80:syn_delay=4s,syn_mode=always",
             ]
             .map(String::from)
             .to_vec(),
@@ -645,6 +645,144 @@ fn stateless_syn_delay_exempts_a_retrying_client_and_counts_a_patient_ones_wait(
         .collect();
     // The stateless engine counts per attempt: the retry waited nothing.
     assert_delayed(&d, &recs, (&lab.v4(2), 0.0..=0.0), &lab.v4(3));
+}
+
+/// What the two clients of the learn-mode tests met: connect times of the
+/// quick one's two visits (it leaves after 1 s) and the staying one's
+/// (it stays 4 s, past the learn window of 3 s); the second visits'
+/// sockets, still open.
+#[derive(Debug)]
+struct Learned {
+    quick: [Option<Duration>; 2],
+    stays: [Option<Duration>; 2],
+    open: Vec<socket2::Socket>,
+}
+
+/// From `quick`: connect, leave after 1 s, connect again (20 s timeout);
+/// in parallel from `stays`: connect, leave after 4 s, connect again.
+/// Leaving is a FIN, or with `reset` an RST (SO_LINGER 0: the stateless
+/// engine's zero window keeps a FIN out).
+fn learning_clients(
+    ns: &Netns,
+    quick: (std::net::IpAddr, SocketAddr),
+    stays: (std::net::IpAddr, SocketAddr),
+    reset: bool,
+) -> Learned {
+    use socket2::{Domain, Socket, Type};
+    fn visit(src: std::net::IpAddr, dst: SocketAddr) -> (Option<Duration>, Option<Socket>) {
+        let s = Socket::new(Domain::for_address(dst), Type::STREAM, None).unwrap();
+        s.bind(&SocketAddr::new(src, 0).into()).unwrap();
+        let t0 = Instant::now();
+        match s.connect_timeout(&dst.into(), Duration::from_secs(20)) {
+            Ok(()) => (Some(t0.elapsed()), Some(s)),
+            Err(_) => (None, None),
+        }
+    }
+    let twice = move |(src, dst): (std::net::IpAddr, SocketAddr), stay: Duration| {
+        let (t1, s1) = visit(src, dst);
+        std::thread::sleep(stay);
+        if let Some(s) = s1 {
+            if reset {
+                s.set_linger(Some(Duration::ZERO)).unwrap();
+            }
+        }
+        let (t2, s2) = visit(src, dst);
+        ([t1, t2], s2)
+    };
+    ns.in_thread(move || {
+        let s = std::thread::spawn(move || twice(stays, Duration::from_secs(4)));
+        let (quick, q2) = twice(quick, Duration::from_secs(1));
+        let (stays, s2) = s.join().unwrap();
+        Learned {
+            quick,
+            stays,
+            open: q2.into_iter().chain(s2).collect(),
+        }
+    })
+}
+
+/// Learn mode (the default) with D = 3 s: first visits are accepted at
+/// once; a client that left after 1 s is delayed (≥ D) on its next visit,
+/// one that stayed past the window is not.
+fn assert_learned(l: &Learned) {
+    let fast = |t: Option<Duration>| t.is_some_and(|t| t < Duration::from_millis(500));
+    assert!(
+        fast(l.quick[0]) && fast(l.stays[0]) && fast(l.stays[1]),
+        "{l:?}"
+    );
+    assert!(
+        l.quick[1].is_some_and(|t| t >= Duration::from_millis(2900) && t < Duration::from_secs(10)),
+        "{l:?}"
+    );
+}
+
+/// syn_delay's learn mode, socket engine (nftables sets `syn_young4`,
+/// `syn_learn4`).
+#[test]
+fn syn_delay_learns_the_clients_that_left_early() {
+    if !privileged("syn_delay_learns_the_clients_that_left_early") {
+        return;
+    }
+    let (srv, cli, mut p) = pair(
+        "sdl",
+        67,
+        &[
+            "--listen",
+            "10.77.67.1:2285",
+            "--policy",
+            "2285:syn_delay=3s,syn_learn=3s",
+        ],
+    );
+    cli.run("for d in $(ls /sys/class/net | grep ^vb); do ip addr add 10.77.67.3/24 dev $d; done");
+    let dst: SocketAddr = "10.77.67.1:2285".parse().unwrap();
+    let mut l = learning_clients(
+        &cli,
+        ("10.77.67.2".parse().unwrap(), dst),
+        ("10.77.67.3".parse().unwrap(), dst),
+        false,
+    );
+    let learned = srv.run("nft list set inet tarpit syn_learn4");
+    let learned = String::from_utf8_lossy(&learned.stdout).to_string();
+    drop(std::mem::take(&mut l.open));
+    p.term(10.0);
+    assert_learned(&l);
+    assert!(
+        learned.contains("10.77.67.2") && !learned.contains("10.77.67.3"),
+        "{learned}"
+    );
+    let recs = p.records();
+    assert!(
+        recs.iter()
+            .all(|r| r["policy"] == "syn_delay=3s,syn_learn=3s"),
+        "{recs:?}"
+    );
+}
+
+/// The same against the stateless engine (its bounded tables).
+#[test]
+fn stateless_syn_delay_learns_the_clients_that_left_early() {
+    if !privileged("stateless_syn_delay_learns_the_clients_that_left_early") {
+        return;
+    }
+    let mut lab = support::lab::Lab::new(
+        "sdls",
+        &support::lab::LabConfig {
+            trapped_hosts: vec![2, 3],
+            extra_args: ["--policy", "22:syn_delay=3s,syn_learn=3s"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        },
+    );
+    let dst: SocketAddr = format!("{}:22", lab.v4(1)).parse().unwrap();
+    let l = learning_clients(
+        &lab.attacker,
+        (lab.v4(2).parse().unwrap(), dst),
+        (lab.v4(3).parse().unwrap(), dst),
+        true,
+    );
+    lab.stop();
+    assert_learned(&l);
 }
 
 /// A takeover hands each bait connection over with its position: the
@@ -878,10 +1016,14 @@ fn policy_rules_leave_nothing_stale() {
         "set syn_addr6",
         "set syn_fast4",
         "set syn_fast6",
+        "set syn_learn4",
+        "set syn_learn6",
         "set syn_try_seen4",
         "set syn_try_seen6",
         "set syn_try_wait4",
         "set syn_try_wait6",
+        "set syn_young4",
+        "set syn_young6",
         "set trap4",
     ]
     .map(String::from)

@@ -53,7 +53,8 @@ pub struct ServeArgs {
     pub backlog: Option<u32>,
     /// What connections to a port meet (repeatable; over `[serve.policy]`):
     /// PORT:SPEC or default:SPEC, SPEC being bait=ssh|http, drip=DURATION,
-    /// window=zero, syn_delay=DURATION, comma-separated; `default:silent` is
+    /// start=peer|accept, window=zero, syn_delay=DURATION, syn_mode=learn|always,
+    /// syn_learn=DURATION, comma-separated; `default:silent` is
     /// the built-in default. PORT is the original destination port.
     #[arg(long, value_parser = parse_policy_flag, value_name = "PORT:SPEC")]
     pub policy: Vec<(Option<u16>, Policy)>,

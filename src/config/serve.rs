@@ -9,7 +9,7 @@
 //! not a setting silently ignored.
 
 use super::{parse_duration, ConfigError, Source};
-use crate::engine::policy::{self, Bait, BaitStart, Policies, Policy};
+use crate::engine::policy::{self, Bait, BaitStart, Policies, Policy, SynMode};
 use crate::engine::socket::ServeOptions;
 use crate::engine::stateless::StatelessOptions;
 use serde::Deserialize;
@@ -94,6 +94,12 @@ pub struct PolicySection {
     /// `"zero"` (or `"normal"`).
     pub window: Option<Spanned<String>>,
     pub syn_delay: Option<Spanned<String>>,
+    /// `"learn"` (the default: delay only addresses that escaped the silent
+    /// trap early) or `"always"`.
+    pub syn_delay_mode: Option<Spanned<String>>,
+    /// Learn mode's window: a connection the peer ends within this long of
+    /// the accept teaches its address.
+    pub syn_delay_learn: Option<Spanned<String>>,
 }
 
 /// Which engine holds the connections.
@@ -512,6 +518,8 @@ fn policies(a: &ServeOverrides, file: File) -> Result<Policies, ConfigError> {
                 text(&e.bait_start),
                 text(&e.window),
                 duration(&e.syn_delay, &at(".syn_delay"), src)?,
+                text(&e.syn_delay_mode),
+                duration(&e.syn_delay_learn, &at(".syn_delay_learn"), src)?,
             )
             .map_err(|(k, m)| {
                 let span = match k {
@@ -519,6 +527,8 @@ fn policies(a: &ServeOverrides, file: File) -> Result<Policies, ConfigError> {
                     "drip" => e.drip.as_ref().map(Spanned::span),
                     "bait_start" => e.bait_start.as_ref().map(Spanned::span),
                     "window" => e.window.as_ref().map(Spanned::span),
+                    "syn_delay_mode" => e.syn_delay_mode.as_ref().map(Spanned::span),
+                    "syn_delay_learn" => e.syn_delay_learn.as_ref().map(Spanned::span),
                     _ => e.syn_delay.as_ref().map(Spanned::span),
                 };
                 src.error_at(span.unwrap_or(entry.span()), &at(&format!(".{k}")), m)
@@ -550,13 +560,15 @@ fn text(x: &Option<Spanned<String>>) -> Option<&str> {
 }
 
 /// One policy from its parts; the error names the part (`bait`, `drip`,
-/// `bait_start`, `window`, `syn_delay`).
+/// `bait_start`, `window`, `syn_delay`, `syn_delay_mode`, `syn_delay_learn`).
 fn policy_from(
     bait: Option<&str>,
     drip: Option<Duration>,
     start: Option<&str>,
     window: Option<&str>,
     syn_delay: Option<Duration>,
+    syn_mode: Option<&str>,
+    syn_learn: Option<Duration>,
 ) -> Result<Policy, (&'static str, String)> {
     let bait = match bait {
         None | Some("none") => None,
@@ -620,12 +632,48 @@ fn policy_from(
             ));
         }
     }
+    if syn_delay.is_none() {
+        if syn_mode.is_some() {
+            return Err(("syn_delay_mode", "needs a syn_delay".into()));
+        }
+        if syn_learn.is_some() {
+            return Err(("syn_delay_learn", "needs a syn_delay".into()));
+        }
+    }
+    let syn_mode = match syn_mode {
+        None | Some("learn") => {
+            let window = syn_learn.unwrap_or(policy::SYN_LEARN_DEFAULT);
+            if window < Duration::from_secs(1) || window > policy::SYN_LEARN_MAX {
+                return Err((
+                    "syn_delay_learn",
+                    format!("must be within 1s..{:?}", policy::SYN_LEARN_MAX),
+                ));
+            }
+            SynMode::Learn { window }
+        }
+        Some("always") if syn_learn.is_some() => {
+            return Err((
+                "syn_delay_learn",
+                "syn_delay_learn is the window of syn_delay_mode = \"learn\"; \
+                 \"always\" delays every address"
+                    .into(),
+            ))
+        }
+        Some("always") => SynMode::Always,
+        Some(m) => {
+            return Err((
+                "syn_delay_mode",
+                format!("unknown syn_delay_mode {m:?}; use \"learn\" or \"always\""),
+            ))
+        }
+    };
     Ok(Policy {
         bait,
         drip,
         bait_start,
         window_zero,
         syn_delay,
+        syn_mode,
     })
 }
 
@@ -647,12 +695,15 @@ pub fn parse_policy_flag(s: &str) -> Result<(Option<u16>, Policy), String> {
         ),
     };
     let (mut bait, mut drip, mut start, mut window, mut syn_delay) = (None, None, None, None, None);
+    let (mut syn_mode, mut syn_learn) = (None, None);
     for kv in spec.split(',').map(str::trim).filter(|x| !x.is_empty()) {
         if kv == "silent" {
             continue;
         }
         let (k, v) = kv.split_once('=').ok_or_else(|| {
-            format!("{kv:?}: use key=value (bait, drip, start, window, syn_delay)")
+            format!(
+                "{kv:?}: use key=value (bait, drip, start, window, syn_delay, syn_mode, syn_learn)"
+            )
         })?;
         match k.trim() {
             "bait" => bait = Some(v.trim().to_string()),
@@ -660,9 +711,11 @@ pub fn parse_policy_flag(s: &str) -> Result<(Option<u16>, Policy), String> {
             "start" => start = Some(v.trim().to_string()),
             "window" => window = Some(v.trim().to_string()),
             "syn_delay" => syn_delay = Some(parse_duration(v)?),
+            "syn_mode" => syn_mode = Some(v.trim().to_string()),
+            "syn_learn" => syn_learn = Some(parse_duration(v)?),
             other => {
                 return Err(format!(
-                    "unknown policy key {other:?}; use bait, drip, start, window, syn_delay"
+                    "unknown policy key {other:?}; use bait, drip, start, window, syn_delay, syn_mode, syn_learn"
                 ))
             }
         }
@@ -673,9 +726,19 @@ pub fn parse_policy_flag(s: &str) -> Result<(Option<u16>, Policy), String> {
         start.as_deref(),
         window.as_deref(),
         syn_delay,
+        syn_mode.as_deref(),
+        syn_learn,
     )
-    // The flag's key for the start is `start`.
-    .map_err(|(k, m)| format!("{}: {m}", if k == "bait_start" { "start" } else { k }))?;
+    // The flag's keys for the start and syn_delay's mode are shorter.
+    .map_err(|(k, m)| {
+        let k = match k {
+            "bait_start" => "start",
+            "syn_delay_mode" => "syn_mode",
+            "syn_delay_learn" => "syn_learn",
+            k => k,
+        };
+        format!("{k}: {m}")
+    })?;
     Ok((port, p))
 }
 
@@ -1016,6 +1079,25 @@ mod tests {
         assert_eq!(ssh.drip, Bait::Ssh.default_drip());
         assert_eq!(ssh.syn_delay, Some(Duration::from_secs(60)));
         assert_eq!(ssh.bait_start, BaitStart::Peer);
+        // syn_delay learns by default; always and another window on request.
+        assert_eq!(ssh.syn_mode, SynMode::DEFAULT);
+        let (_, p) = parse_policy_flag("22:syn_delay=60s,syn_mode=always").unwrap();
+        assert_eq!(p.syn_mode, SynMode::Always);
+        let (_, p) = parse_policy_flag("22:syn_delay=60s,syn_mode=learn,syn_learn=5s").unwrap();
+        assert_eq!(
+            p.syn_mode,
+            SynMode::Learn {
+                window: Duration::from_secs(5)
+            }
+        );
+        let t = "[serve.policy]\n\"22\" = { syn_delay = \"5s\", syn_delay_mode = \"always\" }\n\"23\" = { syn_delay = \"5s\", syn_delay_learn = \"30s\" }\n";
+        let s2 = socket_of(resolve(t, &ServeOverrides::default()).unwrap());
+        let q = &s2.options.policies;
+        assert_eq!(q.get(q.index_of(22)).syn_mode, SynMode::Always);
+        assert_eq!(
+            q.get(q.index_of(23)).to_string(),
+            "syn_delay=5s,syn_learn=30s"
+        );
         let http = *ps.get(ps.index_of(80));
         assert_eq!(http.bait_start, BaitStart::Accept);
         assert_eq!(
@@ -1074,6 +1156,26 @@ mod tests {
                 "serve.policy.default.syn_delay",
             ),
             (
+                "[serve.policy]\n\"22\" = { syn_delay = \"5s\", syn_delay_mode = \"sometimes\" }\n",
+                2,
+                "serve.policy.22.syn_delay_mode",
+            ),
+            (
+                "[serve.policy]\n\"22\" = { syn_delay_mode = \"always\" }\n",
+                2,
+                "serve.policy.22.syn_delay_mode",
+            ),
+            (
+                "[serve.policy]\n\"22\" = { syn_delay = \"5s\", syn_delay_learn = \"2h\" }\n",
+                2,
+                "serve.policy.22.syn_delay_learn",
+            ),
+            (
+                "[serve.policy]\n\"22\" = { syn_delay = \"5s\", syn_delay_mode = \"always\", syn_delay_learn = \"9s\" }\n",
+                2,
+                "serve.policy.22.syn_delay_learn",
+            ),
+            (
                 "[serve.policy]\ndefault = { syn_delay = \"2h\" }\n",
                 2,
                 "serve.policy.default.syn_delay",
@@ -1123,6 +1225,10 @@ mod tests {
             "x:bait=ssh",
             "22:bait=ssh,start=later",
             "22:start=accept",
+            "22:syn_mode=always",
+            "22:syn_delay=5s,syn_mode=often",
+            "22:syn_delay=5s,syn_learn=0s",
+            "22:syn_delay=5s,syn_mode=always,syn_learn=5s",
         ] {
             assert!(parse_policy_flag(bad).is_err(), "{bad}");
         }

@@ -113,6 +113,21 @@ pub const SYN_DELAY_MAX: Duration = Duration::from_secs(600);
 /// shown it will not sit out; after that a new run is delayed once again.
 pub const SYN_EXEMPT_SECS: u32 = 3600;
 
+/// The default learn window of syn_delay's learn mode: a connection the
+/// peer ends (FIN or RST) within this long of the accept has escaped the
+/// silent trap early, and its address's later handshakes are delayed.
+/// 180 s is above the longest early exit measured against silence
+/// (asyncssh's absolute 120 s login timeout; paramiko 15 s, requests 10 s,
+/// hydra ~33 s), so tools the silent trap holds longer never learn.
+pub const SYN_LEARN_DEFAULT: Duration = Duration::from_secs(180);
+/// Longest learn window (the nftables set timeout of a young connection).
+pub const SYN_LEARN_MAX: Duration = Duration::from_secs(3600);
+/// How long a learned address stays learned (its handshakes delayed):
+/// a day covers a brute-force tool's or scanner's repeated runs against a
+/// host, and bounds what a mistaken lesson costs a later client of that
+/// address.
+pub const SYN_LEARNED_SECS: u32 = 86_400;
+
 /// What one port's connections meet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Policy {
@@ -126,6 +141,44 @@ pub struct Policy {
     /// Complete the handshake only on a SYN at least this long after the
     /// client's first.
     pub syn_delay: Option<Duration>,
+    /// Which addresses syn_delay applies to (ignored without syn_delay).
+    pub syn_mode: SynMode,
+}
+
+/// Which addresses a syn_delay delays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SynMode {
+    /// Only addresses that escaped the silent trap early: one of their
+    /// connections on a learning port was ended by the peer within `window`
+    /// of its accept (then for [`SYN_LEARNED_SECS`]). A tool the silent
+    /// trap holds long is never delayed, so never shortened (medusa and
+    /// ncrack make one connect with a 21 s / 6 s timeout: a delay frees
+    /// them where silence holds them); one that escaped by a read timeout
+    /// loses its connect timeout too on its next visit. The default.
+    Learn { window: Duration },
+    /// Every address's first handshake (the adaptive exemption still
+    /// applies).
+    Always,
+}
+
+impl SynMode {
+    pub const DEFAULT: SynMode = SynMode::Learn {
+        window: SYN_LEARN_DEFAULT,
+    };
+
+    /// The learn window, `None` for `Always`.
+    pub fn learn_window(self) -> Option<Duration> {
+        match self {
+            SynMode::Learn { window } => Some(window),
+            SynMode::Always => None,
+        }
+    }
+}
+
+impl Default for SynMode {
+    fn default() -> SynMode {
+        SynMode::DEFAULT
+    }
 }
 
 impl Policy {
@@ -136,6 +189,7 @@ impl Policy {
         bait_start: BaitStart::Peer,
         window_zero: false,
         syn_delay: None,
+        syn_mode: SynMode::DEFAULT,
     };
 
     pub fn is_silent(&self) -> bool {
@@ -145,7 +199,8 @@ impl Policy {
 
 impl fmt::Display for Policy {
     /// `silent`, or e.g. `bait=ssh,drip=10s,start=accept,window=zero,syn_delay=60s`:
-    /// the `policy` field of records (`start` only when it is `accept`).
+    /// the `policy` field of records (`start` only when it is `accept`;
+    /// `syn_mode=always` or `syn_learn=...` only when not the default).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_silent() {
             return f.write_str("silent");
@@ -163,6 +218,13 @@ impl fmt::Display for Policy {
         }
         if let Some(d) = self.syn_delay {
             parts.push(format!("syn_delay={}", human(d)));
+            match self.syn_mode {
+                SynMode::Always => parts.push("syn_mode=always".to_string()),
+                SynMode::Learn { window } if window != SYN_LEARN_DEFAULT => {
+                    parts.push(format!("syn_learn={}", human(window)))
+                }
+                SynMode::Learn { .. } => {}
+            }
         }
         f.write_str(&parts.join(","))
     }
@@ -258,6 +320,7 @@ mod tests {
             bait_start: BaitStart::Accept,
             window_zero: true,
             syn_delay: Some(Duration::from_secs(60)),
+            syn_mode: SynMode::DEFAULT,
         };
         assert_eq!(
             p.to_string(),
@@ -271,5 +334,19 @@ mod tests {
             peer.to_string(),
             "bait=http,drip=1500ms,window=zero,syn_delay=60s"
         );
+        let always = Policy {
+            syn_mode: SynMode::Always,
+            ..peer
+        };
+        assert!(always
+            .to_string()
+            .ends_with("syn_delay=60s,syn_mode=always"));
+        let learn = Policy {
+            syn_mode: SynMode::Learn {
+                window: Duration::from_secs(5),
+            },
+            ..peer
+        };
+        assert!(learn.to_string().ends_with("syn_delay=60s,syn_learn=5s"));
     }
 }

@@ -46,7 +46,7 @@
 use std::fmt::Write as _;
 
 use super::{batch, FwError, NftConfig};
-use crate::engine::policy::{Policies, SYN_EXEMPT_SECS as FAST_SECS};
+use crate::engine::policy::{Policies, SynMode, SYN_EXEMPT_SECS as FAST_SECS, SYN_LEARNED_SECS};
 
 /// Output-hook chain (window zero).
 pub const OUT_CHAIN: &str = "policy_out";
@@ -58,8 +58,8 @@ pub const SET_SIZE: u32 = 262_144;
 pub const SYN_LOG_GROUP: u16 = 7710;
 /// The syn_delay sets and their keys (IPv4 and IPv6: attempts waiting,
 /// attempts seen, addresses with an attempt pending or abandoned, exempt
-/// addresses).
-pub const SETS: [(&str, &str); 8] = [
+/// addresses; learn mode: young connections, learned addresses).
+pub const SETS: [(&str, &str); 12] = [
     (
         "syn_try_wait4",
         "typeof ip saddr . tcp sport . tcp sequence",
@@ -80,6 +80,10 @@ pub const SETS: [(&str, &str); 8] = [
     ),
     ("syn_addr6", "type ipv6_addr"),
     ("syn_fast6", "type ipv6_addr"),
+    ("syn_young4", "typeof ip saddr . tcp sport"),
+    ("syn_learn4", "type ipv4_addr"),
+    ("syn_young6", "typeof ip6 saddr . tcp sport"),
+    ("syn_learn6", "type ipv6_addr"),
 ];
 /// Sets of earlier versions (keyed by address and port only), no longer
 /// written; removed with the others.
@@ -149,7 +153,7 @@ pub fn policy_commands(
 
     // syn_delay: per port, then the default.
     let syn = "tcp flags & (syn | ack) == syn";
-    let delay_rules = |prefix: &str, d: std::time::Duration, out: &mut String| {
+    let delay_rules = |prefix: &str, d: std::time::Duration, mode: SynMode, out: &mut String| {
         let wait = d.as_secs().max(1);
         let seen = 2 * wait + 5;
         for (v, saddr) in [("4", "ip saddr"), ("6", "ip6 saddr")] {
@@ -161,6 +165,30 @@ pub fn policy_commands(
                     "add rule inet {t} {IN_CHAIN} tcp dport {l} {prefix}{syn} {rest}"
                 );
             };
+            if let Some(learn) = mode.learn_window() {
+                // Learn: the peer's FIN or RST on a young connection (its
+                // last SYN within the learn window) teaches its address;
+                // every SYN makes its connection young (`update` restarts
+                // the timeout, so a delayed one counts from its passing
+                // retransmission, ~the accept); an address not learned
+                // passes. Full sets: nothing learned, SYNs pass.
+                let young = format!("{saddr} . tcp sport");
+                let _ = writeln!(
+                    out,
+                    "add rule inet {t} {IN_CHAIN} tcp dport {l} {prefix}tcp flags & (fin | rst) != 0 {young} @syn_young{v} add @syn_learn{v} {{ {saddr} timeout {SYN_LEARNED_SECS}s }}"
+                );
+                r(
+                    format!(
+                        "meta nfproto {nf} update @syn_young{v} {{ {young} timeout {}s }}",
+                        learn.as_secs().max(1)
+                    ),
+                    out,
+                );
+                r(
+                    format!("meta nfproto {nf} {saddr} != @syn_learn{v} return"),
+                    out,
+                );
+            }
             // Exempt addresses pass; a retransmission waits or passes, and
             // a delayed attempt that completes clears its address (it sat
             // the delay out: its next attempt may be delayed again).
@@ -190,7 +218,7 @@ pub fn policy_commands(
     for (p, pol) in &ps.ports {
         let prefix = format!("ct original proto-dst {p} ");
         match pol.syn_delay {
-            Some(d) => delay_rules(&prefix, d, out),
+            Some(d) => delay_rules(&prefix, d, pol.syn_mode, out),
             // This port is exempt from the default's delay.
             None if ps.default.syn_delay.is_some() => {
                 let _ = writeln!(
@@ -202,7 +230,7 @@ pub fn policy_commands(
         }
     }
     if let Some(d) = ps.default.syn_delay {
-        delay_rules("", d, out);
+        delay_rules("", d, ps.default.syn_mode, out);
     }
     Ok(())
 }
@@ -277,6 +305,7 @@ mod tests {
                 bait: Some(Bait::Ssh),
                 drip: Duration::from_secs(10),
                 syn_delay: Some(Duration::from_secs(60)),
+                syn_mode: SynMode::Always,
                 ..Policy::SILENT
             },
         );
@@ -347,6 +376,49 @@ mod tests {
         assert!(!s.contains("tcp sport { 22, 2222 } tcp window set 0"));
         // add chain, flush chain, seven rules per family for port 22.
         assert_eq!(s.matches(IN_CHAIN).count(), 16, "{s}");
+    }
+
+    #[test]
+    fn learn_mode_delays_only_learned_addresses() {
+        let mut ps = Policies::default();
+        ps.set_port(
+            22,
+            Policy {
+                syn_delay: Some(Duration::from_secs(60)),
+                syn_mode: SynMode::Learn {
+                    window: Duration::from_secs(180),
+                },
+                ..Policy::SILENT
+            },
+        );
+        let mut s = String::new();
+        policy_commands(&NftConfig::default(), &[2222], &ps, &mut s).unwrap();
+        let pre = "add rule inet tarpit policy_in tcp dport { 2222 } ct original proto-dst 22 ";
+        let v4: Vec<&str> = s
+            .lines()
+            .filter_map(|l| l.strip_prefix(pre))
+            .filter(|l| !l.contains("ip6") && !l.contains("ipv6"))
+            .collect();
+        // The peer's FIN/RST on a young connection teaches its address,
+        // every SYN makes its connection young, an address not learned
+        // passes; then the rules of mode always.
+        assert_eq!(v4[..4], [
+            "tcp flags & (fin | rst) != 0 ip saddr . tcp sport @syn_young4 add @syn_learn4 { ip saddr timeout 86400s }",
+            "tcp flags & (syn | ack) == syn meta nfproto ipv4 update @syn_young4 { ip saddr . tcp sport timeout 180s }",
+            "tcp flags & (syn | ack) == syn meta nfproto ipv4 ip saddr != @syn_learn4 return",
+            "tcp flags & (syn | ack) == syn ip saddr @syn_fast4 return",
+        ], "{s}");
+        assert_eq!(v4.len(), 10, "{s}");
+        assert!(s.contains("ip6 saddr != @syn_learn6 return"), "{s}");
+        for set in [
+            "syn_young4 { typeof ip saddr . tcp sport;",
+            "syn_learn6 { type ipv6_addr;",
+        ] {
+            assert!(
+                s.contains(&format!("add set inet tarpit {set} size 262144;")),
+                "{set}: {s}"
+            );
+        }
     }
 
     #[test]

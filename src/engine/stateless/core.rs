@@ -241,6 +241,9 @@ impl Core {
             // A reset of a connection we verified ends its record; without
             // an ACK number it cannot be verified and changes nothing.
             if flags & ACK != 0 && self.cookies.verify(&t, seq, ack).is_some() {
+                if let Some(d) = self.syn_delay.as_mut() {
+                    d.peer_ended(&t, now);
+                }
                 if let Some(f) = self.flows.remove(&t) {
                     self.end(f, now, EndReason::PeerReset);
                 }
@@ -305,6 +308,9 @@ impl Core {
             }
         }
         if o.first_fin {
+            if let Some(d) = self.syn_delay.as_mut() {
+                d.peer_ended(&t, now);
+            }
             self.totals.close_attempts += 1;
             for ob in &self.observers {
                 ob.peer_close_attempt(&self.label);
@@ -635,6 +641,7 @@ mod tests {
             22,
             Policy {
                 syn_delay: Some(std::time::Duration::from_secs(2)),
+                syn_mode: crate::engine::policy::SynMode::Always,
                 ..Policy::SILENT
             },
         );
@@ -655,7 +662,7 @@ mod tests {
         c.shutdown(30);
         let r = obs.0.lock().unwrap();
         assert_eq!(r.len(), 1);
-        assert_eq!(r[0].policy, "syn_delay=2s");
+        assert_eq!(r[0].policy, "syn_delay=2s,syn_mode=always");
     }
 
     #[test]

@@ -15,6 +15,13 @@
 //! address is exempt for as long: such a client meets the silent trap,
 //! never less.
 //!
+//! Learn mode (the default, [`SynMode::Learn`]): only addresses that
+//! escaped the silent trap early are delayed — a flow of a learning port
+//! whose peer ended it (FIN or RST) within the learn window of its accept
+//! puts its address in a learned table for [`LEARNED_SECS`]; other
+//! addresses' SYNs are answered at once. Two more tables: [`SLOTS`] young
+//! flows (accept tick) and [`ADDR_SLOTS`] learned addresses.
+//!
 //! Bounded state, whatever the SYN rate: fixed tables indexed by a keyed
 //! hash, 8 bytes an entry (a tag of the hash and a tick) — [`SLOTS`]
 //! handshakes being delayed, [`ADDR_SLOTS`] addresses with an attempt
@@ -26,23 +33,27 @@
 //! wait overwritten before its record is written is recorded as 0.
 
 use super::packet::Tuple;
-use crate::engine::policy::Policies;
+use crate::engine::policy::{Policies, SynMode};
 use crate::engine::{ticks, TICKS_PER_SEC};
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
 use std::net::{IpAddr, SocketAddr};
 
 pub use crate::engine::policy::SYN_EXEMPT_SECS as FAST_SECS;
+pub use crate::engine::policy::SYN_LEARNED_SECS as LEARNED_SECS;
 
 /// Entries in the handshake table and in the waits table (512 KiB each).
 pub const SLOTS: usize = 1 << 16;
 /// Entries in each address table (128 KiB each).
 pub const ADDR_SLOTS: usize = 1 << 14;
 const FAST_TICKS: u32 = FAST_SECS * TICKS_PER_SEC;
+const LEARNED_TICKS: u32 = LEARNED_SECS * TICKS_PER_SEC;
 
 pub struct SynDelay {
     /// Delay in ticks per policy index (0 = none).
     delays: Vec<u32>,
+    /// Learn window in ticks per policy index (0 = mode always).
+    learn: Vec<u32>,
     policies: Policies,
     /// Handshakes being delayed: (tag, first SYN tick); tag 0 = empty.
     table: Vec<(u32, u32)>,
@@ -53,6 +64,10 @@ pub struct SynDelay {
     fast: Vec<(u32, u32)>,
     /// Accepted delayed handshakes: (tag, ticks from first SYN to accept).
     waits: Vec<(u32, u32)>,
+    /// Accepted flows of learning ports: (tag, accept tick).
+    young: Vec<(u32, u32)>,
+    /// Learned addresses: (tag, tick they were learned).
+    learned: Vec<(u32, u32)>,
     keys: (u64, u64),
     exempted: u64,
 }
@@ -85,14 +100,24 @@ impl SynDelay {
         if delays.iter().all(|&d| d == 0) {
             return None;
         }
+        let learn = policies
+            .all()
+            .map(|p| match p.syn_mode {
+                SynMode::Learn { window } => ticks(window).max(1),
+                SynMode::Always => 0,
+            })
+            .collect();
         let mut r = rand::rng();
         Some(SynDelay {
             delays,
+            learn,
             policies: policies.clone(),
             table: vec![(0, 0); SLOTS],
             addrs: vec![(0, 0); ADDR_SLOTS],
             fast: vec![(0, 0); ADDR_SLOTS],
             waits: vec![(0, 0); SLOTS],
+            young: vec![(0, 0); SLOTS],
+            learned: vec![(0, 0); ADDR_SLOTS],
             keys: (rand::Rng::random(&mut r), rand::Rng::random(&mut r)),
             exempted: 0,
         })
@@ -138,11 +163,26 @@ impl SynDelay {
         self.delays.get(usize::from(idx)).copied().unwrap_or(0)
     }
 
+    /// The learn window of `port`'s delay, 0 for mode always.
+    fn learn_window(&self, port: u16) -> u32 {
+        let idx = self.policies.index_of(port);
+        self.learn.get(usize::from(idx)).copied().unwrap_or(0)
+    }
+
+    fn is_learned(&self, ip: IpAddr, now: u32) -> bool {
+        let (a, atag) = slot(self.addr_hash(ip), ADDR_SLOTS);
+        let l = self.learned[a];
+        l.0 == atag && now.wrapping_sub(l.1) <= LEARNED_TICKS
+    }
+
     /// Whether a SYN of `t` with sequence number `isn` arriving at tick
     /// `now` is answered.
     pub fn pass(&mut self, t: &Tuple, isn: u32, now: u32) -> bool {
         let delay = self.delay(t.dst_port);
         if delay == 0 {
+            return true;
+        }
+        if self.learn_window(t.dst_port) > 0 && !self.is_learned(t.src, now) {
             return true;
         }
         let (i, tag) = slot(self.attempt_hash(t, isn), SLOTS);
@@ -184,6 +224,13 @@ impl SynDelay {
         if delay == 0 {
             return;
         }
+        if self.learn_window(t.dst_port) > 0 {
+            let (y, ytag) = slot(
+                self.flow_hash(SocketAddr::new(t.src, t.src_port), t.dst_port),
+                SLOTS,
+            );
+            self.young[y] = (ytag, now);
+        }
         let (i, tag) = slot(self.attempt_hash(t, isn), SLOTS);
         let s = self.table[i];
         let age = now.wrapping_sub(s.1);
@@ -195,6 +242,29 @@ impl SynDelay {
                 SLOTS,
             );
             self.waits[w] = (wtag, age);
+        }
+    }
+
+    /// The peer ended its flow `t` (FIN or RST) at `now`: within the learn
+    /// window of its accept, its address escaped the silent trap early and
+    /// is learned (its later handshakes are delayed).
+    pub fn peer_ended(&mut self, t: &Tuple, now: u32) {
+        let window = self.learn_window(t.dst_port);
+        if window == 0 || self.delay(t.dst_port) == 0 {
+            return;
+        }
+        let (y, ytag) = slot(
+            self.flow_hash(SocketAddr::new(t.src, t.src_port), t.dst_port),
+            SLOTS,
+        );
+        let v = self.young[y];
+        if v.0 != ytag {
+            return;
+        }
+        self.young[y] = (0, 0);
+        if now.wrapping_sub(v.1) <= window {
+            let (a, atag) = slot(self.addr_hash(t.src), ADDR_SLOTS);
+            self.learned[a] = (atag, now);
         }
     }
 
@@ -232,15 +302,57 @@ mod tests {
     }
 
     fn delay3() -> SynDelay {
+        delay3_mode(SynMode::Always)
+    }
+
+    fn delay3_mode(syn_mode: SynMode) -> SynDelay {
         let mut ps = Policies::default();
         ps.set_port(
             22,
             Policy {
                 syn_delay: Some(Duration::from_secs(3)),
+                syn_mode,
                 ..Policy::SILENT
             },
         );
         SynDelay::new(&ps).unwrap()
+    }
+
+    #[test]
+    fn learn_mode_delays_only_an_address_whose_flow_ended_early() {
+        let mut d = delay3_mode(SynMode::Learn {
+            window: Duration::from_secs(5),
+        });
+        let a = tuple(40000, 22);
+        // Not learned: answered at once.
+        assert!(d.pass(&a, 7, 100));
+        d.accepted(&a, 7, 101);
+        // It stays past the window, then closes: nothing learned.
+        d.peer_ended(&a, 101 + 51);
+        let b = tuple(40001, 22);
+        assert!(d.pass(&b, 9, 200));
+        d.accepted(&b, 9, 201);
+        // This one closes after 1 s: the address is learned ...
+        d.peer_ended(&b, 211);
+        // ... and its next handshake is delayed.
+        let c = tuple(40002, 22);
+        assert!(!d.pass(&c, 5, 300));
+        assert!(d.pass(&c, 5, 330));
+        // Other addresses are not.
+        let mut other = tuple(40000, 22);
+        other.src = "10.77.0.3".parse().unwrap();
+        assert!(d.pass(&other, 7, 300));
+        // A flow ended twice teaches once; a flow never accepted not at all.
+        d.peer_ended(&other, 301);
+        assert!(d.pass(&tuple_from("10.77.0.3", 40009), 3, 302));
+        // Learned for LEARNED_SECS, then forgotten.
+        assert!(d.pass(&tuple(40003, 22), 5, 211 + LEARNED_TICKS + 1));
+    }
+
+    fn tuple_from(src: &str, sport: u16) -> Tuple {
+        let mut t = tuple(sport, 22);
+        t.src = src.parse().unwrap();
+        t
     }
 
     #[test]
