@@ -27,7 +27,11 @@
 //! `EFFICACY_PYENV` (the venv with PyPI paramiko, asyncssh and requests;
 //! default `target/efficacy-venv`, made by `benches/efficacy-tools.sh`),
 //! `EFFICACY_SERVE_ARGS` (replaces the serve flags below; the record-limit
-//! flags are added unless it names them), `EFFICACY_KEEP` (keep the scratch
+//! flags are added unless it names them), `EFFICACY_VISITS` (1 to 4,
+//! default 1: each tool runs that many times in a row against each target
+//! from the same namespace, the next visit as soon as the previous one
+//! ended, and the tables are printed per visit — what syn_delay's learn
+//! mode does to a tool's second visit), `EFFICACY_KEEP` (keep the scratch
 //! directory: each client's output and each tarpit's records). A missing
 //! tool is skipped with a message saying how to install it.
 //!
@@ -422,6 +426,11 @@ fn main() {
             serve_args.extend(pair.iter().map(|s| s.to_string()));
         }
     }
+    let visits = env_secs("EFFICACY_VISITS", 1.0);
+    if !(1.0..=4.0).contains(&visits) || visits.fract() != 0.0 {
+        panic!("EFFICACY_VISITS: a whole number 1..4, not {visits}");
+    }
+    let visits = visits as usize;
     let want_tools = env_names("EFFICACY_TOOLS", TOOLS.iter().map(|t| t.name));
     let want_targets = env_names("EFFICACY_TARGETS", TARGETS.iter().map(|t| t.0));
     remove_stale_namespaces();
@@ -572,7 +581,7 @@ fn main() {
 
     // The round: every tool against every target at once, each capped.
     println!(
-        "efficacy: {} tools x {} targets in parallel, cap {:.0} s each",
+        "efficacy: {} tools x {} targets in parallel, cap {:.0} s each, {visits} visit(s) each",
         tools.len(),
         targets.len(),
         cap.as_secs_f64()
@@ -586,21 +595,32 @@ fn main() {
                 .chain(tool.args.iter().map(|a| a.replace("{dst}", &dst)))
                 .collect();
             let ns = tool_ns[ti].name.clone();
-            let dir = scratch.0.join(format!("run-{ti}-{k}"));
-            std::fs::create_dir_all(&dir).expect("run dir");
+            let base = scratch.0.clone();
             let label = format!("{} @ {tname}", tool.name);
             handles.push((
                 ti,
                 k,
-                std::thread::spawn(move || run_client(&ns, &argv, &dir, cap, &label)),
+                std::thread::spawn(move || {
+                    (0..visits)
+                        .map(|v| {
+                            let dir = base.join(format!("run-{ti}-{k}-v{v}"));
+                            std::fs::create_dir_all(&dir).expect("run dir");
+                            run_client(&ns, &argv, &dir, cap, &label)
+                        })
+                        .collect::<Vec<_>>()
+                }),
             ));
             // Spread the starts a little: 2 cores, ~100 programs starting.
             std::thread::sleep(Duration::from_millis(30));
         }
     }
-    let mut outcomes: Vec<Vec<Option<Outcome>>> = vec![vec![None; targets.len()]; tools.len()];
+    // Per visit, per tool, per target.
+    let mut outcomes: Vec<Vec<Vec<Option<Outcome>>>> =
+        vec![vec![vec![None; targets.len()]; tools.len()]; visits];
     for (ti, k, h) in handles {
-        outcomes[ti][k] = Some(h.join().expect("client thread"));
+        for (v, o) in h.join().expect("client thread").into_iter().enumerate() {
+            outcomes[v][ti][k] = Some(o);
+        }
     }
     println!(
         "efficacy: clients done after {:.0} s",
@@ -641,10 +661,39 @@ fn main() {
     drop(tarpits);
     drop(children);
 
-    print!(
-        "{}",
-        report(&tools, &targets, &outcomes, &records, cap.as_secs_f64())
-    );
+    for (v, outs) in outcomes.iter().enumerate() {
+        if visits > 1 {
+            println!("\n===== visit {} of {visits} =====", v + 1);
+        }
+        // This visit's connections: those that began (first SYN) at or
+        // after its start and before the next visit's.
+        let begun = |ti: usize, k: usize, w: usize| {
+            outcomes
+                .get(w)
+                .and_then(|o| o[ti][k].as_ref())
+                .map(|o| o.origin - o.startup)
+        };
+        let recs: Vec<Vec<Conn>> = (0..targets.len())
+            .map(|k| {
+                records[k]
+                    .iter()
+                    .filter(|c| {
+                        let Some(ti) = tools.iter().position(|t| tool_src(t.0) == c.src) else {
+                            return false;
+                        };
+                        let at = c.start - c.wait + 0.5;
+                        begun(ti, k, v).is_none_or(|b| at >= b)
+                            && begun(ti, k, v + 1).is_none_or(|b| at < b)
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .collect();
+        print!(
+            "{}",
+            report(&tools, &targets, outs, &recs, cap.as_secs_f64())
+        );
+    }
     drop(tool_ns);
     drop(target_ns);
     drop(hub);
@@ -782,6 +831,11 @@ fn not_final(ctl: &Path) -> usize {
     }
 }
 
+/// The address of tool `i`'s namespace (its index in `TOOLS`).
+fn tool_src(i: usize) -> std::net::IpAddr {
+    format!("{NET}.{}", 100 + i).parse().expect("address")
+}
+
 fn secs(o: &Outcome) -> String {
     if o.capped {
         format!("{:.0}+", o.stuck)
@@ -827,11 +881,7 @@ fn report(
     cap: f64,
 ) -> String {
     let mut s = String::new();
-    let src = |ti: usize| -> std::net::IpAddr {
-        format!("{NET}.{}", 100 + tools[ti].0)
-            .parse()
-            .expect("address")
-    };
+    let src = |ti: usize| tool_src(tools[ti].0);
     let is_tarpit = |k: usize| matches!(targets[k].2, Kind::Tarpit(_));
     let stuck = |ti: usize, k: usize| outcomes[ti][k].as_ref().map_or(0.0, |o| o.stuck);
 
