@@ -389,3 +389,146 @@ fn exit_probes_end_engaged_at_the_exit_of_clients_whose_fin_is_stuck() {
         );
     }
 }
+
+/// Bait + window zero (bait from accept, a 5 s drip): the program's FIN
+/// cannot reach us, and exit probes go out between the drips — each one the
+/// byte the bait stream will have there, one past our next. Readers that
+/// exit at 3 s and 7 s are engaged until within max(2 s, 10 %) of their
+/// exit (the drips alone would make it 5.1 and 10.1 s); six readers that
+/// stay 12 s read exactly the bait stream, no stray byte, in three drips
+/// (0, 5, 10 s) with probes between: a drip of one byte after a probe must
+/// cover the probe's byte too, or the peer acknowledges a byte our kernel
+/// has not sent, which it drops, and the stream stalls.
+#[test]
+fn exit_probes_between_drips_end_bait_window_zero_engaged_and_keep_the_stream() {
+    if !privileged("exit_probes_between_drips") {
+        return;
+    }
+    use std::io::Read;
+    use tarpit::engine::policy::Bait;
+    use tarpit::engine::socket::bait;
+    let srv_ns = Netns::new("prbbs");
+    let cli_ns = Netns::new("prbbc");
+    let n = std::process::id() % 200 + 20;
+    let (sa, ca) = (format!("10.77.{n}.1"), format!("10.77.{n}.2"));
+    veth(&srv_ns, &format!("{sa}/24"), &cli_ns, &format!("{ca}/24"));
+    let listen = format!("{sa}:22");
+    let mut cmd = srv_ns.command(bin());
+    cmd.args([
+        "--log-format",
+        "json",
+        "serve",
+        "--listen",
+        &listen,
+        "--control",
+        "off",
+        "--history",
+        "off",
+        "--policy",
+        "22:bait=ssh,drip=5s,start=accept,window=zero",
+    ]);
+    let srv = support::serve::Proc::spawn(cmd);
+    let dst: SocketAddr = listen.parse().unwrap();
+    // Reads all it is sent until `exit` s after connect, then closes (all
+    // read: its FIN waits behind our zero window, no RST at close).
+    let reader = move |exit: f64| {
+        move || {
+            let t0 = Instant::now();
+            let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(5)).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Reads with data more than 1 s after the one before: drips.
+            let (mut drips, mut last) = (0, None::<Instant>);
+            while t0.elapsed() < Duration::from_secs_f64(exit) {
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(k) => {
+                        got.extend_from_slice(&buf[..k]);
+                        if last.is_none_or(|l| l.elapsed() > Duration::from_secs(1)) {
+                            drips += 1;
+                        }
+                        last = Some(Instant::now());
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            let port = s.local_addr().unwrap().port();
+            drop(s);
+            (port, t0.elapsed().as_secs_f64(), got, drips)
+        }
+    };
+    let ends = cli_ns.in_thread(move || {
+        std::thread::scope(|sc| {
+            let r: Vec<_> = [3.0, 7.0, 12.0, 12.0, 12.0, 12.0, 12.0, 12.0]
+                .into_iter()
+                .map(|exit| sc.spawn(reader(exit)))
+                .collect();
+            r.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+        })
+    });
+    let client: std::net::IpAddr = ca.parse().unwrap();
+    let peer_ip = match client {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(v6) => v6.octets(),
+    };
+    for (port, _, got, _) in &ends {
+        // The stream bait drips to this peer, at least as long as `got`.
+        let seed = bait::seed(&peer_ip, *port);
+        let (mut pos, mut want, mut buf) =
+            (bait::Pos::default(), Vec::new(), [0u8; bait::MAX_SEGMENT]);
+        while want.len() < got.len() {
+            let k = bait::segment(Bait::Ssh, seed, pos, &mut buf);
+            want.extend_from_slice(&buf[..k]);
+            pos = bait::advance(Bait::Ssh, seed, pos, k);
+        }
+        assert!(!got.is_empty(), "client {port} read nothing");
+        assert_eq!(
+            String::from_utf8_lossy(got),
+            String::from_utf8_lossy(&want[..got.len()]),
+            "client {port} read another stream"
+        );
+    }
+    for (port, _, got, drips) in &ends[2..] {
+        let seed = bait::seed(&peer_ip, *port);
+        let (mut pos, mut sizes, mut buf) = (bait::Pos::default(), Vec::new(), [0u8; 17]);
+        for _ in 0..3 {
+            let k = bait::segment(Bait::Ssh, seed, pos, &mut buf);
+            sizes.push(k);
+            pos = bait::advance(Bait::Ssh, seed, pos, k);
+        }
+        eprintln!(
+            "client {port}: {drips} drips, {} bytes, stream segments {sizes:?}",
+            got.len()
+        );
+        assert_eq!(
+            *drips,
+            3,
+            "client {port}: {drips} drips in 12 s ({} bytes)",
+            got.len()
+        );
+    }
+    let recs = srv.wait_records(2, 20.0);
+    for (port, exit, _, _) in &ends[..2] {
+        let r = recs
+            .iter()
+            .find(|r| r["peer"].as_str().unwrap().ends_with(&format!(":{port}")))
+            .unwrap_or_else(|| panic!("no record for the client exiting at {exit:.1}: {recs:?}"));
+        let engaged = r["engaged_secs"].as_f64().unwrap();
+        eprintln!(
+            "bait+window0 exit {exit:.2} engaged {engaged:.2} held {}",
+            r["held_secs"]
+        );
+        assert_eq!(r["end"], "peer_reset", "{r}");
+        assert_eq!(r["peer_tried_close"], false, "no FIN could arrive: {r}");
+        assert_eq!(r["engaged_upper_bound"], true, "{r}");
+        let slack = (exit * 0.1).max(2.0);
+        assert!(
+            engaged >= exit - 0.5 && engaged <= exit + slack,
+            "engaged {engaged:.2} for a client that exited at {exit:.2}: {r}"
+        );
+    }
+}

@@ -116,9 +116,16 @@ impl RawTcp {
     }
 
     /// Sends the probe from `local` to `peer` (see [`probe_packet`]).
-    pub fn send(&self, local: SocketAddr, peer: SocketAddr, seq: u32, ack: u32) -> io::Result<()> {
+    pub fn send(
+        &self,
+        local: SocketAddr,
+        peer: SocketAddr,
+        seq: u32,
+        ack: u32,
+        byte: u8,
+    ) -> io::Result<()> {
         let mut buf = [0u8; MAX_PROBE];
-        let n = probe_packet(local, peer, seq, ack, &mut buf)
+        let n = probe_packet(local, peer, seq, ack, byte, &mut buf)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "mixed address families"))?;
         let sock = if peer.is_ipv4() { &self.v4 } else { &self.v6 };
         let sock = sock.as_ref().ok_or_else(|| {
@@ -131,8 +138,11 @@ impl RawTcp {
     }
 }
 
-/// The whole probe packet (IP header, TCP header, one byte `!`) in `buf`:
-/// sequence `seq` (the caller passes our `snd_nxt + 1`), acknowledging
+/// The whole probe packet (IP header, TCP header, one byte `byte`) in `buf`:
+/// sequence `seq` (the caller passes our `snd_nxt + 1`, and as `byte` what
+/// our stream will have there: a bait connection's next bait byte but one,
+/// since our own next segment may fill the hole and make it readable),
+/// acknowledging
 /// `ack`, flags ACK|PSH, window 0 (a probe goes only to a peer our window is
 /// closed to, so it says what our kernel says). `None` when the addresses
 /// are of different families.
@@ -141,6 +151,7 @@ pub fn probe_packet(
     peer: SocketAddr,
     seq: u32,
     ack: u32,
+    byte: u8,
     buf: &mut [u8; MAX_PROBE],
 ) -> Option<usize> {
     let mut tcp = [0u8; TCP_LEN];
@@ -151,7 +162,7 @@ pub fn probe_packet(
     tcp[12] = 5 << 4; // data offset: 20 bytes, no options
     tcp[13] = 0x18; // PSH | ACK
                     // window (14..16), checksum (16..18), urgent pointer (18..20): 0
-    tcp[20] = b'!';
+    tcp[20] = byte;
     let mut sum: u32 = 0;
     let mut add = |b: &[u8]| {
         for c in b.chunks(2) {
@@ -227,7 +238,7 @@ mod tests {
         let mut buf = [0u8; MAX_PROBE];
         let l: SocketAddr = "10.77.0.1:22".parse().unwrap();
         let p: SocketAddr = "10.77.0.2:40000".parse().unwrap();
-        let n = probe_packet(l, p, 0xffff_ffff, 7, &mut buf).unwrap();
+        let n = probe_packet(l, p, 0xffff_ffff, 7, b'!', &mut buf).unwrap();
         assert_eq!(n, 41);
         assert_eq!(&buf[12..16], &[10, 77, 0, 1]);
         let seg = &buf[20..n];
@@ -245,7 +256,7 @@ mod tests {
         let mut buf = [0u8; MAX_PROBE];
         let l: SocketAddr = "[fd77::1]:80".parse().unwrap();
         let p: SocketAddr = "[fd77::2]:50000".parse().unwrap();
-        let n = probe_packet(l, p, 1, 2, &mut buf).unwrap();
+        let n = probe_packet(l, p, 1, 2, b'!', &mut buf).unwrap();
         assert_eq!(n, 61);
         assert_eq!(&buf[4..6], &[0, 21]);
         let mut pseudo = Vec::new();
@@ -253,6 +264,6 @@ mod tests {
         pseudo.extend_from_slice(&[0, 0, 0, 21, 0, 0, 0, 6]);
         assert!(verify(&pseudo, &buf[40..n]));
         let v4: SocketAddr = "10.77.0.2:1".parse().unwrap();
-        assert_eq!(probe_packet(l, v4, 1, 2, &mut buf), None);
+        assert_eq!(probe_packet(l, v4, 1, 2, b'!', &mut buf), None);
     }
 }

@@ -37,7 +37,7 @@
 //! nearly (`cargo bench --bench hold`).
 
 use super::bait;
-use super::table::{Held, Table, F_BAIT_OFF, F_BAIT_ON, F_UT_OFF};
+use super::table::{Held, Table, F_BAIT_OFF, F_BAIT_ON, F_HOLE, F_UT_OFF};
 use super::{handover, Command, ServeOptions};
 use crate::classify::{classify, opens, Identity, Opening, OPENING_BYTES, PEEK_BYTES};
 use crate::engine::policy::BaitStart;
@@ -303,12 +303,7 @@ impl Engine {
                         fin_after: h.fin_seen().then(|| secs(u32::from(h.fin_after))),
                         keepalive_idle: ka.0,
                         keepalive_intvl: ka.1,
-                        // Without bait those bytes hold the exit probe's tick.
-                        bait_pos: if h.bait_on() {
-                            (h.drip_line, h.drip_off)
-                        } else {
-                            (0, 0)
-                        },
+                        bait_pos: (h.drip_line, h.drip_off),
                         bait_on: Some(h.bait_on()),
                     },
                 )
@@ -603,17 +598,14 @@ impl Engine {
             Opening::No => false,
         };
         h.flags |= if on { F_BAIT_ON } else { F_BAIT_OFF };
-        if on {
-            // Its bait progress starts at 0 where the probe tick was.
-            h.clear_probe();
-        }
         let (fd, policy) = (h.fd, h.policy);
         if let Err(e) = self.epoll.get_ref().modify(fd, u64::from(slot)) {
             tracing::debug!(error = %e, "cannot stop watching a bait connection's bytes");
         }
         if on {
-            self.bait_begins(fd, self.opts.policies.get(policy).drip);
-            self.drip(slot, now);
+            let drip = self.opts.policies.get(policy).drip;
+            self.bait_begins(fd, drip);
+            self.drip(slot, now, ticks(drip).max(1));
         }
     }
 
@@ -628,53 +620,76 @@ impl Engine {
 
     /// A connection came due on the wheel: bait that has begun drips, the
     /// rest (no bait, bait still waiting for its peer or off) are probed.
+    /// Bait whose peer's FIN cannot reach us (window zero, a full queue) is
+    /// probed between its drips too: its drips draw the exited program's RST
+    /// only once a drip interval, the probes once a [`probe_interval`].
     fn wheel_due(&mut self, slot: u32, now: u32) {
-        let Some(h) = self.table.get(slot) else {
+        let Some(h) = self.table.get(slot).copied() else {
             return;
         };
-        if h.bait_on() {
-            self.drip(slot, now);
-        } else {
+        if !h.bait_on() {
             self.exit_probe(slot, now);
+            return;
         }
+        let p = *self.opts.policies.get(h.policy);
+        let Some(b) = p.bait else {
+            return;
+        };
+        let drip = ticks(p.drip).max(1);
+        if self.prober.is_none() || h.fin_seen() || !self.stuck(&h) {
+            self.drip(slot, now, drip);
+            return;
+        }
+        let step = probe_interval(now.saturating_sub(h.start));
+        let pos = bait::Pos {
+            line: h.drip_line,
+            off: h.drip_off,
+        };
+        // Ticks since our last bait segment (none yet: the drip is due).
+        let since = if pos == bait::Pos::default() {
+            u32::MAX
+        } else {
+            sys::tcp_info(h.fd).map_or(u32::MAX, |i| i.last_data_sent_ms.saturating_add(50) / 100)
+        };
+        if since >= drip {
+            self.drip(slot, now, step.min(drip));
+            return;
+        }
+        // The probe's byte is the one our stream has at its position (our
+        // next bait byte but one): the next drip covers it (see `F_HOLE`),
+        // and whichever copy the peer keeps, its program reads the stream.
+        let seed = bait::seed(&h.peer_ip, h.peer_port);
+        let mut buf = [0u8; bait::MAX_SEGMENT];
+        bait::segment(b, seed, bait::advance(b, seed, pos, 1), &mut buf);
+        self.send_probe(slot, now, buf[0]);
+        self.table
+            .drip_at(slot, now.saturating_add(step.min(drip - since)));
+    }
+
+    /// Whether a connection's FIN cannot reach us: our window is closed to
+    /// it (window zero, or a full receive queue).
+    fn stuck(&self, h: &Held) -> bool {
+        self.opts.policies.get(h.policy).window_zero || sys::inq(h.fd).unwrap_or(0) >= STUCK_QUEUE
     }
 
     /// Sends a connection without bait (or whose bait has not begun) one exit probe (`sys::probe`) if its
     /// FIN cannot reach us — no FIN yet, and our window is closed to it
     /// (window zero, or a full receive queue) — then puts it back on the
-    /// wheel one [`probe_interval`] later. Bait connections need none (their
-    /// drip draws the RST); one whose FIN came is off the wheel for good.
+    /// wheel one [`probe_interval`] later. (Bait that has begun is probed by
+    /// [`Engine::wheel_due`], between its drips.) One whose FIN came is off
+    /// the wheel for good.
     /// A probe costs one 41-byte packet (61 over IPv6) and the peer's
     /// duplicate ACK; we read nothing.
     fn exit_probe(&mut self, slot: u32, now: u32) {
         let Some(h) = self.table.get(slot).copied() else {
             return;
         };
-        if h.fin_seen() {
+        if h.fin_seen() || self.prober.is_none() {
             return;
         }
-        let Some(raw) = &self.prober else {
-            return;
-        };
-        let p = self.opts.policies.get(h.policy);
-        let stuck = p.window_zero || sys::inq(h.fd).unwrap_or(0) >= STUCK_QUEUE;
+        let stuck = self.stuck(&h);
         if stuck {
-            let (peer, local, _, _) = self.addrs(&h);
-            // Our next byte is snd_nxt; the probe's is the one after it.
-            let sent = sys::probe::tcp_seqs(h.fd)
-                .and_then(|(snd, rcv)| raw.send(local, peer, snd.wrapping_add(1), rcv));
-            match sent {
-                Ok(()) => {
-                    if let Some(h) = self.table.get_mut(slot) {
-                        h.mark_probe(now);
-                    }
-                }
-                Err(e) if !self.probe_failed => {
-                    self.probe_failed = true;
-                    tracing::info!(error = %e, %peer, "exit probe failed (needs CAP_NET_ADMIN and CAP_NET_RAW); engaged of peers whose data is stuck stays an upper bound");
-                }
-                Err(_) => {}
-            }
+            self.send_probe(slot, now, b'!');
         }
         let age = now.saturating_sub(h.start);
         let wait = if stuck {
@@ -685,12 +700,38 @@ impl Engine {
         self.table.drip_at(slot, now.saturating_add(wait));
     }
 
+    /// One out-of-order byte `byte` at our `snd_nxt + 1` (`sys::probe`).
+    fn send_probe(&mut self, slot: u32, now: u32, byte: u8) {
+        let Some(h) = self.table.get(slot).copied() else {
+            return;
+        };
+        let Some(raw) = &self.prober else {
+            return;
+        };
+        let (peer, local, _, _) = self.addrs(&h);
+        // Our next byte is snd_nxt; the probe's is the one after it.
+        let sent = sys::probe::tcp_seqs(h.fd)
+            .and_then(|(snd, rcv)| raw.send(local, peer, snd.wrapping_add(1), rcv, byte));
+        match sent {
+            Ok(()) => {
+                if let Some(h) = self.table.get_mut(slot) {
+                    h.mark_probe(now);
+                }
+            }
+            Err(e) if !self.probe_failed => {
+                self.probe_failed = true;
+                tracing::info!(error = %e, %peer, "exit probe failed (needs CAP_NET_ADMIN and CAP_NET_RAW); engaged of peers whose data is stuck stays an upper bound");
+            }
+            Err(_) => {}
+        }
+    }
+
     /// Writes a bait connection's next segment, unless what it was sent
     /// before is still unacknowledged (its window is closed, or it is gone):
-    /// then nothing, and it is tried again one interval later. Either way it
-    /// goes back on the wheel. A failed send (the peer reset) leaves it off:
-    /// the epoll event releases it.
-    fn drip(&mut self, slot: u32, now: u32) {
+    /// then nothing, and it is tried again later. Either way it goes back
+    /// on the wheel, `wait` ticks later. A failed send (the peer reset)
+    /// leaves it off: the epoll event releases it.
+    fn drip(&mut self, slot: u32, now: u32, wait: u32) {
         let Some(h) = self.table.get_mut(slot) else {
             return;
         };
@@ -701,7 +742,7 @@ impl Engine {
         if !h.bait_on() {
             return;
         }
-        let next = now.saturating_add(ticks(p.drip).max(1));
+        let next = now.saturating_add(wait.max(1));
         if sys::outq(h.fd).unwrap_or(1) == 0 {
             if h.flags & F_UT_OFF != 0 {
                 // The window opened and our segment was acknowledged.
@@ -716,11 +757,21 @@ impl Engine {
                 off: h.drip_off,
             };
             let mut buf = [0u8; bait::MAX_SEGMENT];
-            let n = bait::segment(b, seed, pos, &mut buf);
+            let mut n = bait::segment(b, seed, pos, &mut buf);
+            if n == 1 && h.flags & F_HOLE != 0 {
+                // A probe's byte waits one past this one: cover it.
+                let mut more = [0u8; bait::MAX_SEGMENT];
+                bait::segment(b, seed, bait::advance(b, seed, pos, 1), &mut more);
+                buf[1] = more[0];
+                n = 2;
+            }
             match sys::send_nonblocking(h.fd, &buf[..n]) {
                 Ok(sent) => {
                     let pos = bait::advance(b, seed, pos, sent);
                     (h.drip_line, h.drip_off) = (pos.line, pos.off);
+                    if sent >= 2 {
+                        h.flags &= !F_HOLE;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => return,

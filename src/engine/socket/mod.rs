@@ -5,7 +5,7 @@
 //! snapshot) and [`Observer`] (be told about every trapped and ended
 //! connection — the statistics side plugs in here).
 
-mod bait;
+pub mod bait;
 mod bind;
 mod engine;
 pub mod handover;

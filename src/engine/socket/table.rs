@@ -47,9 +47,14 @@ pub const F_BAIT_OFF: u8 = 4;
 /// Flag: the bait's user timeout is off while the peer's window is closed
 /// (see `engine`).
 pub const F_UT_OFF: u8 = 8;
-/// Flag: an exit probe was sent (its tick is in the bait fields, which a
-/// connection without bait does not use; see `engine::exit_probe`).
+/// Flag: an exit probe was sent (its tick is in `fin_after`, unused before a
+/// FIN; see `engine::exit_probe`).
 pub const F_PROBED: u8 = 16;
+/// Flag: a bait connection's exit probe left a byte one past our next
+/// sequence number in the peer's out-of-order queue; the next drip sends at
+/// least two bytes, so it fills the hole and covers that byte (otherwise the
+/// peer would acknowledge a byte our kernel has not sent yet).
+pub const F_HOLE: u8 = 32;
 
 /// Buckets of the drip wheel (ticks of 100 ms: 409.6 s, more than the
 /// longest drip interval, [`crate::engine::policy::DRIP_MAX`]).
@@ -77,13 +82,12 @@ pub struct Held {
     pub start: u32,
     pub deadline: u32,
     /// Ticks after `start` at which the peer sent FIN (valid when
-    /// `flags & F_FIN`; saturates after 109 minutes).
+    /// `flags & F_FIN`; saturates after 109 minutes). Before a FIN: the low
+    /// 16 bits of the tick of the last exit probe ([`Held::mark_probe`]).
     pub fin_after: u16,
     /// Index of its policy (`crate::engine::policy::Policies::get`).
     pub policy: u8,
     /// Bait progress: line number and bytes of it sent (see `bait::Pos`).
-    /// Without bait: the low 16 bits of the tick of the last exit probe
-    /// ([`Held::mark_probe`]).
     pub drip_line: u8,
     pub drip_off: u8,
     /// Whole seconds the client spent in SYN retransmissions before the
@@ -153,26 +157,20 @@ impl Held {
         self.flags & F_FIN != 0
     }
 
-    /// Records that an exit probe went out at tick `now` (a connection
-    /// without bait only: the tick shares the bait progress bytes).
+    /// Records that an exit probe went out at tick `now`. The tick lives in
+    /// `fin_after`, unused until a FIN comes (and no probe goes out after
+    /// it): the slot stays 64 bytes.
     pub fn mark_probe(&mut self, now: u32) {
-        self.flags |= F_PROBED;
-        [self.drip_line, self.drip_off] = (now as u16).to_le_bytes();
-    }
-
-    /// Forgets the exit probes (bait begins: the bytes are its progress).
-    pub fn clear_probe(&mut self) {
-        self.flags &= !F_PROBED;
-        (self.drip_line, self.drip_off) = (0, 0);
+        if !self.fin_seen() {
+            self.flags |= F_PROBED | F_HOLE;
+            self.fin_after = now as u16;
+        }
     }
 
     /// Ticks since the last exit probe, if one was sent (exact while under
     /// 109 minutes; probes are never that far apart).
     pub fn ticks_since_probe(&self, now: u32) -> Option<u32> {
-        (self.flags & F_PROBED != 0).then(|| {
-            let at = u16::from_le_bytes([self.drip_line, self.drip_off]);
-            u32::from((now as u16).wrapping_sub(at))
-        })
+        (self.flags & F_PROBED != 0).then(|| u32::from((now as u16).wrapping_sub(self.fin_after)))
     }
 
     /// Whether this connection drips bait now (not: no bait, bait waiting
@@ -183,7 +181,8 @@ impl Held {
 
     /// Records that the peer sent FIN at tick `now`.
     pub fn mark_fin(&mut self, now: u32) {
-        self.flags |= F_FIN;
+        // `fin_after` held the last probe's tick.
+        self.flags = (self.flags | F_FIN) & !F_PROBED;
         self.fin_after = now.saturating_sub(self.start).min(u32::from(u16::MAX)) as u16;
     }
 }
