@@ -25,8 +25,9 @@
 //! that sends nothing costs nothing, where looking on the drip wheel would
 //! cost one peek per connection per look.
 //!
-//! The same wheel carries the *exit probes* of connections without bait
-//! ([`Engine::exit_probe`]): a peer whose data is stuck behind our closed
+//! The same wheel carries the *exit probes* ([`Engine::exit_probe`]; for
+//! bait that has begun, between its drips, [`Engine::wheel_due`]): a peer
+//! whose data is stuck behind our closed
 //! window (window zero, or a full receive queue) can never get its FIN to
 //! us, so one out-of-order byte (`sys::probe`) is sent every
 //! max(1 s, age/20); its program never sees it, but once the program has
