@@ -380,7 +380,9 @@ impl Engine {
             let begun = f.bait_on.unwrap_or(f.bait_pos != (0, 0));
             let waits = p.bait.is_some() && p.bait_start == BaitStart::Peer && !begun;
             if p.bait.is_some() && !waits {
-                h.flags |= F_BAIT_ON;
+                // The old process may have left an exit probe's byte one
+                // past our next: the first drip covers it (`F_HOLE`).
+                h.flags |= F_BAIT_ON | F_HOLE;
             }
             while self.table.len() >= self.max_conns {
                 match self.table.oldest() {
