@@ -393,12 +393,13 @@ fn exit_probes_end_engaged_at_the_exit_of_clients_whose_fin_is_stuck() {
 /// Bait + window zero (bait from accept, a 5 s drip): the program's FIN
 /// cannot reach us, and exit probes go out between the drips — each one the
 /// byte the bait stream will have there, one past our next. Readers that
-/// exit at 3 s and 7 s are engaged until within max(2 s, 10 %) of their
-/// exit (the drips alone would make it 5.1 and 10.1 s); six readers that
+/// exit at 3 s, 7 s and 12 s are engaged until within max(2 s, 10 %) of
+/// their exit (the drips alone would make it 5.1 and 10.1 s); six readers that
 /// stay 12 s read exactly the bait stream, no stray byte, in three drips
-/// (0, 5, 10 s) with probes between: a drip of one byte after a probe must
-/// cover the probe's byte too, or the peer acknowledges a byte our kernel
-/// has not sent, which it drops, and the stream stalls.
+/// (0, 5, 10 s) with probes between. Three of them connect from ports whose
+/// second drip is one byte: it must cover the probe's byte too, or the peer
+/// acknowledges a byte our kernel has not sent, which drops those ACKs, and
+/// the stream stalls.
 #[test]
 fn exit_probes_between_drips_end_bait_window_zero_engaged_and_keep_the_stream() {
     if !privileged("exit_probes_between_drips") {
@@ -429,12 +430,42 @@ fn exit_probes_between_drips_end_bait_window_zero_engaged_and_keep_the_stream() 
     ]);
     let srv = support::serve::Proc::spawn(cmd);
     let dst: SocketAddr = listen.parse().unwrap();
+    let client: std::net::IpAddr = ca.parse().unwrap();
+    let peer_ip = match client {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(v6) => v6.octets(),
+    };
+    // Client ports whose second drip (at 5 s, after probes) is one byte:
+    // the case where the probe's byte would become the next in order.
+    let one_byte_second: Vec<u16> = (41000..60000)
+        .filter(|&port| {
+            let seed = bait::seed(&peer_ip, port);
+            let mut buf = [0u8; bait::MAX_SEGMENT];
+            let first = bait::segment(Bait::Ssh, seed, bait::Pos::default(), &mut buf);
+            let pos = bait::advance(Bait::Ssh, seed, bait::Pos::default(), first);
+            bait::segment(Bait::Ssh, seed, pos, &mut buf) == 1
+        })
+        .take(3)
+        .collect();
+    assert_eq!(one_byte_second.len(), 3);
     // Reads all it is sent until `exit` s after connect, then closes (all
-    // read: its FIN waits behind our zero window, no RST at close).
-    let reader = move |exit: f64| {
+    // read: its FIN waits behind our zero window, no RST at close); from
+    // `port` if given.
+    let reader = move |exit: f64, port: Option<u16>| {
         move || {
             let t0 = Instant::now();
-            let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(5)).unwrap();
+            let mut s: TcpStream = match port {
+                None => TcpStream::connect_timeout(&dst, Duration::from_secs(5)).unwrap(),
+                Some(port) => {
+                    let s =
+                        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                            .unwrap();
+                    s.bind(&SocketAddr::new(client, port).into()).unwrap();
+                    s.connect_timeout(&dst.into(), Duration::from_secs(5))
+                        .unwrap();
+                    s.into()
+                }
+            };
             s.set_read_timeout(Some(Duration::from_millis(100)))
                 .unwrap();
             let mut got = Vec::new();
@@ -463,18 +494,16 @@ fn exit_probes_between_drips_end_bait_window_zero_engaged_and_keep_the_stream() 
     };
     let ends = cli_ns.in_thread(move || {
         std::thread::scope(|sc| {
-            let r: Vec<_> = [3.0, 7.0, 12.0, 12.0, 12.0, 12.0, 12.0, 12.0]
-                .into_iter()
-                .map(|exit| sc.spawn(reader(exit)))
-                .collect();
+            let mut r = vec![sc.spawn(reader(3.0, None)), sc.spawn(reader(7.0, None))];
+            for port in &one_byte_second {
+                r.push(sc.spawn(reader(12.0, Some(*port))));
+            }
+            for _ in 0..3 {
+                r.push(sc.spawn(reader(12.0, None)));
+            }
             r.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
         })
     });
-    let client: std::net::IpAddr = ca.parse().unwrap();
-    let peer_ip = match client {
-        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        std::net::IpAddr::V6(v6) => v6.octets(),
-    };
     for (port, _, got, _) in &ends {
         // The stream bait drips to this peer, at least as long as `got`.
         let seed = bait::seed(&peer_ip, *port);
@@ -511,8 +540,8 @@ fn exit_probes_between_drips_end_bait_window_zero_engaged_and_keep_the_stream() 
             got.len()
         );
     }
-    let recs = srv.wait_records(2, 20.0);
-    for (port, exit, _, _) in &ends[..2] {
+    let recs = srv.wait_records(ends.len(), 20.0);
+    for (port, exit, _, _) in &ends {
         let r = recs
             .iter()
             .find(|r| r["peer"].as_str().unwrap().ends_with(&format!(":{port}")))
