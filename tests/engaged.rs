@@ -16,6 +16,44 @@ use support::netns::{privileged, veth, Netns};
 use support::stats::*;
 use support::{bin, poll};
 
+/// A server and a client namespace joined by a veth pair, and their
+/// addresses (10.77.N.1 and .2; the pair is the test's own, so tests
+/// running at once do not share it).
+struct Lab {
+    srv: Netns,
+    cli: Netns,
+    sa: String,
+    ca: String,
+}
+
+fn lab(tag: &str) -> Lab {
+    let srv = Netns::new(&format!("{tag}s"));
+    let cli = Netns::new(&format!("{tag}c"));
+    let n = std::process::id() % 200 + 20;
+    let (sa, ca) = (format!("10.77.{n}.1"), format!("10.77.{n}.2"));
+    veth(&srv, &format!("{sa}/24"), &cli, &format!("{ca}/24"));
+    Lab { srv, cli, sa, ca }
+}
+
+/// `tarpit serve` in `ns` on `listen`, JSON log, no control socket, no
+/// history, and `extra`.
+fn serve(ns: &Netns, listen: &str, extra: &[&str]) -> support::serve::Proc {
+    let mut cmd = ns.command(bin());
+    cmd.args([
+        "--log-format",
+        "json",
+        "serve",
+        "--listen",
+        listen,
+        "--control",
+        "off",
+        "--history",
+        "off",
+    ]);
+    cmd.args(extra);
+    support::serve::Proc::spawn(cmd)
+}
+
 fn scrape(addr: SocketAddr) -> Vec<Sample> {
     let (status, _, body) = http_get(addr, "/metrics").expect("scrape");
     assert!(status.contains("200"), "{status}");
@@ -208,31 +246,25 @@ fn data_stuck_client_that_vanishes_is_engaged_until_its_last_packet_flagged() {
     if !privileged("data_stuck_client_that_vanishes") {
         return;
     }
-    let srv_ns = Netns::new("engs");
-    let cli_ns = Netns::new("engc");
-    let n = std::process::id() % 200 + 20;
-    let (sa, ca) = (format!("10.77.{n}.1"), format!("10.77.{n}.2"));
-    veth(&srv_ns, &format!("{sa}/24"), &cli_ns, &format!("{ca}/24"));
+    let Lab {
+        srv: srv_ns,
+        cli: cli_ns,
+        sa,
+        ..
+    } = lab("eng");
     let listen = format!("{sa}:2222");
-    let mut cmd = srv_ns.command(bin());
-    cmd.args([
-        "--log-format",
-        "json",
-        "serve",
-        "--listen",
+    let srv = serve(
+        &srv_ns,
         &listen,
-        "--control",
-        "off",
-        "--history",
-        "off",
-        "--keepalive-min",
-        "2s",
-        "--keepalive-max",
-        "2s",
-        "--keepalive-count",
-        "2",
-    ]);
-    let srv = support::serve::Proc::spawn(cmd);
+        &[
+            "--keepalive-min",
+            "2s",
+            "--keepalive-max",
+            "2s",
+            "--keepalive-count",
+            "2",
+        ],
+    );
     let dst: SocketAddr = listen.parse().unwrap();
     let exit_after = cli_ns.in_thread(move || {
         let t0 = Instant::now();
@@ -289,28 +321,15 @@ fn exit_probes_end_engaged_at_the_exit_of_clients_whose_fin_is_stuck() {
         return;
     }
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    let srv_ns = Netns::new("prbs");
-    let cli_ns = Netns::new("prbc");
-    let n = std::process::id() % 200 + 20;
-    let (sa, ca) = (format!("10.77.{n}.1"), format!("10.77.{n}.2"));
-    veth(&srv_ns, &format!("{sa}/24"), &cli_ns, &format!("{ca}/24"));
+    let Lab {
+        srv: srv_ns,
+        cli: cli_ns,
+        sa,
+        ..
+    } = lab("prb");
     srv_ns.run("nft add table ip t && nft add chain ip t pre '{ type nat hook prerouting priority dstnat; }' && nft add rule ip t pre tcp dport 22 redirect to :2222");
     let listen = format!("{sa}:2222");
-    let mut cmd = srv_ns.command(bin());
-    cmd.args([
-        "--log-format",
-        "json",
-        "serve",
-        "--listen",
-        &listen,
-        "--control",
-        "off",
-        "--history",
-        "off",
-        "--policy",
-        "22:window=zero",
-    ]);
-    let srv = support::serve::Proc::spawn(cmd);
+    let srv = serve(&srv_ns, &listen, &["--policy", "22:window=zero"]);
     let zero: SocketAddr = format!("{sa}:22").parse().unwrap();
     let silent: SocketAddr = listen.parse().unwrap();
     // (client port, seconds from connect to exit) per writer; the poller's
@@ -408,27 +427,18 @@ fn exit_probes_between_drips_end_bait_window_zero_engaged_and_keep_the_stream() 
     use std::io::Read;
     use tarpit::engine::policy::Bait;
     use tarpit::engine::socket::bait;
-    let srv_ns = Netns::new("prbbs");
-    let cli_ns = Netns::new("prbbc");
-    let n = std::process::id() % 200 + 20;
-    let (sa, ca) = (format!("10.77.{n}.1"), format!("10.77.{n}.2"));
-    veth(&srv_ns, &format!("{sa}/24"), &cli_ns, &format!("{ca}/24"));
+    let Lab {
+        srv: srv_ns,
+        cli: cli_ns,
+        sa,
+        ca,
+    } = lab("prbb");
     let listen = format!("{sa}:22");
-    let mut cmd = srv_ns.command(bin());
-    cmd.args([
-        "--log-format",
-        "json",
-        "serve",
-        "--listen",
+    let srv = serve(
+        &srv_ns,
         &listen,
-        "--control",
-        "off",
-        "--history",
-        "off",
-        "--policy",
-        "22:bait=ssh,drip=5s,start=accept,window=zero",
-    ]);
-    let srv = support::serve::Proc::spawn(cmd);
+        &["--policy", "22:bait=ssh,drip=5s,start=accept,window=zero"],
+    );
     let dst: SocketAddr = listen.parse().unwrap();
     let client: std::net::IpAddr = ca.parse().unwrap();
     let peer_ip = match client {
