@@ -231,6 +231,20 @@ mod tests {
     /// The human line of one record-like event, formatted as `init` does
     /// for a file (no terminal).
     fn human(head: &str, address: &str, user: &str) -> String {
+        captured(|| {
+            tracing::info!(
+                peer = %"10.77.0.5:4242".parse::<std::net::SocketAddr>().unwrap(),
+                head = %head,
+                address = %address,
+                user = ?user,
+                held_secs = 1.5,
+                "connection released"
+            );
+        })
+    }
+
+    /// What `f` logs, as `init` formats it for a file (no terminal).
+    fn captured(f: impl FnOnce()) -> String {
         let buf = Buf::default();
         let w = buf.clone();
         let sub = tracing_subscriber::fmt()
@@ -241,16 +255,7 @@ mod tests {
             .with_level(false)
             .fmt_fields(SafeFields)
             .finish();
-        tracing::subscriber::with_default(sub, || {
-            tracing::info!(
-                peer = %"10.77.0.5:4242".parse::<std::net::SocketAddr>().unwrap(),
-                head = %head,
-                address = %address,
-                user = ?user,
-                held_secs = 1.5,
-                "connection released"
-            );
-        });
+        tracing::subscriber::with_default(sub, f);
         let v = buf.0.lock().unwrap().clone();
         String::from_utf8(v).unwrap()
     }
@@ -414,18 +419,7 @@ mod tests {
                     estimated: false,
                     policy: "silent".into(),
                 };
-                let buf = Buf::default();
-                let w = buf.clone();
-                let sub = tracing_subscriber::fmt()
-                    .with_writer(move || w.clone())
-                    .with_ansi(false)
-                    .without_time()
-                    .with_target(false)
-                    .with_level(false)
-                    .fmt_fields(SafeFields)
-                    .finish();
-                tracing::subscriber::with_default(sub, || crate::engine::emit_record(&r, None));
-                let line = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+                let line = captured(|| crate::engine::emit_record(&r, None));
                 let f = fields(&line);
                 let keys: Vec<&str> = f.iter().map(|(k, _)| k.as_str()).collect();
                 let c = &r.client;

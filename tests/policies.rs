@@ -842,56 +842,47 @@ fn bait_goes_on_where_it_stopped_after_a_takeover() {
 /// `text` is zero or more `X-name: value\r\n` lines (name lowercase,
 /// value alphanumeric) followed by the beginning of one more.
 fn header_prefix(text: &str) -> bool {
+    enum Step {
+        Lit(&'static [u8]),
+        Run(fn(&u8) -> bool),
+    }
+    use Step::{Lit, Run};
+    const LINE: [Step; 5] = [
+        Lit(b"X-"),
+        Run(u8::is_ascii_lowercase),
+        Lit(b": "),
+        Run(u8::is_ascii_alphanumeric),
+        Lit(b"\r\n"),
+    ];
     let b = text.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        // "X-"
-        for want in [b'X', b'-'] {
-            if i == b.len() {
-                return true;
+        for step in &LINE {
+            match step {
+                Lit(want) => {
+                    for &w in *want {
+                        if i == b.len() {
+                            return true;
+                        }
+                        if b[i] != w {
+                            return false;
+                        }
+                        i += 1;
+                    }
+                }
+                Run(class) => {
+                    let start = i;
+                    while i < b.len() && class(&b[i]) {
+                        i += 1;
+                    }
+                    if i == b.len() {
+                        return true;
+                    }
+                    if i == start {
+                        return false;
+                    }
+                }
             }
-            if b[i] != want {
-                return false;
-            }
-            i += 1;
-        }
-        let start = i;
-        while i < b.len() && b[i].is_ascii_lowercase() {
-            i += 1;
-        }
-        if i == b.len() {
-            return true;
-        }
-        if i == start {
-            return false;
-        }
-        for want in [b':', b' '] {
-            if i == b.len() {
-                return true;
-            }
-            if b[i] != want {
-                return false;
-            }
-            i += 1;
-        }
-        let start = i;
-        while i < b.len() && b[i].is_ascii_alphanumeric() {
-            i += 1;
-        }
-        if i == b.len() {
-            return true;
-        }
-        if i == start {
-            return false;
-        }
-        for want in [b'\r', b'\n'] {
-            if i == b.len() {
-                return true;
-            }
-            if b[i] != want {
-                return false;
-            }
-            i += 1;
         }
     }
     true
