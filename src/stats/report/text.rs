@@ -15,6 +15,53 @@ fn bar(v: f64, max: f64, width: usize) -> String {
     "█".repeat(n.min(width))
 }
 
+/// A column of a text table: its heading and width, its cells left-aligned
+/// (text, [`L`]) or right-aligned (figures, [`R`]).
+struct Col {
+    head: &'static str,
+    width: usize,
+    left: bool,
+}
+
+#[allow(non_snake_case)]
+const fn L(head: &'static str, width: usize) -> Col {
+    Col {
+        head,
+        width,
+        left: true,
+    }
+}
+
+#[allow(non_snake_case)]
+const fn R(head: &'static str, width: usize) -> Col {
+    Col {
+        head,
+        width,
+        left: false,
+    }
+}
+
+/// One line of a table: two spaces, then each cell padded to its column,
+/// one space apart.
+fn line(o: &mut String, cols: &[Col], cells: &[&dyn std::fmt::Display]) {
+    o.push(' ');
+    for (c, v) in cols.iter().zip(cells) {
+        let _ = if c.left {
+            write!(o, " {:<w$}", v, w = c.width)
+        } else {
+            write!(o, " {:>w$}", v, w = c.width)
+        };
+    }
+    o.push('\n');
+}
+
+/// A blank line, a table's title, and its column headings.
+fn heading(o: &mut String, title: &str, cols: &[Col]) {
+    let _ = writeln!(o, "\n{title}");
+    let heads: Vec<&dyn std::fmt::Display> = cols.iter().map(|c| &c.head as _).collect();
+    line(o, cols, &heads);
+}
+
 /// The terminal report.
 pub fn render_text(r: &Report) -> String {
     let mut o = String::new();
@@ -64,102 +111,95 @@ pub fn render_text(r: &Report) -> String {
     let _ = writeln!(o, "  bytes never read     {}", t.bytes_received);
     let _ = writeln!(o, "  peer close attempts  {}", t.close_attempts);
 
-    let _ = writeln!(o, "\nTop hosts by attacker time wasted");
-    let _ = writeln!(
-        o,
-        "  {:<40} {:>8} {:>12} {:>12}",
-        "HOST", "CONNS", "ENGAGED", "HELD"
-    );
+    const HOSTS: &[Col] = &[
+        L("HOST", 40),
+        R("CONNS", 8),
+        R("ENGAGED", 12),
+        R("HELD", 12),
+    ];
+    heading(&mut o, "Top hosts by attacker time wasted", HOSTS);
     for h in &r.top_hosts {
-        let _ = writeln!(
-            o,
-            "  {:<40} {:>8} {:>12} {:>12}",
-            h.host,
-            h.connections,
-            fmt_hold(h.engaged_secs),
-            fmt_hold(h.held_secs)
-        );
+        let (e, held) = (fmt_hold(h.engaged_secs), fmt_hold(h.held_secs));
+        line(&mut o, HOSTS, &[&h.host, &h.connections, &e, &held]);
     }
-    let _ = writeln!(o, "\nPorts aimed at");
-    let _ = writeln!(
-        o,
-        "  {:<8} {:>8} {:>12} {:>12}",
-        "PORT", "CONNS", "ENGAGED", "HELD"
-    );
+    const PORTS: &[Col] = &[L("PORT", 8), R("CONNS", 8), R("ENGAGED", 12), R("HELD", 12)];
+    heading(&mut o, "Ports aimed at", PORTS);
     for p in &r.ports {
-        let _ = writeln!(
-            o,
-            "  {:<8} {:>8} {:>12} {:>12}",
-            p.port,
-            p.connections,
-            fmt_hold(p.engaged_secs),
-            fmt_hold(p.held_secs)
-        );
+        let (e, held) = (fmt_hold(p.engaged_secs), fmt_hold(p.held_secs));
+        line(&mut o, PORTS, &[&p.port, &p.connections, &e, &held]);
     }
     if !r.top_countries.is_empty() {
-        let _ = writeln!(o, "\nTop countries by attacker time wasted");
-        let _ = writeln!(
-            o,
-            "  {:<8} {:>8} {:>8} {:>12} {:>12}",
-            "COUNTRY", "CONNS", "HOSTS", "ENGAGED", "HELD"
-        );
+        const COUNTRIES: &[Col] = &[
+            L("COUNTRY", 8),
+            R("CONNS", 8),
+            R("HOSTS", 8),
+            R("ENGAGED", 12),
+            R("HELD", 12),
+        ];
+        heading(&mut o, "Top countries by attacker time wasted", COUNTRIES);
         for c in &r.top_countries {
-            let _ = writeln!(
-                o,
-                "  {:<8} {:>8} {:>8} {:>12} {:>12}",
-                c.country,
-                c.connections,
-                c.hosts,
-                fmt_hold(c.engaged_secs),
-                fmt_hold(c.held_secs)
+            let (e, held) = (fmt_hold(c.engaged_secs), fmt_hold(c.held_secs));
+            line(
+                &mut o,
+                COUNTRIES,
+                &[&c.country, &c.connections, &c.hosts, &e, &held],
             );
         }
     }
     if !r.top_asns.is_empty() {
-        let _ = writeln!(o, "\nTop ASNs by attacker time wasted");
-        let _ = writeln!(
-            o,
-            "  {:<10} {:<32} {:>8} {:>8} {:>12} {:>12}",
-            "ASN", "ORGANISATION", "CONNS", "HOSTS", "ENGAGED", "HELD"
-        );
+        const ASNS: &[Col] = &[
+            L("ASN", 10),
+            L("ORGANISATION", 32),
+            R("CONNS", 8),
+            R("HOSTS", 8),
+            R("ENGAGED", 12),
+            R("HELD", 12),
+        ];
+        heading(&mut o, "Top ASNs by attacker time wasted", ASNS);
         for a in &r.top_asns {
             let org: String = a.org.chars().filter(|c| !c.is_control()).take(32).collect();
-            let _ = writeln!(
-                o,
-                "  {:<10} {:<32} {:>8} {:>8} {:>12} {:>12}",
+            let (asn, e, held) = (
                 format!("AS{}", a.asn),
-                org,
-                a.connections,
-                a.hosts,
                 fmt_hold(a.engaged_secs),
-                fmt_hold(a.held_secs)
+                fmt_hold(a.held_secs),
+            );
+            line(
+                &mut o,
+                ASNS,
+                &[&asn, &org, &a.connections, &a.hosts, &e, &held],
             );
         }
     }
     if !r.protocols.is_empty() {
-        let _ = writeln!(o, "\nWhat they tried (protocol) by attacker time wasted");
-        let _ = writeln!(
-            o,
-            "  {:<8} {:>8} {:>12} {:>12}",
-            "PROTOCOL", "CONNS", "ENGAGED", "HELD"
+        const PROTOCOLS: &[Col] = &[
+            L("PROTOCOL", 8),
+            R("CONNS", 8),
+            R("ENGAGED", 12),
+            R("HELD", 12),
+        ];
+        heading(
+            &mut o,
+            "What they tried (protocol) by attacker time wasted",
+            PROTOCOLS,
         );
         for p in &r.protocols {
-            let _ = writeln!(
-                o,
-                "  {:<8} {:>8} {:>12} {:>12}",
-                p.protocol,
-                p.connections,
-                fmt_hold(p.engaged_secs),
-                fmt_hold(p.held_secs)
-            );
+            let (e, held) = (fmt_hold(p.engaged_secs), fmt_hold(p.held_secs));
+            line(&mut o, PROTOCOLS, &[&p.protocol, &p.connections, &e, &held]);
         }
     }
     if !r.clients.is_empty() {
-        let _ = writeln!(o, "\nTop client software by attacker time wasted");
-        let _ = writeln!(
-            o,
-            "  {:<48} {:<8} {:>8} {:>8} {:>12} {:>12}",
-            "CLIENT", "PROTOCOL", "CONNS", "HOSTS", "ENGAGED", "HELD"
+        const CLIENTS: &[Col] = &[
+            L("CLIENT", 48),
+            L("PROTOCOL", 8),
+            R("CONNS", 8),
+            R("HOSTS", 8),
+            R("ENGAGED", 12),
+            R("HELD", 12),
+        ];
+        heading(
+            &mut o,
+            "Top client software by attacker time wasted",
+            CLIENTS,
         );
         for c in &r.clients {
             // Stored escaped (printable ASCII); cut to the column.
@@ -169,38 +209,37 @@ pub fn render_text(r: &Report) -> String {
                 .filter(|c| !c.is_control())
                 .take(48)
                 .collect();
-            let _ = writeln!(
-                o,
-                "  {:<48} {:<8} {:>8} {:>8} {:>12} {:>12}",
-                name,
-                c.protocol,
-                c.connections,
-                c.hosts,
-                fmt_hold(c.engaged_secs),
-                fmt_hold(c.held_secs)
+            let (e, held) = (fmt_hold(c.engaged_secs), fmt_hold(c.held_secs));
+            line(
+                &mut o,
+                CLIENTS,
+                &[&name, &c.protocol, &c.connections, &c.hosts, &e, &held],
             );
         }
     }
     if !r.policies.is_empty() {
-        let _ = writeln!(o, "\nPolicies by attacker time wasted");
-        let _ = writeln!(
-            o,
-            "  {:<44} {:>8} {:>8} {:>12} {:>12} {:>12}",
-            "POLICY", "CONNS", "HOSTS", "ENGAGED", "OF IT <=", "HELD"
-        );
+        const POLICIES: &[Col] = &[
+            L("POLICY", 44),
+            R("CONNS", 8),
+            R("HOSTS", 8),
+            R("ENGAGED", 12),
+            R("OF IT <=", 12),
+            R("HELD", 12),
+        ];
+        heading(&mut o, "Policies by attacker time wasted", POLICIES);
         for p in &r.policies {
             // Ours (records name it), but read from a file: no control
             // characters reach the terminal.
             let name: String = p.policy.chars().filter(|c| !c.is_control()).collect();
-            let _ = writeln!(
-                o,
-                "  {:<44} {:>8} {:>8} {:>12} {:>12} {:>12}",
-                name,
-                p.connections,
-                p.hosts,
+            let (e, ub, held) = (
                 fmt_hold(p.engaged_secs),
                 fmt_hold(p.engaged_upper_bound_secs),
-                fmt_hold(p.held_secs)
+                fmt_hold(p.held_secs),
+            );
+            line(
+                &mut o,
+                POLICIES,
+                &[&name, &p.connections, &p.hosts, &e, &ub, &held],
             );
         }
     }
